@@ -1,0 +1,180 @@
+/* Layer 2: the seccomp-bpf baseline, generated from syscall_table.h. */
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#if defined(__x86_64__)
+#define VB_AUDIT_ARCH AUDIT_ARCH_X86_64
+#define VB_X32_BIT 0x40000000u
+#elif defined(__aarch64__)
+#define VB_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "viewbox: unsupported architecture (x86_64 and aarch64 are supported)"
+#endif
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define VB_ARG_LO(n) (offsetof(struct seccomp_data, args) + 8 * (n))
+#else
+#define VB_ARG_LO(n) (offsetof(struct seccomp_data, args) + 8 * (n) + 4)
+#endif
+
+enum vb_how { VB_DENY, VB_DENY_FLAGS, VB_NOSYS };
+
+struct vb_syscall_row {
+    struct vb_syscall_info info;
+    enum vb_how how;
+    uint32_t mask;
+};
+
+struct vb_ioctl_row {
+    struct vb_syscall_info info;
+    uint32_t request;
+};
+
+static const struct vb_syscall_row syscall_rows[] = {
+#define VB_SYSCALL(name, group, how, mask, note) {{#name, __NR_##name, group, note}, how, mask},
+#define VB_IOCTL(request, name, group, note)
+#include "syscall_table.h"
+#undef VB_SYSCALL
+#undef VB_IOCTL
+};
+
+static const struct vb_ioctl_row ioctl_rows[] = {
+#define VB_SYSCALL(name, group, how, mask, note)
+#define VB_IOCTL(request, name, group, note) {{"ioctl:" #name, __NR_ioctl, group, note}, request},
+#include "syscall_table.h"
+#undef VB_SYSCALL
+#undef VB_IOCTL
+};
+
+/* syscall rows then ioctl rows, for vb_syscall_table() */
+static struct vb_syscall_info table_view[VB_ARRAY_LEN(syscall_rows) + VB_ARRAY_LEN(ioctl_rows)];
+
+const struct vb_syscall_info *vb_syscall_table(size_t *count)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < VB_ARRAY_LEN(syscall_rows); i++)
+        table_view[n++] = syscall_rows[i].info;
+    for (size_t i = 0; i < VB_ARRAY_LEN(ioctl_rows); i++)
+        table_view[n++] = ioctl_rows[i].info;
+    *count = n;
+    return table_view;
+}
+
+const char *vb_group_name(uint64_t group)
+{
+    switch (group) {
+    case VB_GROUP_IO_URING: return "io_uring";
+    case VB_GROUP_BPF: return "bpf";
+    case VB_GROUP_PTRACE: return "ptrace";
+    case VB_GROUP_KEYS: return "keys";
+    case VB_GROUP_PERF: return "perf";
+    case VB_GROUP_USERFAULT: return "userfaultfd";
+    case VB_GROUP_HANDLES: return "handles";
+    case VB_GROUP_MOUNT: return "mount";
+    case VB_GROUP_NAMESPACE: return "namespace";
+    case VB_GROUP_KERNEL: return "kernel";
+    case VB_GROUP_TIME_SET: return "time_set";
+    case VB_GROUP_TTY_INJECT: return "tty_inject";
+    case VB_GROUP_MEMORY: return "memory";
+    default: return NULL;
+    }
+}
+
+#define RET(action) BPF_STMT(BPF_RET | BPF_K, (action))
+#define DENY RET(SECCOMP_RET_ERRNO | EPERM)
+
+struct prog {
+    struct sock_filter *insns;
+    size_t len, cap;
+};
+
+static int emit(struct prog *p, struct sock_filter insn)
+{
+    if (p->len >= p->cap)
+        return -ENOSPC;
+    p->insns[p->len++] = insn;
+    return 0;
+}
+
+#define EMIT(p, insn) do { int rc_ = emit((p), (struct sock_filter)insn); if (rc_) return rc_; } while (0)
+
+/* The program, top to bottom: wrong architecture -> kill; x32 ABI -> ENOSYS;
+ * then one short block per denied row, each ending in a RET so that jumps
+ * stay within the 8-bit offsets of classic BPF; everything else -> ALLOW.
+ * Allowed calls never depend on arguments except clone/unshare/ioctl, so the
+ * kernel's per-syscall action cache makes them free. */
+int vb_seccomp_build(uint64_t deny_groups, void *out, size_t capacity)
+{
+    struct prog p = {out, 0, capacity};
+
+    EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
+    EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, VB_AUDIT_ARCH, 1, 0));
+    EMIT(&p, RET(SECCOMP_RET_KILL_PROCESS)); /* 32-bit ABIs (int 0x80) and foreign arches */
+    EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
+#ifdef VB_X32_BIT
+    EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, VB_X32_BIT, 0, 1));
+    EMIT(&p, RET(SECCOMP_RET_ERRNO | ENOSYS));
+#endif
+
+    for (size_t i = 0; i < VB_ARRAY_LEN(syscall_rows); i++) {
+        const struct vb_syscall_row *row = &syscall_rows[i];
+        if (!(row->info.group & deny_groups))
+            continue;
+        switch (row->how) {
+        case VB_DENY:
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->info.nr, 0, 1));
+            EMIT(&p, DENY);
+            break;
+        case VB_NOSYS:
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->info.nr, 0, 1));
+            EMIT(&p, RET(SECCOMP_RET_ERRNO | ENOSYS));
+            break;
+        case VB_DENY_FLAGS:
+            /* the accumulator is overwritten, so both branches return */
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->info.nr, 0, 4));
+            EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(0)));
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, row->mask, 0, 1));
+            EMIT(&p, DENY);
+            EMIT(&p, RET(SECCOMP_RET_ALLOW));
+            break;
+        }
+    }
+
+    size_t n_ioctls = 0;
+    for (size_t i = 0; i < VB_ARRAY_LEN(ioctl_rows); i++)
+        n_ioctls += (ioctl_rows[i].info.group & deny_groups) != 0;
+    if (n_ioctls) {
+        /* skip: the load, two insns per request, the final allow */
+        EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, (uint8_t)(2 * n_ioctls + 2)));
+        EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(1)));
+        for (size_t i = 0; i < VB_ARRAY_LEN(ioctl_rows); i++) {
+            if (!(ioctl_rows[i].info.group & deny_groups))
+                continue;
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ioctl_rows[i].request, 0, 1));
+            EMIT(&p, DENY);
+        }
+        EMIT(&p, RET(SECCOMP_RET_ALLOW));
+    }
+
+    EMIT(&p, RET(SECCOMP_RET_ALLOW));
+    return (int)p.len;
+}
+
+void vb_apply_seccomp(uint64_t deny_groups)
+{
+    struct sock_filter insns[512];
+    int n = vb_seccomp_build(deny_groups, insns, VB_ARRAY_LEN(insns));
+    if (n < 0)
+        vb_child_fail(-n, VB_EXIT_SETUP, "build the seccomp program", NULL);
+    struct sock_fprog prog = {.len = (unsigned short)n, .filter = insns};
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+        vb_child_fail(errno, VB_EXIT_SETUP, "install the seccomp filter", NULL);
+}

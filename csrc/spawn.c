@@ -1,0 +1,527 @@
+/* The spawn path: clone -> uid maps -> view -> init (pid 1) -> command.
+ *
+ *   caller (Python)        sandbox init (pid 1)            command (pid 2)
+ *   clone3(CLONE_NEW*) ──▶ PDEATHSIG, wait for maps
+ *   write uid/gid maps ──▶ build the view, pivot_root
+ *                          hostname, loopback up
+ *                          fork ─────────────────────────▶ setsid, fds, workdir,
+ *                          close every fd but status       rlimits, ids, Landlock,
+ *                          forward signals, reap           caps, seccomp, exec
+ *   read error pipe: EOF = exec'd, a record = it failed (125/126/127)
+ *   status pipe: the command's wait status when it ends
+ *
+ * Between clone and exec only async-signal-safe steps run (the caller may be
+ * a multi-threaded Python process): no malloc, no stdio, no locks, and
+ * further forks are raw clone syscalls so no atfork handler runs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* struct clone_args of <linux/sched.h>, which clashes with <sched.h>. */
+struct vb_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    uint64_t set_tid, set_tid_size, cgroup;
+};
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#define VB_CLONE_INTO_CGROUP 0x200000000ULL
+
+#ifndef SECBIT_NOROOT
+#define SECBIT_NOROOT (1 << 0)
+#define SECBIT_NOROOT_LOCKED (1 << 1)
+#define SECBIT_NO_SETUID_FIXUP (1 << 2)
+#define SECBIT_NO_SETUID_FIXUP_LOCKED (1 << 3)
+#define SECBIT_KEEP_CAPS_LOCKED (1 << 5)
+#endif
+
+#define MAX_FDS 256
+
+/* The error pipe's write end in the child (each process has its own copy). */
+static int child_errfd = -1;
+
+int vb_strlcpy(char *dst, const char *src, size_t cap)
+{
+    if (cap == 0)
+        return -ENAMETOOLONG;
+    dst[0] = '\0';
+    return vb_strlcat(dst, src, cap);
+}
+
+int vb_strlcat(char *dst, const char *src, size_t cap)
+{
+    size_t len = strnlen(dst, cap);
+    while (*src && len + 1 < cap)
+        dst[len++] = *src++;
+    dst[len] = '\0';
+    return *src ? -ENAMETOOLONG : 0;
+}
+
+void vb_child_fail(int err, int exit_code, ...)
+{
+    struct vb_error record;
+    memset(&record, 0, sizeof record);
+    record.err = err;
+    record.exit_code = exit_code;
+    va_list ap;
+    va_start(ap, exit_code);
+    for (const char *part; (part = va_arg(ap, const char *)) != NULL;)
+        vb_strlcat(record.what, part, sizeof record.what); /* truncation is fine here */
+    va_end(ap);
+    if (child_errfd >= 0) {
+        const char *p = (const char *)&record;
+        size_t left = sizeof record;
+        while (left) {
+            ssize_t n = write(child_errfd, p, left);
+            if (n <= 0 && errno != EINTR)
+                break;
+            if (n > 0) {
+                p += n;
+                left -= (size_t)n;
+            }
+        }
+    }
+    _exit(exit_code);
+}
+
+#define FAIL(err, ...) vb_child_fail((err), VB_EXIT_SETUP, __VA_ARGS__, NULL)
+
+static pid_t raw_fork(void)
+{
+    return (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+}
+
+static void loopback_up(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    vb_strlcpy(ifr.ifr_name, "lo", sizeof ifr.ifr_name);
+    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0)
+        FAIL(errno, "read the loopback interface's flags");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
+        FAIL(errno, "bring the loopback interface up");
+    close(s);
+}
+
+static void reset_signals(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and RT gaps */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Puts the plan's fds at their numbers and closes every other one, keeping
+ * the error pipe (close-on-exec) above them all. */
+static void setup_fds(const struct vb_plan *plan)
+{
+    if (plan->n_fds > MAX_FDS)
+        FAIL(E2BIG, "too many file descriptors to pass");
+    int top = 2;
+    for (size_t i = 0; i < plan->n_fds; i++) {
+        if (plan->fds[i].child_fd > top)
+            top = plan->fds[i].child_fd;
+        if (plan->fds[i].parent_fd > top)
+            top = plan->fds[i].parent_fd;
+    }
+    int moved = fcntl(child_errfd, F_DUPFD_CLOEXEC, top + 1);
+    if (moved < 0)
+        FAIL(errno, "move the error pipe");
+    child_errfd = moved;
+    int staged[MAX_FDS];
+    for (size_t i = 0; i < plan->n_fds; i++) {
+        staged[i] = fcntl(plan->fds[i].parent_fd, F_DUPFD_CLOEXEC, top + 1);
+        if (staged[i] < 0)
+            FAIL(errno, "duplicate a file descriptor for the command");
+    }
+    int max_target = 2;
+    for (size_t i = 0; i < plan->n_fds; i++) {
+        if (dup2(staged[i], plan->fds[i].child_fd) < 0)
+            FAIL(errno, "place a file descriptor for the command");
+        if (plan->fds[i].child_fd > max_target)
+            max_target = plan->fds[i].child_fd;
+    }
+    for (int fd = 0; fd <= max_target; fd++) {
+        int wanted = 0;
+        for (size_t i = 0; i < plan->n_fds; i++)
+            wanted |= plan->fds[i].child_fd == fd;
+        if (!wanted)
+            close(fd);
+    }
+    /* everything else the caller had open: nothing of the host leaks in */
+    if (syscall(SYS_close_range, max_target + 1, child_errfd - 1, 0) != 0 ||
+        syscall(SYS_close_range, child_errfd + 1, ~0U, 0) != 0)
+        FAIL(errno, "close inherited file descriptors");
+}
+
+static void set_identity(const struct vb_plan *plan)
+{
+    /* uid 0 gains no capabilities at exec, and setuid keeps them until we
+     * drop them ourselves; locked so nothing inside can undo it. */
+    if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                                     SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED) != 0)
+        FAIL(errno, "set the securebits");
+    for (int cap = 0; cap <= 63; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno == EINVAL)
+            break; /* past the last capability this kernel knows */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+        FAIL(errno, "clear the ambient capabilities");
+    if (plan->map_all_ids) {
+        /* Every id is mapped (the caller is root): choose ours explicitly.
+         * Otherwise the single mapped id already is plan->uid/gid. */
+        if (setgroups(0, NULL) != 0)
+            FAIL(errno, "drop supplementary groups");
+        if (setresgid(plan->gid, plan->gid, plan->gid) != 0)
+            FAIL(errno, "set the group id");
+        if (setresuid(plan->uid, plan->uid, plan->uid) != 0)
+            FAIL(errno, "set the user id");
+    }
+}
+
+static void drop_capabilities(void)
+{
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &header, data) != 0)
+        FAIL(errno, "drop capabilities");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        FAIL(errno, "set no_new_privs");
+}
+
+__attribute__((noreturn)) static void exec_command(const struct vb_plan *plan)
+{
+    const char *name = plan->argv[0];
+    char *const *argv = (char *const *)plan->argv;
+    char *const *envp = (char *const *)plan->envp;
+    if (strchr(name, '/')) {
+        execve(name, argv, envp);
+        int err = errno;
+        vb_child_fail(err, err == ENOENT ? VB_EXIT_NOTFOUND : VB_EXIT_NOEXEC, "cannot run ", name, NULL);
+    }
+    int denied = 0;
+    char path[PATH_MAX];
+    for (const char *dir = plan->path_search; dir;) {
+        const char *colon = strchr(dir, ':');
+        size_t len = colon ? (size_t)(colon - dir) : strlen(dir);
+        if (len == 0) {
+            path[0] = '.';
+            len = 1;
+        } else if (len < sizeof path) {
+            memcpy(path, dir, len);
+        } else {
+            len = 0;
+        }
+        path[len] = '\0';
+        if (len && vb_strlcat(path, "/", sizeof path) == 0 && vb_strlcat(path, name, sizeof path) == 0) {
+            execve(path, argv, envp);
+            if (errno == EACCES)
+                denied = 1;
+            else if (errno != ENOENT && errno != ENOTDIR)
+                vb_child_fail(errno, VB_EXIT_NOEXEC, "cannot run ", path, NULL);
+        }
+        dir = colon ? colon + 1 : NULL;
+    }
+    if (denied)
+        vb_child_fail(EACCES, VB_EXIT_NOEXEC, "cannot run ", name, NULL);
+    vb_child_fail(0, VB_EXIT_NOTFOUND, name, ": command not found in the sandbox (PATH=",
+                  plan->path_search, ")", NULL);
+}
+
+__attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
+{
+    reset_signals();
+    if (setsid() < 0)
+        FAIL(errno, "start a new session");
+    setup_fds(plan);
+    if (chdir(plan->workdir) != 0)
+        FAIL(errno, "working directory ", plan->workdir);
+    for (size_t i = 0; i < plan->n_rlimits; i++) {
+        struct rlimit rl = {plan->rlimits[i].soft, plan->rlimits[i].hard};
+        if (setrlimit(plan->rlimits[i].resource, &rl) != 0)
+            FAIL(errno, "set a resource limit");
+    }
+    set_identity(plan);
+    vb_apply_landlock(plan);
+    drop_capabilities();
+    vb_apply_seccomp(plan->seccomp_deny_groups); /* last: it restricts what we may call */
+    exec_command(plan);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig; /* never runs: the signals stay blocked and are taken by sigwaitinfo */
+}
+
+/* The signals the sandbox's init forwards to the command. */
+static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM};
+
+/* pid 1 of the sandbox: forwards signals, reaps orphans, and reports the
+ * command's wait status. When it exits the kernel kills every process left
+ * in the pid namespace, so nothing outlives the command. */
+__attribute__((noreturn)) static void supervise_command(pid_t command, int status_fd)
+{
+    /* Nothing here for the command to inspect: not dumpable, no host fds. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (status_fd != 3) {
+        if (dup2(status_fd, 3) < 0)
+            _exit(VB_EXIT_SETUP);
+        status_fd = 3;
+    }
+    syscall(SYS_close_range, 0, 2, 0);
+    syscall(SYS_close_range, 4, ~0U, 0);
+
+    sigset_t wait_for;
+    sigemptyset(&wait_for);
+    sigaddset(&wait_for, SIGCHLD);
+    for (size_t i = 0; i < VB_ARRAY_LEN(forwarded); i++)
+        sigaddset(&wait_for, forwarded[i]);
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&wait_for, &info);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(command, sig);
+            continue;
+        }
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (pid == command) {
+                ssize_t n = write(status_fd, &status, sizeof status);
+                _exit(n == (ssize_t)sizeof status ? 0 : VB_EXIT_SETUP);
+            }
+        }
+    }
+}
+
+__attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int err_w, int status_w, int sync_r)
+{
+    child_errfd = err_w;
+    /* No orphans: if the caller dies, so does the sandbox (and with its init,
+     * the whole pid namespace). If it died before this line, the sync pipe
+     * reads EOF below. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+        FAIL(errno, "set the parent-death signal");
+    char go = 0;
+    while (read(sync_r, &go, 1) < 0 && errno == EINTR)
+        ;
+    if (go != 'g')
+        _exit(VB_EXIT_SETUP);
+    close(sync_r);
+
+    vb_build_view(plan);
+    if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) != 0)
+        FAIL(errno, "set the hostname ", plan->hostname);
+    if (plan->unshare_net)
+        loopback_up();
+
+    /* Handlers (not SIG_DFL) make pid 1 receive these signals at all; they
+     * stay blocked and are taken synchronously. The command resets both. */
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGCHLD, &sa, NULL);
+    for (size_t i = 0; i < VB_ARRAY_LEN(forwarded); i++)
+        sigaction(forwarded[i], &sa, NULL);
+
+    pid_t command = raw_fork();
+    if (command < 0)
+        FAIL(errno, "fork the command");
+    if (command == 0) {
+        close(status_w);
+        run_command(plan);
+    }
+    supervise_command(command, status_w);
+}
+
+static int write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, text, strlen(text));
+    int rc = n == (ssize_t)strlen(text) ? 0 : (n < 0 ? -errno : -EIO);
+    close(fd);
+    return rc;
+}
+
+static int write_id_maps(pid_t pid, const struct vb_plan *plan, struct vb_error *error)
+{
+    char path[64], map[96];
+    int rc = 0;
+    if (!plan->map_all_ids) {
+        /* unprivileged: one id each, and setgroups must be denied first */
+        snprintf(path, sizeof path, "/proc/%d/setgroups", pid);
+        rc = write_file(path, "deny");
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof path, "/proc/%d/uid_map", pid);
+        if (plan->map_all_ids)
+            snprintf(map, sizeof map, "0 0 4294967295");
+        else
+            snprintf(map, sizeof map, "%u %u 1", plan->uid, plan->outer_uid);
+        rc = write_file(path, map);
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof path, "/proc/%d/gid_map", pid);
+        if (plan->map_all_ids)
+            snprintf(map, sizeof map, "0 0 4294967295");
+        else
+            snprintf(map, sizeof map, "%u %u 1", plan->gid, plan->outer_gid);
+        rc = write_file(path, map);
+    }
+    if (rc != 0) {
+        error->err = -rc;
+        error->exit_code = VB_EXIT_SETUP;
+        snprintf(error->what, sizeof error->what, "write %s", path);
+    }
+    return rc;
+}
+
+static ssize_t read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, (char *)buf + got, len - got);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+static void reap(pid_t pid, int *status)
+{
+    while (waitpid(pid, status, __WALL) < 0 && errno == EINTR)
+        ;
+}
+
+int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error)
+{
+    memset(error, 0, sizeof *error);
+    child->pid = child->pidfd = child->status_fd = -1;
+
+    int err_pipe[2], status_pipe[2], sync_pipe[2];
+    if (pipe2(err_pipe, O_CLOEXEC) != 0)
+        return -errno;
+    if (pipe2(status_pipe, O_CLOEXEC) != 0) {
+        int rc = -errno;
+        close(err_pipe[0]);
+        close(err_pipe[1]);
+        return rc;
+    }
+    if (pipe2(sync_pipe, O_CLOEXEC) != 0) {
+        int rc = -errno;
+        close(err_pipe[0]);
+        close(err_pipe[1]);
+        close(status_pipe[0]);
+        close(status_pipe[1]);
+        return rc;
+    }
+
+    int pidfd = -1;
+    struct vb_clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
+                 CLONE_NEWCGROUP | CLONE_PIDFD;
+    if (plan->unshare_net)
+        args.flags |= CLONE_NEWNET;
+    if (plan->cgroup_fd >= 0) {
+        args.flags |= VB_CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)plan->cgroup_fd;
+    }
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+
+    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) {
+        close(err_pipe[0]);
+        close(status_pipe[0]);
+        close(sync_pipe[1]);
+        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0]);
+    }
+    int clone_errno = errno;
+    close(err_pipe[1]);
+    close(status_pipe[1]);
+    close(sync_pipe[0]);
+    if (pid < 0) {
+        close(err_pipe[0]);
+        close(status_pipe[0]);
+        close(sync_pipe[1]);
+        error->err = clone_errno;
+        error->exit_code = VB_EXIT_SETUP;
+        snprintf(error->what, sizeof error->what, "create the sandbox's namespaces (clone3)");
+        return -clone_errno;
+    }
+
+    int rc = write_id_maps(pid, plan, error);
+    /* 'g' lets the child go on; anything else (or EOF) makes it exit */
+    ssize_t w = write(sync_pipe[1], rc == 0 ? "g" : "x", 1);
+    (void)w;
+    close(sync_pipe[1]);
+
+    if (rc == 0) {
+        ssize_t n = read_full(err_pipe[0], error, sizeof *error);
+        if (n == (ssize_t)sizeof *error)
+            rc = -(error->err ? error->err : ECANCELED);
+        else if (n != 0)
+            rc = n < 0 ? (int)n : -EIO;
+    }
+    close(err_pipe[0]);
+    if (rc != 0) {
+        int status;
+        reap(pid, &status);
+        close(status_pipe[0]);
+        if (pidfd >= 0)
+            close(pidfd);
+        return rc;
+    }
+    child->pid = pid;
+    child->pidfd = pidfd;
+    child->status_fd = status_pipe[0];
+    return 0;
+}
+
+int vb_wait(struct vb_child *child, int *wstatus)
+{
+    int reported = 0, init_status = 0;
+    ssize_t n = read_full(child->status_fd, &reported, sizeof reported);
+    reap(child->pid, &init_status);
+    /* no report: the init itself died (killed from outside) */
+    *wstatus = n == (ssize_t)sizeof reported ? reported : init_status;
+    close(child->status_fd);
+    close(child->pidfd);
+    child->status_fd = child->pidfd = -1;
+    return 0;
+}

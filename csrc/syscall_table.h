@@ -1,0 +1,92 @@
+/* The one syscall table: every syscall viewbox treats specially.
+ *
+ * X-macro rows: VB_SYSCALL(name, group, how, mask, note)
+ *   name   the syscall, as in __NR_<name>
+ *   group  VB_GROUP_* it belongs to; the plan denies whole groups
+ *   how    VB_DENY           fail with EPERM
+ *          VB_DENY_FLAGS     fail with EPERM when (arg0 & mask) != 0 (low 32 bits)
+ *          VB_NOSYS          fail with ENOSYS, so libc falls back to an older
+ *                            call whose arguments the filter can inspect
+ *   note   why; shown by `viewbox show --syscalls` and in the docs
+ *
+ * And VB_IOCTL(request, name, group, note): ioctl requests denied with EPERM; the
+ * request is compared on its low 32 bits, as the kernel reads it.
+ *
+ * The seccomp program (seccomp.c), the Python side's names (via
+ * vb_syscall_table) and the README's table all derive from these rows.
+ */
+
+#define VB_NS_FLAGS_CLONE 0x7E020000u   /* CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET} */
+#define VB_NS_FLAGS_UNSHARE 0x7E020080u /* the same plus CLONE_NEWTIME */
+
+VB_SYSCALL(io_uring_setup, VB_GROUP_IO_URING, VB_DENY, 0, "io_uring performs I/O that seccomp never sees")
+VB_SYSCALL(io_uring_enter, VB_GROUP_IO_URING, VB_DENY, 0, "io_uring performs I/O that seccomp never sees")
+VB_SYSCALL(io_uring_register, VB_GROUP_IO_URING, VB_DENY, 0, "io_uring performs I/O that seccomp never sees")
+
+VB_SYSCALL(bpf, VB_GROUP_BPF, VB_DENY, 0, "loads programs into the kernel; a large attack surface")
+
+VB_SYSCALL(ptrace, VB_GROUP_PTRACE, VB_DENY, 0, "controls another process: would bypass seccomp and read its memory")
+VB_SYSCALL(process_vm_readv, VB_GROUP_PTRACE, VB_DENY, 0, "reads another process's memory")
+VB_SYSCALL(process_vm_writev, VB_GROUP_PTRACE, VB_DENY, 0, "writes another process's memory")
+VB_SYSCALL(process_madvise, VB_GROUP_PTRACE, VB_DENY, 0, "acts on another process's memory")
+VB_SYSCALL(pidfd_getfd, VB_GROUP_PTRACE, VB_DENY, 0, "copies a file descriptor out of another process")
+VB_SYSCALL(kcmp, VB_GROUP_PTRACE, VB_DENY, 0, "compares kernel objects of other processes (an information leak)")
+
+VB_SYSCALL(keyctl, VB_GROUP_KEYS, VB_DENY, 0, "the kernel keyring is not namespaced")
+VB_SYSCALL(add_key, VB_GROUP_KEYS, VB_DENY, 0, "the kernel keyring is not namespaced")
+VB_SYSCALL(request_key, VB_GROUP_KEYS, VB_DENY, 0, "the kernel keyring is not namespaced")
+
+VB_SYSCALL(perf_event_open, VB_GROUP_PERF, VB_DENY, 0, "performance counters leak information about the host")
+
+VB_SYSCALL(userfaultfd, VB_GROUP_USERFAULT, VB_DENY, 0, "stalls the kernel mid-copy; a common exploit primitive")
+
+VB_SYSCALL(open_by_handle_at, VB_GROUP_HANDLES, VB_DENY, 0, "opens files by handle, bypassing the view (the 'shocker' escape)")
+VB_SYSCALL(name_to_handle_at, VB_GROUP_HANDLES, VB_DENY, 0, "produces the handles open_by_handle_at consumes")
+
+VB_SYSCALL(mount, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(umount2, VB_GROUP_MOUNT, VB_DENY, 0, "would reveal what the view covers")
+VB_SYSCALL(pivot_root, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(chroot, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(move_mount, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(open_tree, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(open_tree_attr, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(fsopen, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(fsconfig, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(fsmount, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(fspick, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+VB_SYSCALL(mount_setattr, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
+
+VB_SYSCALL(unshare, VB_GROUP_NAMESPACE, VB_DENY_FLAGS, VB_NS_FLAGS_UNSHARE, "new namespaces give back the capabilities the sandbox dropped")
+VB_SYSCALL(clone, VB_GROUP_NAMESPACE, VB_DENY_FLAGS, VB_NS_FLAGS_CLONE, "new namespaces give back the capabilities the sandbox dropped")
+VB_SYSCALL(clone3, VB_GROUP_NAMESPACE, VB_NOSYS, 0, "its flags are behind a pointer the filter cannot read; libc falls back to clone")
+VB_SYSCALL(setns, VB_GROUP_NAMESPACE, VB_DENY, 0, "would enter another namespace")
+
+VB_SYSCALL(kexec_load, VB_GROUP_KERNEL, VB_DENY, 0, "replaces the running kernel")
+VB_SYSCALL(kexec_file_load, VB_GROUP_KERNEL, VB_DENY, 0, "replaces the running kernel")
+VB_SYSCALL(init_module, VB_GROUP_KERNEL, VB_DENY, 0, "loads kernel code")
+VB_SYSCALL(finit_module, VB_GROUP_KERNEL, VB_DENY, 0, "loads kernel code")
+VB_SYSCALL(delete_module, VB_GROUP_KERNEL, VB_DENY, 0, "unloads kernel code")
+VB_SYSCALL(reboot, VB_GROUP_KERNEL, VB_DENY, 0, "host-wide")
+VB_SYSCALL(swapon, VB_GROUP_KERNEL, VB_DENY, 0, "host-wide")
+VB_SYSCALL(swapoff, VB_GROUP_KERNEL, VB_DENY, 0, "host-wide")
+VB_SYSCALL(acct, VB_GROUP_KERNEL, VB_DENY, 0, "host-wide process accounting")
+VB_SYSCALL(quotactl, VB_GROUP_KERNEL, VB_DENY, 0, "host-wide disk quotas")
+VB_SYSCALL(syslog, VB_GROUP_KERNEL, VB_DENY, 0, "the kernel log leaks host information and addresses")
+VB_SYSCALL(lookup_dcookie, VB_GROUP_KERNEL, VB_DENY, 0, "host-wide profiling interface")
+VB_SYSCALL(vhangup, VB_GROUP_KERNEL, VB_DENY, 0, "hangs up the terminal of other processes")
+VB_SYSCALL(uselib, VB_GROUP_KERNEL, VB_DENY, 0, "obsolete loader path, a past exploit vector")
+#ifdef __NR_iopl
+VB_SYSCALL(iopl, VB_GROUP_KERNEL, VB_DENY, 0, "raw I/O port access")
+VB_SYSCALL(ioperm, VB_GROUP_KERNEL, VB_DENY, 0, "raw I/O port access")
+VB_SYSCALL(modify_ldt, VB_GROUP_KERNEL, VB_DENY, 0, "16-bit segments, a past exploit vector")
+#endif
+
+VB_SYSCALL(settimeofday, VB_GROUP_TIME_SET, VB_DENY, 0, "the host's clock is not the sandbox's to set")
+VB_SYSCALL(clock_settime, VB_GROUP_TIME_SET, VB_DENY, 0, "the host's clock is not the sandbox's to set")
+VB_SYSCALL(clock_adjtime, VB_GROUP_TIME_SET, VB_DENY, 0, "the host's clock is not the sandbox's to set")
+
+VB_SYSCALL(move_pages, VB_GROUP_MEMORY, VB_DENY, 0, "moves the memory of other processes")
+VB_SYSCALL(migrate_pages, VB_GROUP_MEMORY, VB_DENY, 0, "moves the memory of other processes")
+
+VB_IOCTL(0x5412, TIOCSTI, VB_GROUP_TTY_INJECT, "types characters into a terminal another process reads")
+VB_IOCTL(0x541C, TIOCLINUX, VB_GROUP_TTY_INJECT, "console selection can inject input too")

@@ -1,0 +1,164 @@
+/* viewbox C core: the one public header, bound by cffi (viewbox/_build.py).
+ *
+ * The Python side compiles a policy into a flat `struct vb_plan`; the C core
+ * spawns the sandbox from it (clone -> uid maps -> mounts -> pivot_root ->
+ * landlock -> rlimits -> caps -> seccomp -> exec) without running any Python
+ * in the child. The C core hard-codes no policy: everything it enforces comes
+ * from the plan; the syscall table (syscall_table.h) says what each syscall
+ * group is, the plan says which groups are denied.
+ *
+ * Conventions: functions return 0 or -errno. Errors in the child come back as
+ * a `struct vb_error` record ("<what>: <strerror(err)>").
+ *
+ * This file is read by cffi's cdef after the build script drops the
+ * preprocessor lines: keep it to plain declarations and integer #defines.
+ */
+#ifndef VIEWBOX_H
+#define VIEWBOX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* --- mount operations, applied in order inside the sandbox's mount namespace */
+#define VB_MOUNT_BIND  1   /* bind `source` (host path) onto `target` (recursive) */
+#define VB_MOUNT_TMPFS 2   /* fresh tmpfs on `target`, options in `data` */
+#define VB_MOUNT_PROC  3   /* fresh procfs for the sandbox's pid namespace */
+#define VB_MOUNT_DEV   4   /* minimal /dev: null zero full random urandom tty, pts, shm */
+#define VB_MOUNT_HIDE  5   /* make `target` empty: empty read-only dir or empty file */
+
+#define VB_MF_RDONLY   1   /* read-only (recursively, for binds) */
+#define VB_MF_OPTIONAL 2   /* skip silently when source or target is missing */
+
+struct vb_mount {
+    int kind;
+    unsigned flags;
+    const char *source;    /* host path (BIND only), else NULL */
+    const char *target;    /* absolute path inside the view */
+    const char *data;      /* tmpfs options ("size=64m,mode=1777"), or NULL */
+};
+
+struct vb_landlock_rule {
+    const char *path;      /* absolute path inside the view */
+    uint64_t access;       /* LANDLOCK_ACCESS_FS_* bits */
+};
+
+struct vb_rlimit {
+    int resource;          /* RLIMIT_* */
+    uint64_t soft;
+    uint64_t hard;
+};
+
+struct vb_fd_map {
+    int parent_fd;         /* fd in the calling process */
+    int child_fd;          /* number it gets in the sandboxed command */
+};
+
+#define VB_BASE_HOST  1    /* the host's / read-only, recursively */
+#define VB_BASE_EMPTY 2    /* an empty read-only tmpfs */
+
+struct vb_plan {
+    const char *const *argv;        /* NULL-terminated; argv[0] is looked up in PATH inside */
+    const char *const *envp;        /* NULL-terminated, the command's whole environment */
+    const char *path_search;        /* PATH used to find argv[0] inside the view */
+    const char *workdir;            /* inside the view */
+    const char *hostname;           /* NULL: keep the host's (UTS ns is still private) */
+
+    int base;                       /* VB_BASE_* */
+    const struct vb_mount *mounts;
+    size_t n_mounts;
+
+    int unshare_net;                /* 1: own net namespace, loopback up; 0: host network */
+    uint32_t uid, gid;              /* identity inside the sandbox */
+    uint32_t outer_uid, outer_gid;  /* who that identity is on the host (the caller) */
+    int map_all_ids;                /* 1: identity-map every id (caller is root on the host) */
+
+    int landlock_abi;               /* 0: do not apply Landlock */
+    uint64_t landlock_handled_fs;   /* rights the ruleset restricts */
+    uint64_t landlock_scopes;       /* LANDLOCK_SCOPE_* (ABI >= 6) */
+    const struct vb_landlock_rule *landlock_rules;
+    size_t n_landlock_rules;
+
+    uint64_t seccomp_deny_groups;   /* bitmask of VB_GROUP_* denied with EPERM */
+
+    const struct vb_rlimit *rlimits;
+    size_t n_rlimits;
+
+    const struct vb_fd_map *fds;    /* every other fd is closed before exec */
+    size_t n_fds;
+
+    int cgroup_fd;                  /* -1, or a cgroup v2 dir fd: clone straight into it */
+};
+
+/* --- results ----------------------------------------------------------- */
+
+#define VB_EXIT_SETUP     125      /* viewbox could not set the sandbox up */
+#define VB_EXIT_NOEXEC    126      /* the command was found but could not be executed */
+#define VB_EXIT_NOTFOUND  127      /* the command was not found inside the view */
+
+struct vb_error {
+    int err;                        /* errno of the failing step */
+    int exit_code;                  /* VB_EXIT_* */
+    char what[4352];                /* what failed, naming the path or flag */
+};
+
+struct vb_child {
+    int pid;                        /* host pid of the sandbox's init (pid 1 inside) */
+    int pidfd;                      /* pidfd of that init: signals, polling */
+    int status_fd;                  /* readable once the command ended: 4-byte wait status */
+};
+
+/* Spawn a sandbox from `plan`. On success fills `child` and returns 0: the
+ * command has been exec'd. On failure returns -errno; when the failure
+ * happened in the child, `error` describes it and no process is left. */
+int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error);
+
+/* Reads the command's wait status once status_fd is readable, reaps the init.
+ * Returns 0 and sets *wstatus, or -errno. Blocks; call it from Python without the GIL. */
+int vb_wait(struct vb_child *child, int *wstatus);
+
+/* --- the syscall table (syscall_table.h), for docs, audit and `viewbox show` */
+
+/* syscall groups, each a bit in vb_plan.seccomp_deny_groups */
+#define VB_GROUP_IO_URING   1
+#define VB_GROUP_BPF        2
+#define VB_GROUP_PTRACE     4
+#define VB_GROUP_KEYS       8
+#define VB_GROUP_PERF       16
+#define VB_GROUP_USERFAULT  32
+#define VB_GROUP_HANDLES    64
+#define VB_GROUP_MOUNT      128
+#define VB_GROUP_NAMESPACE  256
+#define VB_GROUP_KERNEL     512
+#define VB_GROUP_TIME_SET   1024
+#define VB_GROUP_TTY_INJECT 2048
+#define VB_GROUP_MEMORY     4096
+#define VB_GROUP_ALL        8191
+
+struct vb_syscall_info {
+    const char *name;
+    int nr;                         /* on the build architecture */
+    uint64_t group;                 /* VB_GROUP_* */
+    const char *note;               /* why it is in that group */
+};
+
+const struct vb_syscall_info *vb_syscall_table(size_t *count);
+const char *vb_group_name(uint64_t group);
+
+/* Builds the seccomp program for `deny_groups` into `out` (capacity in
+ * instructions); returns the instruction count or -errno. Exposed for tests
+ * and `viewbox show`. Each instruction is 8 bytes (struct sock_filter). */
+int vb_seccomp_build(uint64_t deny_groups, void *out, size_t capacity);
+
+/* --- probes for `viewbox doctor` and fail-closed checks (probe.c) ------- */
+
+/* Tries clone() with `flags` (CLONE_NEW*) in a throw-away child, with a user
+ * namespace added when `with_userns`. Returns 0 if it worked, else -errno. */
+int vb_probe_clone(unsigned long flags, int with_userns);
+/* Landlock ABI version (>= 1), or -errno (-ENOSYS, -EOPNOTSUPP when disabled). */
+int vb_probe_landlock_abi(void);
+/* 0 if seccomp user notification is available (new listener works), else -errno. */
+int vb_probe_seccomp_notify(void);
+/* 0 if pidfd_open works, else -errno. */
+int vb_probe_pidfd(void);
+
+#endif

@@ -1,0 +1,6 @@
+"""`python -m viewbox` is the `viewbox` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

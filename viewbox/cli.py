@@ -1,0 +1,215 @@
+"""The `viewbox` command: a thin layer over the Python API."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import PolicyErrors, ViewboxError
+
+#: signals `viewbox run` passes on to the command
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+
+MAIN_HELP = """\
+viewbox runs a command in its own view of the world: a filesystem, process
+tree, network and identity of its own, enforced by the kernel (namespaces,
+Landlock, seccomp) and described by a policy file.
+
+examples:
+  viewbox run -- sh -c 'id; hostname; ls /'        default policy: host read-only,
+                                                   private /tmp, no home dirs, no network
+  viewbox run --rw . -- make                        let a build write the current directory
+  viewbox run --policy python -- python3 job.py     shipped policy: writable work dir
+  viewbox run --policy ./my.toml -- ./server        your own policy file
+  viewbox check my.toml                             validate a policy (FILE:LINE: field: message)
+  viewbox show --policy python --rw /data           the effective, fully merged policy
+  viewbox doctor                                    what this kernel and user can enforce
+
+exit status of `run`: the command's; 128+N if a signal N killed it; 125 if
+viewbox could not set the sandbox up; 126 if the command could not be
+executed; 127 if it was not found inside the view.
+"""
+
+RUN_HELP = """\
+Runs CMD inside a sandbox. The policy (default: the embedded `default`) sets
+the view; the flags below add to it or override it. stdin, stdout and stderr
+pass through; SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and SIGWINCH are
+forwarded to the command; the environment starts clean (PATH, LANG, TERM,
+HOME) plus what the policy's [env] or --env name.
+
+examples:
+  viewbox run -- sh -c 'id; hostname; ls /'
+  viewbox run --rw "$PWD" --workdir "$PWD" -- make -j2
+  viewbox run --hide /etc/ssl --env LANG=C -- python3 -c 'import ssl'
+  viewbox run --tmpfs /scratch:512M -- ./fill-scratch
+  viewbox run --net host -- curl http://localhost:8080/   (unsafe: shares the host network)
+  viewbox run --audit events.jsonl -- ./untrusted
+"""
+
+
+def _add_view_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("view (added to, or overriding, the policy)")
+    g.add_argument("--policy", "-p", metavar="P",
+                   help="shipped policy name (default, strict, python, daemon) or a policy file path")
+    g.add_argument("--ro", action="append", default=[], metavar="PATH", help="bind PATH read-only (repeatable)")
+    g.add_argument("--rw", action="append", default=[], metavar="PATH", help="bind PATH read-write (repeatable)")
+    g.add_argument("--hide", action="append", default=[], metavar="PATH", help="make PATH empty inside (repeatable)")
+    g.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:SIZE]",
+                   help="a private tmpfs on PATH, e.g. /scratch:512M (repeatable)")
+    g.add_argument("--workdir", "-w", metavar="DIR", help="working directory inside")
+    g.add_argument("--hostname", metavar="H", help="hostname inside")
+    g.add_argument("--uid", type=int, metavar="N", help="user id inside")
+    g.add_argument("--gid", type=int, metavar="N", help="group id inside")
+    g.add_argument("--net", choices=["none", "host"],
+                   help="none: own network namespace, loopback only (default); host: share the host's (unsafe)")
+    g.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
+                   help="set K=V inside; a bare K copies the host's value (repeatable)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("ro", "rw", "hide", "tmpfs"):
+        if getattr(args, key):
+            out[key] = [os.path.abspath(x) if key != "tmpfs" else x for x in getattr(args, key)]
+    if args.workdir:
+        out["workdir"] = os.path.abspath(args.workdir)
+    for key in ("hostname", "uid", "gid", "net"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    if args.env:
+        env: dict[str, str] = {}
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not key:
+                raise ViewboxError(f"--env {item!r}: expected K=V or K")
+            if sep:
+                env[key] = value
+            elif key in os.environ:
+                env[key] = os.environ[key]
+        out["env"] = env
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="viewbox", description=MAIN_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"viewbox {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a command in a sandbox", description=RUN_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         usage="viewbox run [--policy P] [flags] -- CMD [ARGS...]")
+    _add_view_flags(run)
+    run.add_argument("--audit", metavar="FILE", help="append JSON-lines events (start, exit, errors) to FILE")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    check = sub.add_parser("check", help="validate policy files",
+                           description="Validates each policy FILE (and what it extends). Prints "
+                                       "FILE:LINE: field: message for every mistake; exit status 1 if any.")
+    check.add_argument("files", nargs="+", metavar="FILE")
+
+    show = sub.add_parser("show", help="print the effective policy",
+                          description="Prints the effective policy, fully merged (extends, then the "
+                                      "flags), as TOML with where each value came from.")
+    _add_view_flags(show)
+    show.add_argument("--syscalls", action="store_true",
+                      help="also list the syscalls the seccomp layer denies, and why")
+
+    doctor = sub.add_parser("doctor", help="report what this kernel and user can enforce",
+                            description="Probes namespaces, seccomp, Landlock, cgroups and pidfd for the "
+                                        "current user and says what that means for policies.")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .sandbox import Sandbox
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise ViewboxError("no command given (usage: viewbox run [flags] -- CMD [ARGS...])")
+    box = Sandbox(policy=args.policy, audit=args.audit, **_overrides(args))
+    proc = box.spawn(command)
+    for sig in FORWARDED:
+        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    for message in proc.plan.degraded:
+        print(f"viewbox: running degraded: {message}", file=sys.stderr)
+    returncode = proc.wait()
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .policy import check_policy_file
+
+    failed = False
+    for path in args.files:
+        try:
+            check_policy_file(path)
+        except PolicyErrors as e:
+            failed = True
+            for error in e.errors:
+                print(error, file=sys.stderr)
+        except ViewboxError as e:
+            failed = True
+            print(e, file=sys.stderr)
+        else:
+            print(f"{path}: ok")
+    return 1 if failed else 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from . import core
+    from .policy import load_policy, render_policy
+
+    policy = load_policy(args.policy, overrides=_overrides(args), override_origin="cli")
+    sys.stdout.write(render_policy(policy))
+    if args.syscalls:
+        from .policy import denied_syscall_groups
+
+        denied = denied_syscall_groups(policy)
+        print("\n# seccomp: denied syscalls (EPERM unless noted), from the C core's syscall table")
+        for row in core.syscall_table():
+            if row.group in denied:
+                print(f"#   {row.name:<20} [{row.group}] {row.note}")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import probe, render
+
+    result = probe()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(render(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    handler = {"run": _cmd_run, "check": _cmd_check, "show": _cmd_show, "doctor": _cmd_doctor}[args.verb]
+    try:
+        return handler(args)
+    except PolicyErrors as e:
+        for error in e.errors:
+            print(f"viewbox: {error}", file=sys.stderr)
+        return e.exit_code
+    except ViewboxError as e:
+        print(f"viewbox: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The binding to the C core (csrc/viewbox.h): the only module that touches cffi.
+
+It turns a Plan into a `struct vb_plan`, spawns, waits, and exposes the
+kernel probes and the syscall table. Errors from the C side become
+exceptions here, in one place (errors.spawn_error).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ._core import ffi, lib
+from .errors import spawn_error
+from .plan import Plan
+
+#: exit statuses the C core uses for its own failures (csrc/viewbox.h)
+EXIT_SETUP = lib.VB_EXIT_SETUP
+EXIT_NOEXEC = lib.VB_EXIT_NOEXEC
+EXIT_NOTFOUND = lib.VB_EXIT_NOTFOUND
+
+
+@dataclass(frozen=True)
+class SyscallInfo:
+    name: str
+    nr: int
+    group: str
+    note: str
+
+
+class Child:
+    """A running sandbox: its init's pid and pidfd, and the status pipe."""
+
+    def __init__(self, c_child) -> None:
+        self._c = c_child
+        self.pid: int = c_child.pid
+        self.pidfd: int = c_child.pidfd
+        self.status_fd: int = c_child.status_fd
+
+    def collect(self) -> int:
+        """The command's wait status; call once status_fd is readable (it does not block then)."""
+        wstatus = ffi.new("int *")
+        lib.vb_wait(self._c, wstatus)
+        self.pidfd = self.status_fd = -1
+        return wstatus[0]
+
+
+def _cstr(keep: list, text: str):
+    if "\0" in text:
+        raise ValueError(f"NUL byte in {text!r}")
+    s = ffi.new("char[]", os.fsencode(text))
+    keep.append(s)
+    return s
+
+
+def _cstr_array(keep: list, items) -> object:
+    arr = ffi.new("char *[]", [_cstr(keep, x) for x in items] + [ffi.NULL])
+    keep.append(arr)
+    return arr
+
+
+def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
+          map_all_ids: bool, cgroup_fd: int = -1) -> Child:
+    """Spawns the sandbox described by `plan`; `fds` maps host fds to fd numbers inside.
+
+    Returns once the command has been exec'd; raises SpawnError (or a
+    subclass) naming the step that failed otherwise. The C structs only need
+    to live until vb_spawn returns: the child has its own copy of memory.
+    """
+    keep: list = []
+    p = ffi.new("struct vb_plan *")
+    p.argv = _cstr_array(keep, plan.argv)
+    p.envp = _cstr_array(keep, [f"{k}={v}" for k, v in plan.env.items()])
+    p.path_search = _cstr(keep, plan.path_search)
+    p.workdir = _cstr(keep, plan.workdir)
+    p.hostname = _cstr(keep, plan.hostname) if plan.hostname else ffi.NULL
+    p.base = int(plan.base)
+
+    mounts = ffi.new("struct vb_mount[]", max(1, len(plan.mounts)))
+    for i, op in enumerate(plan.mounts):
+        m = mounts[i]
+        m.kind = int(op.kind)
+        m.flags = (lib.VB_MF_RDONLY if op.readonly else 0) | (lib.VB_MF_OPTIONAL if op.optional else 0)
+        m.source = _cstr(keep, op.source) if op.source else ffi.NULL
+        m.target = _cstr(keep, op.target)
+        m.data = _cstr(keep, op.options) if op.options else ffi.NULL
+    p.mounts, p.n_mounts = mounts, len(plan.mounts)
+
+    p.unshare_net = int(plan.unshare_net)
+    p.uid, p.gid = plan.uid, plan.gid
+    p.outer_uid, p.outer_gid = outer_uid, outer_gid
+    p.map_all_ids = int(map_all_ids)
+
+    rules = ffi.new("struct vb_landlock_rule[]", max(1, len(plan.landlock_rules)))
+    for i, rule in enumerate(plan.landlock_rules):
+        rules[i].path = _cstr(keep, rule.path)
+        rules[i].access = rule.access
+    p.landlock_abi = plan.landlock_abi
+    p.landlock_handled_fs = plan.landlock_handled_fs
+    p.landlock_scopes = plan.landlock_scopes
+    p.landlock_rules, p.n_landlock_rules = rules, len(plan.landlock_rules)
+
+    p.seccomp_deny_groups = plan.seccomp_deny_groups
+
+    rlimits = ffi.new("struct vb_rlimit[]", max(1, len(plan.rlimits)))
+    for i, rl in enumerate(plan.rlimits):
+        rlimits[i].resource, rlimits[i].soft, rlimits[i].hard = rl.resource, rl.soft, rl.hard
+    p.rlimits, p.n_rlimits = rlimits, len(plan.rlimits)
+
+    fd_map = ffi.new("struct vb_fd_map[]", max(1, len(fds)))
+    for i, (parent_fd, child_fd) in enumerate(sorted(fds.items(), key=lambda kv: kv[1])):
+        fd_map[i].parent_fd, fd_map[i].child_fd = parent_fd, child_fd
+    p.fds, p.n_fds = fd_map, len(fds)
+    p.cgroup_fd = cgroup_fd
+
+    c_child = ffi.new("struct vb_child *")
+    error = ffi.new("struct vb_error *")
+    rc = lib.vb_spawn(p, c_child, error)
+    if rc != 0:
+        what = ffi.string(error.what).decode(errors="replace") or "spawn the sandbox"
+        raise spawn_error(what, error.err or -rc, error.exit_code or EXIT_SETUP)
+    return Child(c_child)
+
+
+@lru_cache(maxsize=None)
+def syscall_table() -> tuple[SyscallInfo, ...]:
+    """The C core's syscall table: what each specially treated syscall is and why."""
+    count = ffi.new("size_t *")
+    rows = lib.vb_syscall_table(count)
+    out = []
+    for i in range(count[0]):
+        row = rows[i]
+        out.append(SyscallInfo(ffi.string(row.name).decode(), row.nr,
+                               ffi.string(lib.vb_group_name(row.group)).decode(),
+                               ffi.string(row.note).decode()))
+    return tuple(out)
+
+
+def seccomp_program(deny_groups: int) -> bytes:
+    """The baseline seccomp program for `deny_groups`, as raw sock_filter bytes."""
+    buf = ffi.new("char[]", 8 * 1024)
+    n = lib.vb_seccomp_build(deny_groups, buf, 1024)
+    if n < 0:
+        raise OSError(-n, os.strerror(-n))
+    return bytes(ffi.buffer(buf, 8 * n))
+
+
+# --- kernel probes (csrc/probe.c), used by viewbox.doctor ---------------
+
+def probe_clone(flags: int, with_userns: bool) -> int:
+    return lib.vb_probe_clone(flags, int(with_userns))
+
+
+@lru_cache(maxsize=None)
+def probe_landlock_abi() -> int:
+    return lib.vb_probe_landlock_abi()
+
+
+def probe_seccomp_notify() -> int:
+    return lib.vb_probe_seccomp_notify()
+
+
+def probe_pidfd() -> int:
+    return lib.vb_probe_pidfd()

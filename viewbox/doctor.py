@@ -1,0 +1,478 @@
+"""`viewbox doctor`: which enforcement layers this machine and this user have.
+
+Every layer is probed by doing what the sandbox setup does (a throw-away
+clone(), a Landlock ABI query, a seccomp listener in a child), so the answer
+holds for the current user under the current kernel, sysctls, security
+modules and any sandbox we already run in. The run path calls probe() to
+fail closed; the CLI prints render(probe()) or probe().to_dict() as JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import importlib.resources
+import os
+import pathlib
+import pwd
+import re
+import textwrap
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from viewbox.core import probe_clone, probe_landlock_abi, probe_pidfd, probe_seccomp_notify
+
+__all__ = ["CgroupInfo", "Layer", "Probe", "blocking_layers", "probe", "render"]
+
+# linux/sched.h; the os module only has these from Python 3.12.
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# (layer name, clone flag, flag name, what the namespace gives the sandbox,
+#  what its absence means)
+_NAMESPACES = (
+    ("mountns", CLONE_NEWNS, "CLONE_NEWNS",
+     "the view (base, ro/rw/hide/tmpfs mounts, pivot_root) is built in its own mount table",
+     "no policy can run: every view is built in a mount namespace"),
+    ("pidns", CLONE_NEWPID, "CLONE_NEWPID",
+     "the sandbox has its own pid 1 and cannot see or signal host processes",
+     "no policy can run: the sandbox's init is pid 1 of its own pid namespace"),
+    ("netns", CLONE_NEWNET, "CLONE_NEWNET",
+     "net.mode = none/private give the sandbox its own interfaces",
+     'only net.mode = host runs; other policies need accept_degraded = ["netns"]'),
+    ("ipcns", CLONE_NEWIPC, "CLONE_NEWIPC",
+     "System V IPC and POSIX message queues are private",
+     'policies run only with accept_degraded = ["ipcns"]'),
+    ("utsns", CLONE_NEWUTS, "CLONE_NEWUTS",
+     "the hostname is private",
+     'policies run only with accept_degraded = ["utsns"]'),
+    ("cgroupns", CLONE_NEWCGROUP, "CLONE_NEWCGROUP",
+     "the sandbox sees its own cgroup as the root, not the host's cgroup tree",
+     'policies run only with accept_degraded = ["cgroupns"]'),
+    ("timens", CLONE_NEWTIME, "CLONE_NEWTIME",
+     "CLOCK_MONOTONIC and CLOCK_BOOTTIME can be offset by the kernel",
+     'the sandbox shares the host\'s monotonic clocks; policies run only with '
+     'accept_degraded = ["timens"]'),
+)
+
+# What each Landlock ABI adds over the one before it.
+LANDLOCK_FEATURES = {
+    1: "filesystem rights",
+    2: "refer",
+    3: "truncate",
+    4: "TCP ports",
+    5: "ioctl on devices",
+    6: "signal/abstract-unix scoping",
+    7: "audit logging",
+}
+
+# cgroup controllers behind [limits] memory, cpu and pids.
+LIMIT_CONTROLLERS = ("memory", "cpu", "pids")
+
+# Shipped policies may be missing any layer except these (fail closed).
+_ALWAYS_NEEDED = ("mountns", "pidns", "pidfd")
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    available: bool
+    detail: str        # what was found; for a missing layer, why and the fix
+    consequence: str   # what it means for policies
+
+
+@dataclass(frozen=True)
+class CgroupInfo:
+    version: str                        # "v2", "v1", "hybrid" or "none"
+    v2_mount: str | None                # where cgroup2 is mounted
+    v2_cgroup: str | None               # this process's cgroup dir: where the sandbox's would go
+    v2_controllers: tuple[str, ...]     # cgroup.controllers of that dir
+    v2_writable: bool                   # the current user may create a child cgroup there
+    v1_mounts: dict[str, str]           # controller -> mount point, for LIMIT_CONTROLLERS
+    v1_writable: tuple[str, ...]        # controllers whose root the current user may write
+
+
+@dataclass(frozen=True)
+class Probe:
+    user: str
+    privileged: bool   # euid 0 with the full identity uid map: no user namespace needed
+    layers: tuple[Layer, ...]
+    landlock_abi: int  # 0 when Landlock is unavailable
+    userns: bool
+    seccomp_notify: bool
+    cgroup: CgroupInfo
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> Probe:
+    """Probes this machine for the current user, once per process."""
+    privileged = _is_privileged()
+    userns = _userns_layer(privileged)
+    abi = probe_landlock_abi()
+    notify_err = -probe_seccomp_notify()  # 0 or errno
+    cgroup = _cgroup_info()
+    layers = (
+        userns,
+        *(_namespace_layer(ns, privileged, userns) for ns in _NAMESPACES),
+        _seccomp_layer(notify_err),
+        _seccomp_notify_layer(notify_err),
+        _seccomp_addfd_layer(notify_err),
+        _landlock_layer(abi),
+        _cgroups_layer(cgroup),
+        _pidfd_layer(probe_pidfd()),
+    )
+    return Probe(user=_user(), privileged=privileged, layers=layers,
+                 landlock_abi=max(abi, 0), userns=userns.available,
+                 seccomp_notify=notify_err == 0, cgroup=cgroup)
+
+
+def blocking_layers(probe: Probe, accept_degraded: frozenset[str] = frozenset()) -> list[Layer]:
+    """Missing layers that stop a shipped policy from starting here: the
+    ones every policy needs, and Landlock unless the policy accepts it degraded."""
+    needed = set(_ALWAYS_NEEDED)
+    if "landlock" not in accept_degraded:
+        needed.add("landlock")
+    if not probe.privileged:
+        needed.add("userns")
+    return [layer for layer in probe.layers if layer.name in needed and not layer.available]
+
+
+def render(probe: Probe) -> str:
+    """The human report: a line per layer, then what it means for policies."""
+    who = "privileged" if probe.privileged else "unprivileged"
+    lines = [f"viewbox doctor: Linux {os.uname().release}, {probe.user}, {who}", ""]
+    for layer in probe.layers:
+        status = "ok" if layer.available else "MISSING"
+        lines.append(f"  {status:<7}  {layer.name:<15} {layer.detail}")
+        lines.append(f"  {'':<7}  {'':<15} -> {layer.consequence}")
+    lines += ["", "What this means", _meaning(probe)]
+    return "\n".join(lines) + "\n"
+
+
+def _meaning(probe: Probe) -> str:
+    if probe.privileged:
+        sentences = ["Running as privileged root: viewbox creates the namespaces directly."]
+    else:
+        sentences = ["Running unprivileged: viewbox creates every namespace inside a user namespace."]
+    essential = blocking_layers(probe, frozenset({"landlock"}))
+    if essential:
+        names = ", ".join(layer.name for layer in essential)
+        sentences.append(f"No policy can run here: {names} missing (see above).")
+    else:
+        policies = _shipped_policies()
+        runnable = [name for name, accepted in policies.items()
+                    if not blocking_layers(probe, accepted)]
+        refused = [name for name in policies if name not in runnable]
+        if runnable:
+            sentences.append(f"Shipped policies that run here: {', '.join(runnable)}.")
+        if refused:
+            sentences.append(f"Shipped policies that refuse to start without Landlock: "
+                             f"{', '.join(refused)}.")
+        # userns is either essential (unprivileged, handled above) or not needed (root).
+        missing = [layer.name for layer in probe.layers
+                   if not layer.available and layer.name != "userns"]
+        if missing:
+            sentences.append(f"Missing: {', '.join(missing)}. A policy that needs one of these "
+                             "refuses to start unless it lists it in accept_degraded; the run "
+                             "then reports the degraded level.")
+        else:
+            sentences.append("Every layer is present: policies run with full enforcement.")
+    return textwrap.fill(" ".join(sentences), width=88, initial_indent="  ",
+                         subsequent_indent="  ")
+
+
+def _shipped_policies() -> dict[str, frozenset[str]]:
+    """Shipped policy name -> the layers it accepts degraded.
+
+    Reads `[viewbox].accept_degraded` straight from each file (no `extends`):
+    doctor must answer even where the policy compiler cannot run.
+    """
+    try:
+        root: Any = importlib.resources.files("viewbox.policies")
+    except ModuleNotFoundError:  # a source checkout: policies/ beside the package
+        root = pathlib.Path(__file__).resolve().parent.parent / "policies"
+    if not root.is_dir():
+        return {}
+    policies = {}
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            accepted = data.get("viewbox", {}).get("accept_degraded", [])
+            policies[entry.name.removesuffix(".toml")] = frozenset(accepted)
+    return policies
+
+
+# --- identity -----------------------------------------------------------------
+
+
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = "?"
+    return f"{name} (uid {uid})"
+
+
+def _is_privileged() -> bool:
+    # Root inside someone else's user namespace cannot mount or map ids freely.
+    if os.geteuid() != 0:
+        return False
+    with open("/proc/self/uid_map", encoding="ascii") as f:
+        return f.read().split() == ["0", "0", "4294967295"]
+
+
+# --- namespaces ---------------------------------------------------------------
+
+
+def _read_sysctl(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _userns_failure(err: int) -> str:
+    """Why clone(CLONE_NEWUSER) failed with `err`, and the fix."""
+    why = f"clone(CLONE_NEWUSER): {os.strerror(err)}"
+    if _read_sysctl("/proc/sys/user/max_user_namespaces") == "0":
+        return f"{why}: user.max_user_namespaces is 0; fix: sysctl -w user.max_user_namespaces=15000"
+    if _read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        return (f"{why}: kernel.unprivileged_userns_clone is 0; "
+                "fix: sysctl -w kernel.unprivileged_userns_clone=1")
+    if _read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+        return (f"{why}: AppArmor restricts unprivileged user namespaces; fix: an AppArmor "
+                "profile allowing `userns,` for this Python, or "
+                "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0")
+    if err == errno.ENOSPC:
+        return f"{why}: the user.max_user_namespaces limit is reached; fix: raise it with sysctl"
+    if err == errno.EINVAL:
+        return f"{why}: the kernel is built without user namespaces (CONFIG_USER_NS)"
+    if err == errno.EUSERS:
+        return f"{why}: user namespaces are nested 32 deep already"
+    return (f"{why}: denied by a chroot, or a seccomp filter or security module of the "
+            "surrounding container; fix: run as root, or allow user namespaces there")
+
+
+def _userns_layer(privileged: bool) -> Layer:
+    err = -probe_clone(CLONE_NEWUSER, False)
+    if err:
+        if privileged:
+            return Layer("userns", False, _userns_failure(err),
+                         "not needed as privileged root: the namespaces are created directly")
+        return Layer("userns", False, _userns_failure(err),
+                     "no policy can run as this user: viewbox needs root or a user namespace")
+    if privileged:
+        return Layer("userns", True, "clone(CLONE_NEWUSER) works",
+                     "not needed as privileged root: the namespaces are created directly")
+    return Layer("userns", True, "clone(CLONE_NEWUSER) works",
+                 "viewbox runs unprivileged: every other namespace is made inside it")
+
+
+def _namespace_layer(ns: tuple[str, int, str, str, str], privileged: bool,
+                     userns: Layer) -> Layer:
+    name, flag, flag_name, gives, without = ns
+    if not privileged and not userns.available:
+        return Layer(name, False, f"{flag_name} needs root or a user namespace (see userns)",
+                     without)
+    call = flag_name if privileged else f"CLONE_NEWUSER|{flag_name}"
+    err = -probe_clone(flag, not privileged)
+    if err:
+        return Layer(name, False, f"clone({call}): {os.strerror(err)}", without)
+    return Layer(name, True, f"clone({call}) works", gives)
+
+
+# --- seccomp ------------------------------------------------------------------
+
+
+def _seccomp_layer(notify_err: int) -> Layer:
+    consequence = "dangerous syscalls (io_uring, bpf, ptrace, mount, ...) are denied by a filter"
+    if notify_err == 0:
+        return Layer("seccomp", True, "filter mode works (a test filter was installed in a child)",
+                     consequence)
+    with open("/proc/self/status", encoding="ascii") as f:
+        status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    if "Seccomp" in status:
+        return Layer("seccomp", True,
+                     "Seccomp: line in /proc/self/status (CONFIG_SECCOMP), filter mode assumed",
+                     consequence)
+    return Layer("seccomp", False, "the kernel is built without seccomp (CONFIG_SECCOMP)",
+                 'policies run only with accept_degraded = ["seccomp"]')
+
+
+def _seccomp_notify_layer(err: int) -> Layer:
+    if err == 0:
+        return Layer("seccomp-notify", True,
+                     "a filter with SECCOMP_FILTER_FLAG_NEW_LISTENER installs (Linux >= 5.0)",
+                     "the supervisor serves virtual time, per-path rules, audit, learn, ask "
+                     "and egress decisions")
+    reason = os.strerror(err)
+    if err == errno.EBUSY:  # only one listener per filter chain
+        reason += " (this process already runs under a supervisor: nested sandboxes lack it)"
+    return Layer("seccomp-notify", False, f"seccomp user notification: {reason}",
+                 "policies using time views, fs deny rules, audit, learn, ask or "
+                 'net allow run only with accept_degraded = ["seccomp-notify"]')
+
+
+def _kernel_version() -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def _seccomp_addfd_layer(notify_err: int) -> Layer:
+    version = _kernel_version()
+    # No harmless way to call SECCOMP_IOCTL_NOTIF_ADDFD without a trapped
+    # syscall, so this one is read off the kernel version.
+    where = f"from the kernel version ({version[0]}.{version[1]})"
+    missing = ('per-path rules cannot hand opened files to the sandbox: policies using them '
+               'run only with accept_degraded = ["seccomp-addfd"]')
+    if notify_err:
+        return Layer("seccomp-addfd", False, "needs seccomp user notification", missing)
+    if version >= (5, 14):
+        return Layer("seccomp-addfd", True,
+                     f"SECCOMP_IOCTL_NOTIF_ADDFD with ADDFD_FLAG_SEND (>= 5.14), {where}",
+                     "the supervisor opens files itself and installs them atomically")
+    if version >= (5, 9):
+        return Layer("seccomp-addfd", False,
+                     f"ADDFD exists (>= 5.9) but ADDFD_FLAG_SEND needs >= 5.14, {where}", missing)
+    return Layer("seccomp-addfd", False, f"ADDFD needs Linux >= 5.9, {where}", missing)
+
+
+# --- Landlock -----------------------------------------------------------------
+
+
+def _landlock_layer(abi: int) -> Layer:
+    missing = 'no Landlock: policies run only with accept_degraded = ["landlock"]'
+    if abi == -errno.ENOSYS:
+        return Layer("landlock", False,
+                     "the kernel is built without Landlock (CONFIG_SECURITY_LANDLOCK, Linux >= 5.13)",
+                     missing)
+    if abi == -errno.EOPNOTSUPP:
+        return Layer("landlock", False,
+                     "Landlock is built in but disabled; fix: add landlock to the lsm= boot parameter",
+                     missing)
+    if abi < 0:
+        return Layer("landlock", False, f"landlock_create_ruleset: {os.strerror(-abi)}", missing)
+    features = ", ".join(f"{text} ({level})" for level, text in LANDLOCK_FEATURES.items()
+                         if level <= abi)
+    lacks = [text for level, text in LANDLOCK_FEATURES.items() if level > abi]
+    detail = f"ABI {abi}: {features}" + (f"; not: {', '.join(lacks)}" if lacks else "")
+    if abi >= 4:
+        consequence = f"Landlock ABI {abi}: filesystem rules and TCP ports are enforced a second time beneath the mounts"
+    else:
+        consequence = (f"Landlock ABI {abi}: filesystem rules are enforced a second time beneath "
+                       "the mounts; TCP ports only by the namespaces and seccomp (needs ABI 4)")
+    return Layer("landlock", True, detail, consequence)
+
+
+# --- cgroups ------------------------------------------------------------------
+
+
+def _unescape(field: str) -> str:
+    """Undoes mountinfo's octal escapes (\\040 for a space)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def _cgroup_info() -> CgroupInfo:
+    v2_mount = v2_root = None
+    v1_mounts: dict[str, str] = {}
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            # "<id> <parent> <dev> <root> <mountpoint> <opts> [optional...] - <fstype> <src> <superopts>"
+            before, _, after = line.partition(" - ")
+            fields, (fstype, _src, superopts) = before.split(), after.split()[:3]
+            root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+            if fstype == "cgroup2" and v2_mount is None:
+                v2_mount, v2_root = mountpoint, root
+            elif fstype == "cgroup":
+                for controller in superopts.split(","):
+                    if controller in LIMIT_CONTROLLERS:
+                        v1_mounts.setdefault(controller, mountpoint)
+    v2_cgroup = None
+    controllers: tuple[str, ...] = ()
+    if v2_mount is not None and v2_root is not None:
+        v2_cgroup = _own_v2_cgroup(v2_mount, v2_root)
+        # The controllers of our own cgroup are the ones a child of it can enable.
+        try:
+            with open(os.path.join(v2_cgroup, "cgroup.controllers"), encoding="ascii") as f:
+                controllers = tuple(f.read().split())
+        except OSError:
+            controllers = ()
+    if v2_mount and v1_mounts:
+        version = "hybrid"
+    elif v2_mount:
+        version = "v2"
+    elif v1_mounts:
+        version = "v1"
+    else:
+        version = "none"
+    return CgroupInfo(
+        version=version, v2_mount=v2_mount, v2_cgroup=v2_cgroup, v2_controllers=controllers,
+        v2_writable=v2_cgroup is not None and os.access(v2_cgroup, os.W_OK),
+        v1_mounts=v1_mounts,
+        v1_writable=tuple(c for c, path in v1_mounts.items() if os.access(path, os.W_OK)))
+
+
+def _own_v2_cgroup(mount: str, mount_root: str) -> str:
+    """This process's cgroup directory, from the "0::" line of /proc/self/cgroup."""
+    with open("/proc/self/cgroup", encoding="utf-8") as f:
+        path = next((line[3:].rstrip("\n") for line in f if line.startswith("0::")), "/")
+    # The path is relative to the cgroup namespace root; a mount of a subtree
+    # (containers) shows that subtree at its mount point.
+    if mount_root != "/" and (path == mount_root or path.startswith(mount_root + "/")):
+        path = path[len(mount_root):]
+    return os.path.normpath(mount + "/" + path)
+
+
+def _cgroups_layer(info: CgroupInfo) -> Layer:
+    needed = set(LIMIT_CONTROLLERS)
+    if info.v2_writable and needed <= set(info.v2_controllers):
+        return Layer("cgroups", True,
+                     f"{info.version}: v2 at {info.v2_cgroup}, controllers "
+                     f"{' '.join(info.v2_controllers)}, writable",
+                     "limits on memory, cpu and pids are enforced in a child cgroup (v2)")
+    if needed <= set(info.v1_writable):
+        paths = ", ".join(info.v1_mounts[c] for c in LIMIT_CONTROLLERS)
+        return Layer("cgroups", True, f"{info.version}: v1 {paths}, writable",
+                     "limits on memory, cpu and pids are enforced in child cgroups (v1 fallback)")
+    found = []
+    if info.v2_mount:
+        found.append(f"v2 at {info.v2_cgroup} with controllers "
+                     f"[{' '.join(info.v2_controllers)}], "
+                     f"{'writable' if info.v2_writable else 'not writable'}")
+    if info.v1_mounts:
+        found.append("v1 " + ", ".join(
+            f"{c} at {p} {'writable' if c in info.v1_writable else 'not writable'}"
+            for c, p in info.v1_mounts.items()))
+    detail = (f"{info.version}: " + "; ".join(found)) if found else "no cgroup filesystem mounted"
+    return Layer("cgroups", False, detail,
+                 "memory, cpu and pids limits cannot be enforced (rlimits still apply): "
+                 'policies setting them run only with accept_degraded = ["cgroups"]')
+
+
+# --- pidfd --------------------------------------------------------------------
+
+
+def _pidfd_layer(ret: int) -> Layer:
+    if ret == 0:
+        return Layer("pidfd", True, "pidfd_open works",
+                     "the supervisor tracks each sandbox by pidfd, immune to pid reuse")
+    return Layer("pidfd", False, f"pidfd_open: {os.strerror(-ret)} (needs Linux >= 5.3)",
+                 "no policy can run: the supervisor tracks every sandbox through a pidfd")

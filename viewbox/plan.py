@@ -1,0 +1,77 @@
+"""The Plan: what a compiled policy asks the C core to do, flat and typed.
+
+The policy compiler (viewbox.policy.compiler) produces a Plan; viewbox.core
+turns it into a `struct vb_plan` (csrc/viewbox.h). Nothing here decides
+policy: it only describes the steps.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class MountKind(enum.IntEnum):
+    """Mirrors VB_MOUNT_* in csrc/viewbox.h."""
+
+    BIND = 1
+    TMPFS = 2
+    PROC = 3
+    DEV = 4
+    HIDE = 5
+
+
+class Base(enum.IntEnum):
+    """Mirrors VB_BASE_*: what the view starts from before the mounts."""
+
+    HOST = 1
+    EMPTY = 2
+
+
+@dataclass(frozen=True)
+class MountOp:
+    kind: MountKind
+    target: str
+    source: str | None = None
+    readonly: bool = False
+    optional: bool = False
+    options: str | None = None
+
+
+@dataclass(frozen=True)
+class LandlockRule:
+    path: str
+    access: int
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    resource: int
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    workdir: str
+    hostname: str | None
+    base: Base
+    mounts: tuple[MountOp, ...]
+    unshare_net: bool
+    uid: int
+    gid: int
+    landlock_abi: int = 0
+    landlock_handled_fs: int = 0
+    landlock_scopes: int = 0
+    landlock_rules: tuple[LandlockRule, ...] = ()
+    seccomp_deny_groups: int = 0
+    rlimits: tuple[Rlimit, ...] = ()
+    # Layers the policy accepted to run without, each with the reason.
+    degraded: tuple[str, ...] = ()
+    # Extra fds passed in, host fd -> fd number inside (stdio is added at spawn).
+    pass_fds: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def path_search(self) -> str:
+        return self.env.get("PATH", "/usr/local/bin:/usr/bin:/bin")

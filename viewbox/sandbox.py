@@ -1,0 +1,395 @@
+"""The public API: Sandbox, Process, Result, run().
+
+A Sandbox holds a loaded policy (with the caller's overrides); each spawn
+compiles it into a Plan for that command and hands it to the C core.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import IO, Any
+
+from . import core
+from .errors import SpawnError, TimeoutExpired, UnavailableLayer
+from .plan import Plan
+from .policy import Policy, compile_policy, load_policy
+
+#: Like subprocess: a new pipe for this stream, or /dev/null.
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+
+Stream = int | IO[Any] | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit event: what happened, when (Unix time), and its details."""
+
+    kind: str
+    time: float
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"time": round(self.time, 6), "event": self.kind, **self.details},
+                          sort_keys=False)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished command did. `returncode` follows subprocess: -N when killed by signal N."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes | None
+    stderr: bytes | None
+    duration: float
+    degraded: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode < 0 else None
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's view of the status: 128+N when killed by signal N."""
+        return 128 - self.returncode if self.returncode < 0 else self.returncode
+
+    def check_returncode(self) -> None:
+        if self.returncode:
+            raise subprocess.CalledProcessError(self.returncode, list(self.argv), self.stdout, self.stderr)
+
+
+@lru_cache(maxsize=None)
+def _caller() -> tuple[int, int, bool]:
+    """(uid, gid, privileged): privileged means root of the initial user
+    namespace, where every id can be mapped into the sandbox."""
+    uid, gid = os.geteuid(), os.getegid()
+    try:
+        with open("/proc/self/uid_map") as f:
+            full_range = f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        full_range = False
+    return uid, gid, uid == 0 and full_range
+
+
+class Process:
+    """A command running in a sandbox (the handle `Sandbox.spawn` returns).
+
+    `pid` is the host pid of the sandbox's init: signals sent with
+    `send_signal` go to it and it forwards them to the command; `kill`
+    ends the whole sandbox at once."""
+
+    def __init__(self, child: core.Child, argv: tuple[str, ...], plan: Plan,
+                 stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
+                 audit: _Audit) -> None:
+        self._child = child
+        self.argv = argv
+        self.plan = plan
+        self.pid = child.pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+        self.started = time.monotonic()
+        self.duration: float | None = None
+        self._audit = audit
+
+    def poll(self) -> int | None:
+        if self.returncode is None and _readable(self._child.status_fd, 0):
+            self._collect()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Waits for the command; raises TimeoutExpired (the sandbox keeps running)."""
+        if self.returncode is None:
+            if not _readable(self._child.status_fd, timeout):
+                raise TimeoutExpired(self.argv, timeout)
+            self._collect()
+        assert self.returncode is not None
+        return self.returncode
+
+    def _collect(self) -> None:
+        status = self._child.collect()
+        self.duration = time.monotonic() - self.started
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6))
+
+    def send_signal(self, sig: int) -> None:
+        """Sends `sig` to the command (through the sandbox's init, which forwards it)."""
+        if self.returncode is None and self._child.pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._child.pidfd, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kills every process of the sandbox (its init dies, and the kernel takes the rest)."""
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes | None, bytes | None]:
+        """Feeds `input`, reads stdout/stderr to the end, waits; like subprocess."""
+        out, err = _pump(self.stdin, self.stdout, self.stderr, input, timeout, self.argv)
+        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - self.started))
+        self.wait(remaining)
+        return out, err
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.returncode is None:
+            self.kill()
+            self.wait()
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream:
+                stream.close()
+
+    def __del__(self) -> None:
+        # A forgotten handle must not leave a sandbox behind.
+        if getattr(self, "returncode", 0) is None and self._child.pidfd >= 0:
+            self.kill()
+
+
+class Sandbox:
+    """A policy plus overrides, ready to spawn commands.
+
+        with viewbox.Sandbox(policy="python", rw=["/srv/job"]) as box:
+            result = box.run(["python3", "job.py"])
+
+    Overrides are the same as the CLI flags: ro, rw, hide, tmpfs (lists of
+    paths, tmpfs items "PATH" or "PATH:SIZE"), workdir, hostname, uid, gid,
+    net ("none" or "host"), env (a mapping added to the sandbox's
+    environment). `audit` names a file that receives JSON-lines events.
+    Leaving the `with` block kills whatever it spawned that still runs."""
+
+    def __init__(self, *, policy: str | os.PathLike[str] | Policy | None = None,
+                 audit: str | os.PathLike[str] | None = None, **overrides: Any) -> None:
+        self.policy = policy if isinstance(policy, Policy) else load_policy(policy, overrides=overrides)
+        self._audit_path = audit
+        self._processes: list[Process] = []
+
+    def compile(self, argv: Sequence[str]) -> Plan:
+        uid, gid, _ = _caller()
+        return compile_policy(self.policy, argv=list(argv), cwd=os.getcwd(), host_env=os.environ,
+                              landlock_abi=max(0, core.probe_landlock_abi()),
+                              caller_uid=uid, caller_gid=gid)
+
+    def spawn(self, argv: Sequence[str], *, stdin: Stream = None, stdout: Stream = None,
+              stderr: Stream = None, pass_fds: Mapping[int, int] | None = None) -> Process:
+        """Starts `argv` in the sandbox. Streams follow subprocess: None inherits,
+        PIPE makes a pipe, DEVNULL, or a file/fd. `pass_fds` maps host fds to
+        fd numbers inside; every other fd is closed."""
+        argv = tuple(os.fspath(a) for a in argv)
+        plan = self.compile(argv)
+        audit = _Audit(self._audit_path)
+        ends = _Streams(stdin, stdout, stderr)
+        fds = {**ends.child_fds(), **(pass_fds or {})}
+        uid, gid, privileged = _caller()
+        try:
+            child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged)
+        except SpawnError as e:
+            ends.close_all()
+            audit.emit("error", message=str(e), exit_code=e.exit_code)
+            audit.close()
+            raise _explain(e) from None
+        finally:
+            ends.close_child_ends()
+        audit.emit("start", argv=list(argv), pid=child.pid, policy=self.policy.name,
+                   layers=_layers(plan), degraded=list(plan.degraded))
+        proc = Process(child, argv, plan, *ends.parent_files(), audit=audit)
+        self._processes.append(proc)
+        return proc
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, capture_output: bool = True,
+            timeout: float | None = None, check: bool = False) -> Result:
+        """Runs `argv` to completion. stdout/stderr are captured unless
+        capture_output is False (then they are inherited). On timeout the
+        sandbox is killed and TimeoutExpired raised."""
+        out_stream = PIPE if capture_output else None
+        proc = self.spawn(argv, stdin=PIPE if input is not None else DEVNULL,
+                          stdout=out_stream, stderr=out_stream)
+        with proc:
+            try:
+                out, err = proc.communicate(input, timeout)
+            except TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise
+        result = Result(argv=proc.argv, returncode=proc.returncode or 0, stdout=out, stderr=err,
+                        duration=proc.duration or 0.0, degraded=proc.plan.degraded,
+                        events=tuple(proc._audit.events))
+        if check:
+            result.check_returncode()
+        return result
+
+    def close(self) -> None:
+        """Kills what this sandbox spawned that still runs."""
+        for proc in self._processes:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+        self._processes.clear()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run(argv: Sequence[str], *, policy: str | os.PathLike[str] | Policy | None = None,
+        input: bytes | None = None, capture_output: bool = True, timeout: float | None = None,
+        check: bool = False, audit: str | os.PathLike[str] | None = None, **overrides: Any) -> Result:
+    """Runs one command in a fresh sandbox and returns its Result.
+
+        viewbox.run(["python3", "-c", "print(1)"], policy="python").stdout == b"1\\n"
+    """
+    with Sandbox(policy=policy, audit=audit, **overrides) as box:
+        return box.run(argv, input=input, capture_output=capture_output, timeout=timeout, check=check)
+
+
+# --- helpers -------------------------------------------------------------
+
+def _readable(fd: int, timeout: float | None) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+
+
+def _layers(plan: Plan) -> dict[str, Any]:
+    return {"namespaces": ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if plan.unshare_net else []),
+            "landlock_abi": plan.landlock_abi, "seccomp_deny_groups": plan.seccomp_deny_groups}
+
+
+def _explain(error: SpawnError) -> Exception:
+    """A clone that fails for want of user namespaces is a missing layer, not a crash."""
+    if "clone3" in error.what:
+        from .doctor import probe
+        userns = next((layer for layer in probe().layers if layer.name == "user namespace"), None)
+        if userns is not None and not userns.available:
+            return UnavailableLayer("user namespaces", userns.detail, userns.consequence)
+        if error.errno in (1, 28, 22):  # EPERM, ENOSPC, EINVAL: the usual userns refusals
+            return UnavailableLayer(
+                "user namespaces", f"the kernel refused to create them ({os.strerror(error.errno)})",
+                "check `viewbox doctor`; unprivileged users need user.max_user_namespaces > 0 "
+                "and no AppArmor/sysctl restriction on unprivileged user namespaces")
+    return error
+
+
+class _Streams:
+    """The three standard streams of a spawn: parent ends and child ends."""
+
+    def __init__(self, stdin: Stream, stdout: Stream, stderr: Stream) -> None:
+        self._child: dict[int, int] = {}
+        self._close_in_parent: list[int] = []
+        self._parent: list[IO[bytes] | None] = []
+        for number, spec in enumerate((stdin, stdout, stderr)):
+            self._parent.append(self._open(number, spec))
+
+    def _open(self, number: int, spec: Stream) -> IO[bytes] | None:
+        if spec is None:
+            self._child[number] = number
+            return None
+        if spec == DEVNULL:
+            fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            self._close_in_parent.append(fd)
+            self._child[fd] = number
+            return None
+        if spec == PIPE:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            child_end, parent_end = (r, w) if number == 0 else (w, r)
+            self._close_in_parent.append(child_end)
+            self._child[child_end] = number
+            return os.fdopen(parent_end, "wb" if number == 0 else "rb", buffering=0)
+        fd = spec if isinstance(spec, int) else spec.fileno()
+        self._child[fd] = number
+        return None
+
+    def child_fds(self) -> dict[int, int]:
+        return dict(self._child)
+
+    def parent_files(self) -> list[IO[bytes] | None]:
+        return self._parent
+
+    def close_child_ends(self) -> None:
+        for fd in self._close_in_parent:
+            os.close(fd)
+        self._close_in_parent.clear()
+
+    def close_all(self) -> None:
+        self.close_child_ends()
+        for f in self._parent:
+            if f:
+                f.close()
+
+
+def _pump(stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
+          data: bytes | None, timeout: float | None, argv: tuple[str, ...]) -> tuple[bytes | None, bytes | None]:
+    """Writes `data` to stdin and reads stdout and stderr until EOF, without deadlock."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    chunks: dict[int, list[bytes]] = {}
+    readers = {}
+    for f in (stdout, stderr):
+        if f:
+            readers[f.fileno()] = f
+            chunks[f.fileno()] = []
+    pending = memoryview(data or b"")
+    writer = stdin.fileno() if stdin else None
+    if writer is not None and not pending:
+        stdin.close()  # type: ignore[union-attr]
+        writer = None
+    while readers or writer is not None:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise TimeoutExpired(argv, timeout)
+        r, w, _ = select.select(list(readers), [writer] if writer is not None else [], [], wait)
+        for fd in r:
+            block = os.read(fd, 65536)
+            if block:
+                chunks[fd].append(block)
+            else:
+                del readers[fd]
+        if w:
+            try:
+                sent = os.write(writer, pending[:65536])  # type: ignore[arg-type]
+                pending = pending[sent:]
+            except BrokenPipeError:
+                pending = pending[:0]
+            if not pending:
+                stdin.close()  # type: ignore[union-attr]
+                writer = None
+    out = b"".join(chunks[stdout.fileno()]) if stdout else None
+    err = b"".join(chunks[stderr.fileno()]) if stderr else None
+    return out, err
+
+
+class _Audit:
+    """Collects a process's events and appends them to the audit file, if any."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.events: list[Event] = []
+        self._file = open(path, "a", encoding="utf-8", buffering=1) if path else None
+
+    def emit(self, kind: str, **details: Any) -> None:
+        event = Event(kind, time.time(), details)
+        self.events.append(event)
+        if self._file:
+            self._file.write(event.to_json() + "\n")
+            if kind in ("exit", "error"):
+                self.close()
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None
