@@ -170,7 +170,8 @@ static void setup_fds(const struct vb_plan *plan)
             close(fd);
     }
     /* everything else the caller had open: nothing of the host leaks in */
-    if (syscall(SYS_close_range, max_target + 1, child_errfd - 1, 0) != 0 ||
+    if ((max_target + 1 < child_errfd &&
+         syscall(SYS_close_range, max_target + 1, child_errfd - 1, 0) != 0) ||
         syscall(SYS_close_range, child_errfd + 1, ~0U, 0) != 0)
         FAIL(errno, "close inherited file descriptors");
 }

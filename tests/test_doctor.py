@@ -7,6 +7,7 @@ import ctypes
 import errno
 import json
 import os
+import pathlib
 import re
 import subprocess
 
@@ -14,6 +15,7 @@ import pytest
 
 from unpriv import NOBODY, run_unprivileged
 from viewbox import doctor
+from viewbox.policy import SHIPPED, Policy, load_policy
 
 LAYER_ORDER = ["userns", "mountns", "pidns", "netns", "ipcns", "utsns", "cgroupns", "timens",
                "seccomp", "seccomp-notify", "seccomp-addfd", "landlock", "cgroups", "pidfd"]
@@ -24,7 +26,8 @@ UNSHARE_OPTION = {"mountns": "--mount", "pidns": "--pid", "netns": "--net", "ipc
 
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
-PROBE_AS_JSON = "import json; from viewbox import doctor; print(json.dumps(doctor.probe().to_dict()))"
+PROBE_AS_JSON = ("import json; from viewbox import doctor; "
+                 "print(json.dumps(doctor.probe().to_dict()))")
 
 
 def _kernel_landlock_abi() -> int:
@@ -100,7 +103,8 @@ def test_pidfd_matches_os(root_probe: doctor.Probe) -> None:
 def test_seccomp_matches_proc_and_kernel(root_probe: doctor.Probe) -> None:
     with open("/proc/self/status") as f:
         status = f.read()
-    release = tuple(int(n) for n in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    major, minor = os.uname().release.split(".")[:2]
+    release = (int(major), int(minor))
     assert root_probe.layer("seccomp").available == ("\nSeccomp:" in status)
     # A process under no filter yet, on Linux >= 5.0, can always get a listener.
     if "Seccomp_filters:\t0" in status and release >= (5, 0):
@@ -153,7 +157,8 @@ def test_unprivileged_probe(nobody_probe: dict, root_probe: doctor.Probe) -> Non
 def test_unprivileged_namespaces_match_unshare(nobody_probe: dict) -> None:
     layers = {layer["name"]: layer for layer in nobody_probe["layers"]}
     for name, option in UNSHARE_OPTION.items():
-        assert layers[name]["available"] == _unshare_works(["--user", option], as_nobody=True), name
+        works = _unshare_works(["--user", option], as_nobody=True)
+        assert layers[name]["available"] == works, name
         assert layers[name]["detail"].startswith("clone(CLONE_NEWUSER|")
 
 
@@ -175,10 +180,12 @@ def _nobody_can_mkdir(cgroup_dir: str) -> bool:
 
 
 def test_unprivileged_render_says_policies_can_run() -> None:
-    done = run_unprivileged(["-c", "from viewbox import doctor; print(doctor.render(doctor.probe()))"])
+    done = run_unprivileged(
+        ["-c", "from viewbox import doctor; print(doctor.render(doctor.probe()))"])
     assert done.returncode == 0, done.stderr
-    assert "Running unprivileged" in done.stdout
-    assert "No policy can run here" not in done.stdout
+    meaning = " ".join(done.stdout.split())
+    assert "Running unprivileged" in meaning
+    assert f"Shipped policies that run here: {', '.join(SHIPPED)}." in meaning
 
 
 def test_missing_userns_explains_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,30 +200,51 @@ def test_missing_userns_explains_the_fix(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "sysctl -w user.max_user_namespaces=" in userns.detail
     assert not probe.layer("mountns").available
     meaning = " ".join(doctor.render(probe).split())  # unwrap the paragraph
-    assert "No policy can run here: userns, mountns, pidns missing" in meaning
+    assert ("No policy can run here: userns, mountns, pidns, ipcns, utsns, cgroupns missing"
+            in meaning)
 
 
-def test_missing_landlock_names_the_degraded_level(monkeypatch: pytest.MonkeyPatch) -> None:
+def _policy(tmp_path: pathlib.Path, toml: str) -> Policy:
+    path = tmp_path / "policy.toml"
+    path.write_text(f'[viewbox]\nversion = 1\nextends = ["default"]\n{toml}')
+    return load_policy(path)
+
+
+def test_missing_landlock_blocks_unless_accepted(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: pathlib.Path) -> None:
     monkeypatch.setattr(doctor, "probe_landlock_abi", lambda: -errno.EOPNOTSUPP)
     probe = doctor.probe.__wrapped__()
     landlock = probe.layer("landlock")
     assert probe.landlock_abi == 0 and not landlock.available
     assert "lsm=" in landlock.detail
-    assert landlock.consequence == 'no Landlock: policies run only with accept_degraded = ["landlock"]'
-    assert doctor.blocking_layers(probe) == [landlock]
-    assert doctor.blocking_layers(probe, frozenset({"landlock"})) == []
+    assert landlock.consequence == (
+        'no Landlock: policies run only with accept_degraded = ["landlock"]')
+    assert doctor.blocking_layers(probe, load_policy("default")) == [landlock]
+    assert doctor.blocking_layers(probe, _policy(tmp_path, 'accept_degraded = ["landlock"]')) == []
+    meaning = " ".join(doctor.render(probe).split())
+    for name in SHIPPED:
+        assert f"Policy {name} refuses to start: landlock missing." in meaning
 
 
-def test_render_names_shipped_policies(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "probe_landlock_abi", lambda: -errno.ENOSYS)
-    monkeypatch.setattr(doctor, "_shipped_policies", lambda: {
-        "default": frozenset(), "python": frozenset({"landlock"})})
-    meaning = " ".join(doctor.render(doctor.probe.__wrapped__()).split())
-    assert "Shipped policies that run here: python." in meaning
-    assert "Shipped policies that refuse to start without Landlock: default." in meaning
+def test_missing_netns_blocks_only_isolated_networks(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: pathlib.Path) -> None:
+    real_clone = doctor.probe_clone
+    monkeypatch.setattr(doctor, "probe_clone", lambda flags, with_userns: (
+        -errno.EPERM if flags & doctor.CLONE_NEWNET else real_clone(flags, with_userns)))
+    probe = doctor.probe.__wrapped__()
+    assert [layer.name for layer in probe.layers if not layer.available] == ["netns"]
+    assert doctor.blocking_layers(probe, load_policy("default")) == [probe.layer("netns")]
+    assert doctor.blocking_layers(probe, _policy(tmp_path, '[net]\nmode = "host"')) == []
 
 
-def test_shipped_policies_are_the_policy_files() -> None:
-    policies_dir = os.path.join(os.path.dirname(doctor.__file__), os.pardir, "policies")
-    names = {f.removesuffix(".toml") for f in os.listdir(policies_dir) if f.endswith(".toml")}
-    assert set(doctor._shipped_policies()) == names
+def test_one_missing_namespace_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kernel without time namespaces: the all-at-once clone fails, each alone says which.
+    real_clone = doctor.probe_clone
+    monkeypatch.setattr(doctor, "probe_clone", lambda flags, with_userns: (
+        -errno.EINVAL if flags & doctor.CLONE_NEWTIME else real_clone(flags, with_userns)))
+    probe = doctor.probe.__wrapped__()
+    missing = [layer for layer in probe.layers if not layer.available]
+    assert [layer.name for layer in missing] == ["timens"]
+    assert missing[0].detail == "clone(CLONE_NEWTIME): Invalid argument"
+    meaning = " ".join(doctor.render(probe).split())
+    assert f"Shipped policies that run here: {', '.join(SHIPPED)}." in meaning

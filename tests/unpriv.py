@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -19,14 +20,18 @@ from typing import Any
 
 import _cffi_backend
 
-import viewbox
-
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
 
-_PACKAGE = pathlib.Path(next(iter(viewbox.__path__))).resolve()
 # Build leftovers the copy does not need.
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.o", "_core.c")
+
+
+def _package_dir() -> pathlib.Path:
+    # Located, not imported: the copy is what the unprivileged process imports.
+    spec = importlib.util.find_spec("viewbox")
+    assert spec is not None and spec.submodule_search_locations, "viewbox is not importable"
+    return pathlib.Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def unprivileged_pythonpath(tmp_dir: str | os.PathLike[str]) -> str:
@@ -42,10 +47,11 @@ def unprivileged_pythonpath(tmp_dir: str | os.PathLike[str]) -> str:
             raise PermissionError(f"{ancestor}: not traversable by others, so neither is {base}")
     base.chmod(0o755)
     dest = base / "pythonpath"
-    shutil.copytree(_PACKAGE, dest / "viewbox", ignore=_IGNORE)
+    package = _package_dir()
+    shutil.copytree(package, dest / "viewbox", ignore=_IGNORE)
     # A source checkout keeps the shipped policies beside the package.
-    policies = _PACKAGE.parent / "policies"
-    if policies.is_dir() and not (_PACKAGE / "policies").exists():
+    policies = package.parent / "policies"
+    if policies.is_dir() and not (package / "policies").exists():
         shutil.copytree(policies, dest / "policies", ignore=_IGNORE)
     shutil.copy(_cffi_backend.__file__, dest)
     # The umask and the source modes decide what the copies got: open them up.

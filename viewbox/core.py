@@ -117,8 +117,10 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     error = ffi.new("struct vb_error *")
     rc = lib.vb_spawn(p, c_child, error)
     if rc != 0:
-        what = ffi.string(error.what).decode(errors="replace") or "spawn the sandbox"
-        raise spawn_error(what, error.err or -rc, error.exit_code or EXIT_SETUP)
+        what = ffi.string(error.what).decode(errors="replace")
+        if not what:
+            raise spawn_error("spawn the sandbox", -rc, EXIT_SETUP)
+        raise spawn_error(what, error.err, error.exit_code or EXIT_SETUP)
     return Child(c_child)
 
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
-import importlib.resources
+import operator
 import os
-import pathlib
 import pwd
 import re
 import textwrap
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
 from viewbox.core import probe_clone, probe_landlock_abi, probe_pidfd, probe_seccomp_notify
+from viewbox.policy import SHIPPED, Policy, load_policy
 
 __all__ = ["CgroupInfo", "Layer", "Probe", "blocking_layers", "probe", "render"]
 
@@ -45,21 +44,20 @@ _NAMESPACES = (
      "the sandbox has its own pid 1 and cannot see or signal host processes",
      "no policy can run: the sandbox's init is pid 1 of its own pid namespace"),
     ("netns", CLONE_NEWNET, "CLONE_NEWNET",
-     "net.mode = none/private give the sandbox its own interfaces",
-     'only net.mode = host runs; other policies need accept_degraded = ["netns"]'),
+     'net.mode = "none" gives the sandbox its own network with only loopback',
+     'only policies with net.mode = "host" can run'),
     ("ipcns", CLONE_NEWIPC, "CLONE_NEWIPC",
      "System V IPC and POSIX message queues are private",
-     'policies run only with accept_degraded = ["ipcns"]'),
+     "no policy can run: every sandbox gets private IPC"),
     ("utsns", CLONE_NEWUTS, "CLONE_NEWUTS",
      "the hostname is private",
-     'policies run only with accept_degraded = ["utsns"]'),
+     "no policy can run: every sandbox gets a private hostname"),
     ("cgroupns", CLONE_NEWCGROUP, "CLONE_NEWCGROUP",
      "the sandbox sees its own cgroup as the root, not the host's cgroup tree",
-     'policies run only with accept_degraded = ["cgroupns"]'),
+     "no policy can run: every sandbox gets its own cgroup namespace"),
     ("timens", CLONE_NEWTIME, "CLONE_NEWTIME",
-     "CLOCK_MONOTONIC and CLOCK_BOOTTIME can be offset by the kernel",
-     'the sandbox shares the host\'s monotonic clocks; policies run only with '
-     'accept_degraded = ["timens"]'),
+     "CLOCK_MONOTONIC and CLOCK_BOOTTIME can be offset per sandbox",
+     "the sandbox shares the host's CLOCK_MONOTONIC and CLOCK_BOOTTIME"),
 )
 
 # What each Landlock ABI adds over the one before it.
@@ -76,8 +74,10 @@ LANDLOCK_FEATURES = {
 # cgroup controllers behind [limits] memory, cpu and pids.
 LIMIT_CONTROLLERS = ("memory", "cpu", "pids")
 
-# Shipped policies may be missing any layer except these (fail closed).
-_ALWAYS_NEEDED = ("mountns", "pidns", "pidfd")
+# What every run uses, whatever the policy: csrc/spawn.c clones with these
+# namespaces (a user namespace even as root, mapping all ids) and
+# CLONE_PIDFD, and installs the layer-2 seccomp filter.
+RUN_NEEDS = ("userns", "mountns", "pidns", "ipcns", "utsns", "cgroupns", "seccomp", "pidfd")
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def probe() -> Probe:
     cgroup = _cgroup_info()
     layers = (
         userns,
-        *(_namespace_layer(ns, privileged, userns) for ns in _NAMESPACES),
+        *_namespace_layers(privileged, userns),
         _seccomp_layer(notify_err),
         _seccomp_notify_layer(notify_err),
         _seccomp_addfd_layer(notify_err),
@@ -142,14 +142,13 @@ def probe() -> Probe:
                  seccomp_notify=notify_err == 0, cgroup=cgroup)
 
 
-def blocking_layers(probe: Probe, accept_degraded: frozenset[str] = frozenset()) -> list[Layer]:
-    """Missing layers that stop a shipped policy from starting here: the
-    ones every policy needs, and Landlock unless the policy accepts it degraded."""
-    needed = set(_ALWAYS_NEEDED)
-    if "landlock" not in accept_degraded:
+def blocking_layers(probe: Probe, policy: Policy) -> list[Layer]:
+    """Missing layers that stop `policy` from starting here (fail closed)."""
+    needed = set(RUN_NEEDS)
+    if policy.net.mode != "host":
+        needed.add("netns")
+    if "landlock" not in policy.viewbox.accept_degraded:
         needed.add("landlock")
-    if not probe.privileged:
-        needed.add("userns")
     return [layer for layer in probe.layers if layer.name in needed and not layer.available]
 
 
@@ -167,55 +166,30 @@ def render(probe: Probe) -> str:
 
 def _meaning(probe: Probe) -> str:
     if probe.privileged:
-        sentences = ["Running as privileged root: viewbox creates the namespaces directly."]
+        sentences = ["Running as privileged root: the sandbox's user namespace maps every id 1:1."]
     else:
-        sentences = ["Running unprivileged: viewbox creates every namespace inside a user namespace."]
-    essential = blocking_layers(probe, frozenset({"landlock"}))
+        sentences = ["Running unprivileged: every sandbox is made inside a user namespace "
+                     "owned by this user."]
+    missing = [layer.name for layer in probe.layers if not layer.available]
+    essential = [name for name in missing if name in RUN_NEEDS]
     if essential:
-        names = ", ".join(layer.name for layer in essential)
-        sentences.append(f"No policy can run here: {names} missing (see above).")
+        sentences.append(f"No policy can run here: {', '.join(essential)} missing (see above).")
     else:
-        policies = _shipped_policies()
-        runnable = [name for name, accepted in policies.items()
-                    if not blocking_layers(probe, accepted)]
-        refused = [name for name in policies if name not in runnable]
+        refusals = {name: blocking_layers(probe, load_policy(name)) for name in SHIPPED}
+        runnable = [name for name, blocking in refusals.items() if not blocking]
         if runnable:
             sentences.append(f"Shipped policies that run here: {', '.join(runnable)}.")
-        if refused:
-            sentences.append(f"Shipped policies that refuse to start without Landlock: "
-                             f"{', '.join(refused)}.")
-        # userns is either essential (unprivileged, handled above) or not needed (root).
-        missing = [layer.name for layer in probe.layers
-                   if not layer.available and layer.name != "userns"]
-        if missing:
-            sentences.append(f"Missing: {', '.join(missing)}. A policy that needs one of these "
-                             "refuses to start unless it lists it in accept_degraded; the run "
-                             "then reports the degraded level.")
-        else:
-            sentences.append("Every layer is present: policies run with full enforcement.")
+        for name, blocking in refusals.items():
+            if blocking:
+                names = ", ".join(layer.name for layer in blocking)
+                sentences.append(f"Policy {name} refuses to start: {names} missing.")
+    if not missing:
+        sentences.append("Every layer is present.")
+    elif not essential:
+        sentences.append(f"Missing here: {', '.join(missing)}; see above for what a sandbox "
+                         "goes without.")
     return textwrap.fill(" ".join(sentences), width=88, initial_indent="  ",
                          subsequent_indent="  ")
-
-
-def _shipped_policies() -> dict[str, frozenset[str]]:
-    """Shipped policy name -> the layers it accepts degraded.
-
-    Reads `[viewbox].accept_degraded` straight from each file (no `extends`):
-    doctor must answer even where the policy compiler cannot run.
-    """
-    try:
-        root: Any = importlib.resources.files("viewbox.policies")
-    except ModuleNotFoundError:  # a source checkout: policies/ beside the package
-        root = pathlib.Path(__file__).resolve().parent.parent / "policies"
-    if not root.is_dir():
-        return {}
-    policies = {}
-    for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            data = tomllib.loads(entry.read_text(encoding="utf-8"))
-            accepted = data.get("viewbox", {}).get("accept_degraded", [])
-            policies[entry.name.removesuffix(".toml")] = frozenset(accepted)
-    return policies
 
 
 # --- identity -----------------------------------------------------------------
@@ -253,7 +227,8 @@ def _userns_failure(err: int) -> str:
     """Why clone(CLONE_NEWUSER) failed with `err`, and the fix."""
     why = f"clone(CLONE_NEWUSER): {os.strerror(err)}"
     if _read_sysctl("/proc/sys/user/max_user_namespaces") == "0":
-        return f"{why}: user.max_user_namespaces is 0; fix: sysctl -w user.max_user_namespaces=15000"
+        return (f"{why}: user.max_user_namespaces is 0; "
+                "fix: sysctl -w user.max_user_namespaces=15000")
     if _read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0":
         return (f"{why}: kernel.unprivileged_userns_clone is 0; "
                 "fix: sysctl -w kernel.unprivileged_userns_clone=1")
@@ -274,26 +249,32 @@ def _userns_failure(err: int) -> str:
 def _userns_layer(privileged: bool) -> Layer:
     err = -probe_clone(CLONE_NEWUSER, False)
     if err:
-        if privileged:
-            return Layer("userns", False, _userns_failure(err),
-                         "not needed as privileged root: the namespaces are created directly")
         return Layer("userns", False, _userns_failure(err),
-                     "no policy can run as this user: viewbox needs root or a user namespace")
+                     "no policy can run: every sandbox is created in a user namespace")
     if privileged:
         return Layer("userns", True, "clone(CLONE_NEWUSER) works",
-                     "not needed as privileged root: the namespaces are created directly")
+                     "root's ids are mapped 1:1 into the sandbox's user namespace")
     return Layer("userns", True, "clone(CLONE_NEWUSER) works",
-                 "viewbox runs unprivileged: every other namespace is made inside it")
+                 "the sandbox's other namespaces are made inside it: no root needed")
+
+
+def _namespace_layers(privileged: bool, userns: Layer) -> list[Layer]:
+    if not privileged and not userns.available:
+        return [Layer(name, False, f"{flag_name} needs root or a user namespace (see userns)",
+                      without) for name, _, flag_name, _, without in _NAMESPACES]
+    # The run path probes too: one clone with every flag is the common case
+    # and costs about what one namespace costs; only when it fails is each
+    # namespace tried alone, to say which one is missing.
+    all_flags = functools.reduce(operator.or_, (ns[1] for ns in _NAMESPACES))
+    together = probe_clone(all_flags, not privileged) == 0
+    return [_namespace_layer(ns, privileged, together) for ns in _NAMESPACES]
 
 
 def _namespace_layer(ns: tuple[str, int, str, str, str], privileged: bool,
-                     userns: Layer) -> Layer:
+                     works_with_all: bool) -> Layer:
     name, flag, flag_name, gives, without = ns
-    if not privileged and not userns.available:
-        return Layer(name, False, f"{flag_name} needs root or a user namespace (see userns)",
-                     without)
     call = flag_name if privileged else f"CLONE_NEWUSER|{flag_name}"
-    err = -probe_clone(flag, not privileged)
+    err = 0 if works_with_all else -probe_clone(flag, not privileged)
     if err:
         return Layer(name, False, f"clone({call}): {os.strerror(err)}", without)
     return Layer(name, True, f"clone({call}) works", gives)
@@ -308,13 +289,13 @@ def _seccomp_layer(notify_err: int) -> Layer:
         return Layer("seccomp", True, "filter mode works (a test filter was installed in a child)",
                      consequence)
     with open("/proc/self/status", encoding="ascii") as f:
-        status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
-    if "Seccomp" in status:
+        has_seccomp = any(line.startswith("Seccomp:") for line in f)
+    if has_seccomp:
         return Layer("seccomp", True,
                      "Seccomp: line in /proc/self/status (CONFIG_SECCOMP), filter mode assumed",
                      consequence)
     return Layer("seccomp", False, "the kernel is built without seccomp (CONFIG_SECCOMP)",
-                 'policies run only with accept_degraded = ["seccomp"]')
+                 "no policy can run: every sandbox runs under the layer-2 filter")
 
 
 def _seccomp_notify_layer(err: int) -> Layer:
@@ -327,8 +308,8 @@ def _seccomp_notify_layer(err: int) -> Layer:
     if err == errno.EBUSY:  # only one listener per filter chain
         reason += " (this process already runs under a supervisor: nested sandboxes lack it)"
     return Layer("seccomp-notify", False, f"seccomp user notification: {reason}",
-                 "policies using time views, fs deny rules, audit, learn, ask or "
-                 'net allow run only with accept_degraded = ["seccomp-notify"]')
+                 "layer 3 cannot run here: no virtual time, per-path deny rules, audit, "
+                 "learn, ask or egress decisions by the supervisor")
 
 
 def _kernel_version() -> tuple[int, int]:
@@ -341,8 +322,7 @@ def _seccomp_addfd_layer(notify_err: int) -> Layer:
     # No harmless way to call SECCOMP_IOCTL_NOTIF_ADDFD without a trapped
     # syscall, so this one is read off the kernel version.
     where = f"from the kernel version ({version[0]}.{version[1]})"
-    missing = ('per-path rules cannot hand opened files to the sandbox: policies using them '
-               'run only with accept_degraded = ["seccomp-addfd"]')
+    missing = "the supervisor cannot open files on the sandbox's behalf (emulated opens)"
     if notify_err:
         return Layer("seccomp-addfd", False, "needs seccomp user notification", missing)
     if version >= (5, 14):
@@ -361,13 +341,11 @@ def _seccomp_addfd_layer(notify_err: int) -> Layer:
 def _landlock_layer(abi: int) -> Layer:
     missing = 'no Landlock: policies run only with accept_degraded = ["landlock"]'
     if abi == -errno.ENOSYS:
-        return Layer("landlock", False,
-                     "the kernel is built without Landlock (CONFIG_SECURITY_LANDLOCK, Linux >= 5.13)",
-                     missing)
+        return Layer("landlock", False, "the kernel is built without Landlock "
+                     "(CONFIG_SECURITY_LANDLOCK, Linux >= 5.13)", missing)
     if abi == -errno.EOPNOTSUPP:
-        return Layer("landlock", False,
-                     "Landlock is built in but disabled; fix: add landlock to the lsm= boot parameter",
-                     missing)
+        return Layer("landlock", False, "Landlock is built in but disabled; "
+                     "fix: add landlock to the lsm= boot parameter", missing)
     if abi < 0:
         return Layer("landlock", False, f"landlock_create_ruleset: {os.strerror(-abi)}", missing)
     features = ", ".join(f"{text} ({level})" for level, text in LANDLOCK_FEATURES.items()
@@ -375,7 +353,8 @@ def _landlock_layer(abi: int) -> Layer:
     lacks = [text for level, text in LANDLOCK_FEATURES.items() if level > abi]
     detail = f"ABI {abi}: {features}" + (f"; not: {', '.join(lacks)}" if lacks else "")
     if abi >= 4:
-        consequence = f"Landlock ABI {abi}: filesystem rules and TCP ports are enforced a second time beneath the mounts"
+        consequence = (f"Landlock ABI {abi}: filesystem rules and TCP ports are enforced a "
+                       "second time beneath the mounts")
     else:
         consequence = (f"Landlock ABI {abi}: filesystem rules are enforced a second time beneath "
                        "the mounts; TCP ports only by the namespaces and seccomp (needs ABI 4)")
@@ -391,11 +370,12 @@ def _unescape(field: str) -> str:
 
 
 def _cgroup_info() -> CgroupInfo:
-    v2_mount = v2_root = None
+    v2_mount: str | None = None
+    v2_root = "/"
     v1_mounts: dict[str, str] = {}
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         for line in f:
-            # "<id> <parent> <dev> <root> <mountpoint> <opts> [optional...] - <fstype> <src> <superopts>"
+            # id parent dev root mountpoint opts [optional...] - fstype source superopts
             before, _, after = line.partition(" - ")
             fields, (fstype, _src, superopts) = before.split(), after.split()[:3]
             root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
@@ -407,7 +387,7 @@ def _cgroup_info() -> CgroupInfo:
                         v1_mounts.setdefault(controller, mountpoint)
     v2_cgroup = None
     controllers: tuple[str, ...] = ()
-    if v2_mount is not None and v2_root is not None:
+    if v2_mount is not None:
         v2_cgroup = _own_v2_cgroup(v2_mount, v2_root)
         # The controllers of our own cgroup are the ones a child of it can enable.
         try:
@@ -463,8 +443,7 @@ def _cgroups_layer(info: CgroupInfo) -> Layer:
             for c, p in info.v1_mounts.items()))
     detail = (f"{info.version}: " + "; ".join(found)) if found else "no cgroup filesystem mounted"
     return Layer("cgroups", False, detail,
-                 "memory, cpu and pids limits cannot be enforced (rlimits still apply): "
-                 'policies setting them run only with accept_degraded = ["cgroups"]')
+                 "memory, cpu and pids cannot be limited through cgroups; rlimits still apply")
 
 
 # --- pidfd --------------------------------------------------------------------

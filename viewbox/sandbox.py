@@ -276,8 +276,8 @@ def _explain(error: SpawnError) -> Exception:
     """A clone that fails for want of user namespaces is a missing layer, not a crash."""
     if "clone3" in error.what:
         from .doctor import probe
-        userns = next((layer for layer in probe().layers if layer.name == "user namespace"), None)
-        if userns is not None and not userns.available:
+        userns = probe().layer("userns")
+        if not userns.available:
             return UnavailableLayer("user namespaces", userns.detail, userns.consequence)
         if error.errno in (1, 28, 22):  # EPERM, ENOSPC, EINVAL: the usual userns refusals
             return UnavailableLayer(
