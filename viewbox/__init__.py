@@ -12,7 +12,6 @@ See `viewbox --help` and the README for policies, flags and the threat model.
 """
 __version__ = "0.1.0"
 
-from .doctor import Probe, probe
 from .errors import (CommandNotExecutable, CommandNotFound, PolicyError, PolicyErrors,
                      SpawnError, TimeoutExpired, UnavailableLayer, ViewboxError)
 from .policy import Policy, load_policy
@@ -25,3 +24,12 @@ __all__ = [
     "CommandNotFound", "CommandNotExecutable", "TimeoutExpired",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # doctor probes the kernel and is not needed to run: imported on first use
+    if name in ("probe", "Probe"):
+        from . import doctor
+
+        return getattr(doctor, name)
+    raise AttributeError(f"module 'viewbox' has no attribute {name!r}")

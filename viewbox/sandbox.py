@@ -9,7 +9,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +20,9 @@ from .errors import SpawnError, TimeoutExpired, UnavailableLayer
 from .plan import Plan
 from .policy import Policy, compile_policy, load_policy
 
-#: Like subprocess: a new pipe for this stream, or /dev/null.
-PIPE = subprocess.PIPE
-DEVNULL = subprocess.DEVNULL
+#: As in subprocess (same values): a new pipe for this stream, or /dev/null.
+PIPE = -1
+DEVNULL = -3
 
 Stream = int | IO[Any] | None
 
@@ -64,6 +63,8 @@ class Result:
 
     def check_returncode(self) -> None:
         if self.returncode:
+            import subprocess
+
             raise subprocess.CalledProcessError(self.returncode, list(self.argv), self.stdout, self.stderr)
 
 

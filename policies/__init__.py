@@ -1,0 +1,1 @@
+"""The policies shipped with viewbox (installed as the package viewbox.policies)."""

@@ -1,0 +1,252 @@
+"""Loading a policy: resolving names and extends, merging layers, applying overrides.
+
+A policy is built from layers, each a set of checked values with origins:
+the files of its extends chain (depth first, in order), the file itself, then
+the overrides (CLI flags or API keywords). Merging a later layer onto an
+earlier one: scalars are replaced, lists append (duplicates dropped, the
+first kept), tables merge key by key.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from viewbox.errors import PolicyError, PolicyErrors
+from viewbox.policy.model import (
+    EXTENDS, FIELDS, SCHEMA, TABLES, Entry, Item, Layer, Origin, OriginKey, Policy, Shape,
+    check_field, os_reason, quote,
+)
+from viewbox.policy.parser import document_layer, parse_document
+
+PolicyRef = str | os.PathLike[str]
+
+
+def _policies_dir() -> Path:
+    # Plain files next to the package: importlib.resources would cost more
+    # start-up time than the whole spawn.
+    try:
+        import viewbox.policies
+
+        return Path(viewbox.policies.__file__).parent
+    except ModuleNotFoundError:
+        # Running from a source tree that is not installed: policies/ sits next to viewbox/.
+        return Path(__file__).resolve().parents[2] / "policies"
+
+
+_POLICIES_DIR = _policies_dir()
+
+#: names of the policies shipped with viewbox
+SHIPPED: tuple[str, ...] = tuple(sorted(path.stem for path in _POLICIES_DIR.glob("*.toml")))
+
+
+def _no_such_policy(name: str) -> str:
+    return f"no shipped policy or file named {quote(name)} (shipped: {', '.join(SHIPPED)})"
+
+
+def shipped_path(name: str) -> Path:
+    """The file of the shipped policy `name` ("default", "strict", ...)."""
+    if name not in SHIPPED:
+        raise PolicyError(_no_such_policy(name))
+    return _POLICIES_DIR / f"{name}.toml"
+
+
+# --- overrides ---------------------------------------------------------------
+
+#: override key -> the field it sets
+OVERRIDES: Mapping[str, str] = MappingProxyType({
+    "ro": "fs.ro",
+    "rw": "fs.rw",
+    "hide": "fs.hide",
+    "tmpfs": "fs.tmpfs",
+    "workdir": "process.workdir",
+    "hostname": "identity.hostname",
+    "uid": "identity.uid",
+    "gid": "identity.gid",
+    "net": "net.mode",
+    "env": "env.set",
+})
+
+
+def _override_layer(overrides: Mapping[str, Any],
+                    style: Literal["api", "cli"]) -> tuple[Layer, list[PolicyError]]:
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise TypeError(f"unknown policy override {unknown[0]!r} (known: {', '.join(OVERRIDES)})")
+    layer: Layer = {}
+    errors: list[PolicyError] = []
+    for key, value in overrides.items():
+        if value is None:  # "not given", so callers can pass every keyword through
+            continue
+        origin = Origin(flag=f"--{key}" if style == "cli" else f"api: {key}")
+        entry, field_errors = check_field(FIELDS[OVERRIDES[key]], value, lambda _index: origin)
+        errors += field_errors
+        if entry is not None:
+            layer[OVERRIDES[key]] = entry
+    return layer, errors
+
+
+# --- merging -----------------------------------------------------------------
+
+def merge(base: Layer, top: Layer) -> Layer:
+    """`top` applied onto `base` (neither changes)."""
+    merged = dict(base)
+    for name, entry in top.items():
+        spec = FIELDS[name]
+        if spec.shape is Shape.SCALAR:
+            merged[name] = entry
+        elif spec.shape is Shape.LIST:
+            merged[name] = _merge_items(merged.get(name, []), entry, spec.identity)
+        else:
+            merged[name] = {**merged.get(name, {}), **entry}
+    return merged
+
+
+def _merge_items(base: list[Item], top: list[Item], identity: Callable[[Any], Any] | None) -> list[Item]:
+    items = list(base)
+    position = {_identify(identity, item.value): index for index, item in enumerate(items)}
+    for item in top:
+        key = _identify(identity, item.value)
+        if key not in position:
+            position[key] = len(items)
+            items.append(item)
+        elif items[position[key]].value != item.value:
+            # Same identity, new value (a tmpfs given a new size): the later layer wins, in place.
+            items[position[key]] = item
+    return items
+
+
+def _identify(identity: Callable[[Any], Any] | None, value: Any) -> Any:
+    return value if identity is None else identity(value)
+
+
+def _build_policy(layer: Layer, name: str, sources: list[str]) -> Policy:
+    origins: dict[OriginKey, Origin] = {}
+    tables = {}
+    for table, specs in SCHEMA.items():
+        values: dict[str, Any] = {}
+        for spec in specs.values():
+            entry: Entry = layer.get(spec.name)
+            if spec.attr is None or entry is None:
+                continue
+            if spec.shape is Shape.SCALAR:
+                values[spec.attr] = entry.value
+                origins[(spec.name, None)] = entry.origin
+            elif spec.shape is Shape.LIST:
+                values[spec.attr] = tuple(item.value for item in entry)
+                origins.update({(spec.name, index): item.origin for index, item in enumerate(entry)})
+            else:
+                values[spec.attr] = MappingProxyType({key: item.value for key, item in entry.items()})
+                origins.update({(spec.name, key): item.origin for key, item in entry.items()})
+        tables[table] = TABLES[table](**values)
+    return Policy(**tables, origins=MappingProxyType(origins), name=name, sources=tuple(sources))
+
+
+# --- files and extends -------------------------------------------------------
+
+class _Loader:
+    """One load: the errors found so far, the files applied so far."""
+
+    def __init__(self) -> None:
+        self.errors: list[PolicyError] = []
+        self.sources: list[str] = []
+
+    def load(self, file: str, chain: tuple[tuple[str, str], ...] = (),
+             referrer: tuple[Origin, str] | None = None) -> Layer:
+        """The layer of `file` with its extends merged under it.
+
+        `chain` holds (file, real path) of the files extending this one, for cycles;
+        `referrer` is the extends entry (origin, label) that named it.
+        """
+        try:
+            raw = Path(file).read_bytes()
+        except OSError as err:
+            if referrer is None:
+                self.errors.append(PolicyError(f"cannot read: {os_reason(err)}", file=file))
+            else:
+                origin, label = referrer
+                self.errors.append(origin.error(label, f"cannot read {quote(file)}: {os_reason(err)}"))
+            return {}
+        try:
+            data, locator = parse_document(raw, file)
+        except PolicyError as err:
+            self.errors.append(err)
+            return {}
+        layer, errors = document_layer(data, locator, file)
+        self.errors += errors
+
+        chain += ((file, os.path.realpath(file)),)
+        merged: Layer = {}
+        for index, reference in enumerate(layer.pop(EXTENDS.name, [])):
+            label = EXTENDS.label(index)
+            parent = self._resolve_extends(reference.value, file, reference.origin, label)
+            if parent is None:
+                continue
+            reals = [real for _, real in chain]
+            if os.path.realpath(parent) in reals:
+                cycle = [name for name, _ in chain[reals.index(os.path.realpath(parent)):]] + [parent]
+                self.errors.append(reference.origin.error(label, f"extends cycle: {' -> '.join(cycle)}"))
+                continue
+            merged = merge(merged, self.load(parent, chain, (reference.origin, label)))
+        self.sources.append(file)
+        return merge(merged, layer)
+
+    def _resolve_extends(self, reference: str, file: str, origin: Origin, label: str) -> str | None:
+        """The file an extends entry names: a path relative to `file`'s directory, or a shipped policy."""
+        relative = os.path.normpath(os.path.join(os.path.dirname(file), reference))
+        if "/" in reference or reference.endswith(".toml"):
+            return relative
+        if reference in SHIPPED:
+            return str(shipped_path(reference))
+        if os.path.isfile(relative):
+            return relative
+        self.errors.append(origin.error(label, _no_such_policy(reference)))
+        return None
+
+
+def _policy_file(ref: PolicyRef | None) -> tuple[str, str]:
+    """The name and the file of the policy `ref` names (see load_policy)."""
+    if ref is None:
+        ref = "default"
+    if not isinstance(ref, str):
+        return os.fspath(ref), os.fspath(ref)
+    if "/" not in ref and not ref.endswith(".toml"):
+        if ref in SHIPPED:
+            return ref, str(shipped_path(ref))
+        if not os.path.isfile(ref):
+            raise PolicyErrors([PolicyError(_no_such_policy(ref))])
+    return ref, ref
+
+
+def _load(name: str, file: str, overrides: Mapping[str, Any] | None,
+          style: Literal["api", "cli"]) -> Policy:
+    override_layer, override_errors = _override_layer(overrides or {}, style)
+    loader = _Loader()
+    layer = loader.load(file)
+    errors = loader.errors + override_errors
+    if errors:
+        raise PolicyErrors(errors)
+    return _build_policy(merge(layer, override_layer), name, loader.sources)
+
+
+def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | None = None,
+                override_origin: Literal["api", "cli"] = "api") -> Policy:
+    """Loads a policy: its extends, then the file, then `overrides`, merged and checked.
+
+    `ref` is a shipped policy name ("default" when None) or a path: a path when it is
+    os.PathLike, contains "/" or ends in ".toml", or when no shipped policy has that
+    name but a file does. `overrides` keys: ro, rw, hide, tmpfs (lists of str), workdir,
+    hostname, net (str), uid, gid (int), env (dict added to [env].set); None values are
+    skipped; an unknown key raises TypeError. `override_origin="cli"` names their origins
+    "--ro" etc., else "api: ro". Raises PolicyErrors listing every mistake found.
+    """
+    if override_origin not in ("api", "cli"):
+        raise ValueError(f"override_origin must be 'api' or 'cli', not {override_origin!r}")
+    return _load(*_policy_file(ref), overrides, override_origin)
+
+
+def check_policy_file(path: PolicyRef) -> Policy:
+    """Loads the policy file at `path` (always a path, never a shipped name); PolicyErrors on any mistake."""
+    return _load(os.fspath(path), os.fspath(path), None, "api")

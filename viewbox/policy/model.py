@@ -1,0 +1,536 @@
+"""The policy model: typed tables, their schema, and where every value came from.
+
+A Policy is what a policy file says once its extends and the overrides are
+merged in and every value is checked — but not yet bound to a run: paths may
+still hold placeholders such as {cwd}, which the compiler expands. The schema
+(which keys exist, their shape, default and check) is declared once, on the
+dataclass fields below, and drives parsing, merging, rendering and messages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from viewbox.errors import PolicyError
+from viewbox.views.limits import SYSCALL_GROUPS
+
+SCHEMA_VERSION = 1
+#: tmpfs size when none is given: the kernel's default (half of RAM) is too much.
+DEFAULT_TMPFS_SIZE = 256 * 2**20
+#: layers a policy may accept to run without ([viewbox].accept_degraded)
+DEGRADABLE_LAYERS = ("landlock",)
+#: placeholders path strings may hold, as {name}
+PLACEHOLDERS = ("cwd",)
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
+MAX_RLIMIT = 2**63 - 1
+
+
+# --- origins -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from: a file and line, an override flag, or the built-in default."""
+
+    file: str | None = None
+    line: int | None = None
+    flag: str | None = None  # "--ro" (CLI) or "api: ro" (Python keyword)
+
+    def __str__(self) -> str:
+        if self.flag:
+            return self.flag
+        if self.file:
+            return f"{self.file}:{self.line}" if self.line else self.file
+        return "default"
+
+    def error(self, field_label: str, message: str) -> PolicyError:
+        """An error about the value from here; `field_label` ("[fs].ro[2]") names it in files."""
+        if self.flag:
+            return PolicyError(message, field=self.flag)
+        return PolicyError(message, file=self.file, line=self.line, field=field_label)
+
+
+DEFAULT_ORIGIN = Origin()
+
+
+class Item(NamedTuple):
+    """One checked value and its origin, as the loader carries them before a Policy exists."""
+
+    value: Any
+    origin: Origin
+
+
+# --- messages ----------------------------------------------------------------
+
+def quote(text: str) -> str:
+    """`text` as a TOML basic string (also how messages show strings)."""
+    # JSON escapes are valid TOML escapes; TOML also forbids a raw DEL.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def describe(value: object) -> str:
+    """A value's TOML type and, for scalars, the value: 'string "x"', 'integer 5'."""
+    if isinstance(value, bool):
+        return f"boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"float {value}"
+    if isinstance(value, str):
+        return f"string {quote(value)}"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, Mapping):
+        return "table"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return f"date-time {value.isoformat()}"
+    return type(value).__name__
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the closest choice, else ''."""
+    import difflib  # only on the error path
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {quote(close[0])}?)" if close else ""
+
+
+def os_reason(err: OSError) -> str:
+    """'no such file or directory': strerror as it reads inside a message."""
+    text = os.strerror(err.errno) if err.errno else str(err)
+    return text[:1].lower() + text[1:]
+
+
+# --- paths and placeholders --------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def normalize(path: str) -> str:
+    """os.path.normpath, also folding the leading '//' POSIX lets it keep."""
+    path = os.path.normpath(path)
+    return "/" + path.lstrip("/") if path.startswith("//") else path
+
+
+def expand(template: str, *, cwd: str) -> str:
+    """A checked path template with its placeholders filled in, normalised."""
+    values = {"cwd": cwd}
+    return normalize(_PLACEHOLDER.sub(lambda match: values[match[1]], template))
+
+
+# --- checks: each takes a raw value, returns it typed, or raises FieldError ----
+
+class FieldError(ValueError):
+    """A value breaks its field's rule; the caller adds file, line and field name."""
+
+
+Check = Callable[[Any], Any]
+
+
+def _expected(what: str, value: object) -> FieldError:
+    return FieldError(f"expected {what}, got {describe(value)}")
+
+
+def check_string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _expected("a string", value)
+    return value
+
+
+def check_boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _expected("a boolean", value)
+    return value
+
+
+def check_integer(low: int, high: int) -> Check:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _expected("an integer", value)
+        if value < low:
+            raise FieldError(f"must be at least {low}, got {value}")
+        if value > high:
+            raise FieldError(f"must be at most {high}, got {value}")
+        return value
+    return check
+
+
+def check_version(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _expected("an integer", value)
+    if value != SCHEMA_VERSION:
+        raise FieldError(f"unsupported version {value} (this viewbox reads version {SCHEMA_VERSION})")
+    return value
+
+
+def check_choice(*options: str, noun: str | None = None,
+                 planned: Mapping[str, str] = MappingProxyType({})) -> Check:
+    """One of `options`; `planned` maps values reserved for later to the message they get."""
+    def check(value: object) -> str:
+        value = check_string(value)
+        if value in options:
+            return value
+        if value in planned:
+            raise FieldError(planned[value])
+        hint = did_you_mean(value, options)
+        if noun:
+            known = hint or f" (known: {', '.join(options)})"
+            raise FieldError(f"unknown {noun} {quote(value)}{known}")
+        alternatives = " or ".join(quote(option) for option in options)
+        raise FieldError(f"expected {alternatives}, got {quote(value)}{hint}")
+    return check
+
+
+def check_path(value: object) -> str:
+    """An absolute path, possibly with placeholders; normalised when it has none."""
+    if not isinstance(value, str):
+        raise _expected("a path string", value)
+    if "\0" in value:
+        raise FieldError(f"path contains a NUL byte: {quote(value)}")
+    for name in _PLACEHOLDER.findall(value):
+        if name not in PLACEHOLDERS:
+            known = ", ".join(f"{{{known}}}" for known in PLACEHOLDERS)
+            raise FieldError(f"unknown placeholder {{{name}}} in {quote(value)} (known: {known})")
+    if not expand(value, cwd="/").startswith("/"):
+        raise FieldError(f"path must be absolute, got {quote(value)}")
+    # A template keeps its spelling: normpath("{cwd}/..") would lose the placeholder.
+    return value if _PLACEHOLDER.search(value) else normalize(value)
+
+
+def check_reference(value: object) -> str:
+    """An [viewbox].extends entry: a shipped policy name or a path; resolved by the loader."""
+    value = check_string(value)
+    if not value or "\0" in value:
+        raise FieldError(f"expected a policy name or path, got {quote(value)}")
+    return value
+
+
+def check_degradable_layer(value: object) -> str:
+    value = check_string(value)
+    if value not in DEGRADABLE_LAYERS:
+        allowed = ", ".join(quote(layer) for layer in DEGRADABLE_LAYERS)
+        raise FieldError(f"unknown layer {quote(value)} (only {allowed} may be accepted as degraded)")
+    return value
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9.-]{1,64}")
+
+
+def check_hostname(value: object) -> str:
+    value = check_string(value)
+    if not _HOSTNAME.fullmatch(value):
+        raise FieldError(f'invalid hostname {quote(value)} (1 to 64 letters, digits, "." or "-")')
+    return value
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_env_name(value: object) -> str:
+    value = check_string(value)
+    if not _ENV_NAME.fullmatch(value):
+        raise FieldError(f"invalid variable name {quote(value)} "
+                         "(letters, digits and _, not starting with a digit)")
+    return value
+
+
+def check_env_value(value: object) -> str:
+    value = check_string(value)
+    if "\0" in value:
+        raise FieldError(f"value contains a NUL byte: {quote(value)}")
+    return value
+
+
+_SIZE = re.compile(r"(\d+)([KMG]?)", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an integer or a string like "64M" (K, M, G are powers of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value)):
+        size = int(match[1]) * _SIZE_UNITS[match[2].upper()]
+    else:
+        shown = quote(value) if isinstance(value, str) else describe(value)
+        raise FieldError(f"invalid size {shown} (bytes, or a number with K, M or G)")
+    if size <= 0:
+        raise FieldError(f"size must be positive, got {size}")
+    return size
+
+
+def format_size(size: int) -> str:
+    """The shortest exact spelling parse_size reads back: 268435456 -> "256M"."""
+    for unit in "GMK":
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    path: str
+    size: int = DEFAULT_TMPFS_SIZE  # bytes
+
+
+def check_tmpfs(value: object) -> TmpfsMount:
+    """A tmpfs item: "PATH", "PATH:SIZE" or { path = "PATH", size = "SIZE" }.
+
+    In the string form a ':' always starts the size; a path holding ':' needs the table form.
+    """
+    if isinstance(value, str):
+        path, colon, size_text = value.rpartition(":")
+        if colon:
+            return TmpfsMount(check_path(path), parse_size(size_text))
+        return TmpfsMount(check_path(value))
+    if isinstance(value, Mapping):
+        for key in value:
+            if key not in ("path", "size"):
+                raise FieldError(f"unknown key {quote(key)} in a tmpfs table (it takes path and size)")
+        if "path" not in value:
+            raise FieldError("a tmpfs table needs a path")
+        size = parse_size(value["size"]) if "size" in value else DEFAULT_TMPFS_SIZE
+        return TmpfsMount(check_path(value["path"]), size)
+    raise _expected('"PATH", "PATH:SIZE" or a table { path, size }', value)
+
+
+# --- the schema --------------------------------------------------------------
+
+class Shape(enum.Enum):
+    SCALAR = "scalar"   # later layers replace it
+    LIST = "list"       # later layers append, duplicates dropped
+    TABLE = "table"     # later layers merge key by key
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One key of the policy schema: its shape, check, and names."""
+
+    shape: Shape
+    check: Check                       # one value, list item, or table value
+    key_check: Check | None = None     # TABLE: the keys
+    #: LIST: items with equal identity are one item; a later one replaces an earlier (tmpfs by path)
+    identity: Callable[[Any], Any] | None = None
+    #: SCALAR defaulting to None: what an unset value means (it depends on the run)
+    unset: str | None = None
+    table: str = ""
+    key: str = ""                      # as written in TOML
+    attr: str | None = None            # on the table dataclass; None: consumed by the loader
+
+    @property
+    def name(self) -> str:
+        """'fs.ro': how origins and the loader refer to the field."""
+        return f"{self.table}.{self.key}"
+
+    def label(self, index: int | str | None = None) -> str:
+        """How messages name the field or one of its items: '[fs].ro[2]', '[env].set.HOME'."""
+        base = f"[{self.table}].{self.key}"
+        if isinstance(index, int):
+            return f"{base}[{index}]"
+        if isinstance(index, str):
+            return f"{base}.{toml_key(index)}"
+        return base
+
+
+_SPEC = "viewbox.policy.spec"
+
+
+def _scalar(default: Any, check: Check, *, unset: str | None = None) -> Any:
+    return field(default=default, metadata={_SPEC: FieldSpec(Shape.SCALAR, check, unset=unset)})
+
+
+def _list(check: Check, *, identity: Callable[[Any], Any] | None = None, key: str = "") -> Any:
+    return field(default=(), metadata={_SPEC: FieldSpec(Shape.LIST, check, identity=identity, key=key)})
+
+
+def _table(key_check: Check, value_check: Check) -> Any:
+    spec = FieldSpec(Shape.TABLE, value_check, key_check=key_check)
+    return field(default_factory=lambda: MappingProxyType({}), metadata={_SPEC: spec})
+
+
+@dataclass(frozen=True)
+class ViewboxTable:
+    """[viewbox]: about the policy itself ([viewbox].extends is resolved by the loader)."""
+
+    version: int = _scalar(SCHEMA_VERSION, check_version)
+    description: str = _scalar("", check_string)
+    accept_degraded: tuple[str, ...] = _list(check_degradable_layer)
+
+
+@dataclass(frozen=True)
+class FsTable:
+    """[fs]: the filesystem view."""
+
+    base: str = _scalar("host", check_choice("host", "empty"))
+    ro: tuple[str, ...] = _list(check_path)
+    rw: tuple[str, ...] = _list(check_path)
+    hide: tuple[str, ...] = _list(check_path)
+    tmpfs: tuple[TmpfsMount, ...] = _list(check_tmpfs, identity=lambda mount: mount.path)
+    proc: bool = _scalar(True, check_boolean)
+    dev: bool = _scalar(True, check_boolean)
+
+
+@dataclass(frozen=True)
+class NetTable:
+    """[net]: the network view."""
+
+    mode: str = _scalar("none", check_choice(
+        "none", "host", planned={"private": 'mode "private" is not available yet'}))
+
+
+@dataclass(frozen=True)
+class IdentityTable:
+    """[identity]: who the sandbox is."""
+
+    uid: int | None = _scalar(None, check_integer(0, MAX_ID), unset="the caller's uid")
+    gid: int | None = _scalar(None, check_integer(0, MAX_ID), unset="the caller's gid")
+    hostname: str = _scalar("viewbox", check_hostname)
+    home: str = _scalar("/tmp", check_path)
+
+
+@dataclass(frozen=True)
+class ProcessTable:
+    """[process]: how the command starts."""
+
+    workdir: str | None = _scalar(None, check_path, unset=(
+        '"{cwd}" when the caller\'s directory is visible in the view, else "/"'))
+
+
+@dataclass(frozen=True)
+class EnvTable:
+    """[env]: the command's environment (which starts clean)."""
+
+    pass_: tuple[str, ...] = _list(check_env_name, key="pass")
+    set: Mapping[str, str] = _table(check_env_name, check_env_value)
+
+
+@dataclass(frozen=True)
+class LimitsTable:
+    """[limits]: resource limits."""
+
+    files: int = _scalar(1024, check_integer(16, MAX_RLIMIT))
+    core: int = _scalar(0, check_integer(0, MAX_RLIMIT))
+
+
+@dataclass(frozen=True)
+class SeccompTable:
+    """[seccomp]: syscall groups let through (all are denied by default)."""
+
+    allow: tuple[str, ...] = _list(check_choice(*SYSCALL_GROUPS, noun="syscall group"))
+
+
+OriginKey = tuple[str, int | str | None]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A merged, validated policy; `origins`, `name` and `sources` do not take part in equality."""
+
+    viewbox: ViewboxTable = field(default_factory=ViewboxTable)
+    fs: FsTable = field(default_factory=FsTable)
+    net: NetTable = field(default_factory=NetTable)
+    identity: IdentityTable = field(default_factory=IdentityTable)
+    process: ProcessTable = field(default_factory=ProcessTable)
+    env: EnvTable = field(default_factory=EnvTable)
+    limits: LimitsTable = field(default_factory=LimitsTable)
+    seccomp: SeccompTable = field(default_factory=SeccompTable)
+    #: (field name, list index or table key or None) -> where that value came from
+    origins: Mapping[OriginKey, Origin] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
+    #: what it was loaded as: a shipped policy's name or the file's path
+    name: str = field(default="", compare=False)
+    #: policy files merged into this one, in the order they were applied
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+    def origin(self, name: str, index: int | str | None = None) -> Origin:
+        """Where a value came from: origin("fs.ro", 2), origin("limits.files")."""
+        return self.origins.get((name, index), DEFAULT_ORIGIN)
+
+
+TABLES: Mapping[str, type] = MappingProxyType({
+    "viewbox": ViewboxTable,
+    "fs": FsTable,
+    "net": NetTable,
+    "identity": IdentityTable,
+    "process": ProcessTable,
+    "env": EnvTable,
+    "limits": LimitsTable,
+    "seccomp": SeccompTable,
+})
+
+EXTENDS = FieldSpec(Shape.LIST, check_reference, table="viewbox", key="extends")
+
+
+def _table_schema(table: str, cls: type) -> dict[str, FieldSpec]:
+    specs = {}
+    for dataclass_field in dataclasses.fields(cls):
+        spec = dataclass_field.metadata[_SPEC]
+        key = spec.key or dataclass_field.name
+        specs[key] = dataclasses.replace(spec, table=table, key=key, attr=dataclass_field.name)
+    if table == EXTENDS.table:
+        specs[EXTENDS.key] = EXTENDS
+    return specs
+
+
+#: table -> key -> FieldSpec: every key a policy file may hold
+SCHEMA: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
+    {table: _table_schema(table, cls) for table, cls in TABLES.items()})
+#: "fs.ro" -> FieldSpec
+FIELDS: Mapping[str, FieldSpec] = MappingProxyType(
+    {spec.name: spec for specs in SCHEMA.values() for spec in specs.values()})
+
+
+def toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else quote(key)
+
+
+# --- checking one field's raw value ------------------------------------------
+
+#: A field's checked value as the loader holds it: Item (SCALAR), list[Item] (LIST), dict[str, Item] (TABLE)
+Entry = Any
+#: field name ("fs.ro") -> Entry: one policy file, an override set, or a merge of them
+Layer = dict[str, Entry]
+
+
+def check_field(spec: FieldSpec, raw: object,
+                origin_at: Callable[[int | str | None], Origin]) -> tuple[Entry | None, list[PolicyError]]:
+    """Checks a field's raw value; returns what passed and an error per value that did not.
+
+    `origin_at(index)` says where the field (None) or one of its items or keys came from.
+    """
+    errors: list[PolicyError] = []
+    failed = object()
+
+    def run(check: Check, value: object, index: int | str | None) -> Any:
+        try:
+            return check(value)
+        except FieldError as err:
+            errors.append(origin_at(index).error(spec.label(index), str(err)))
+            return failed
+
+    if spec.shape is Shape.SCALAR:
+        value = run(spec.check, raw, None)
+        return (None if value is failed else Item(value, origin_at(None))), errors
+    if spec.shape is Shape.LIST:
+        if not isinstance(raw, (list, tuple)):
+            return None, [origin_at(None).error(spec.label(), f"expected an array, got {describe(raw)}")]
+        items = [Item(value, origin_at(index)) for index, item in enumerate(raw)
+                 if (value := run(spec.check, item, index)) is not failed]
+        return items, errors
+    if not isinstance(raw, Mapping):
+        return None, [origin_at(None).error(spec.label(), f"expected a table, got {describe(raw)}")]
+    assert spec.key_check is not None
+    table = {}
+    for key, item in raw.items():
+        if run(spec.key_check, key, key) is not failed:
+            value = run(spec.check, item, key)
+            if value is not failed:
+                table[key] = Item(value, origin_at(key))
+    return table, errors

@@ -1,0 +1,207 @@
+"""The filesystem view: which paths exist inside, how they are made, and what Landlock allows there.
+
+The C core applies the mount ops in order inside the sandbox's mount
+namespace; Landlock then restricts access beneath those mounts again, so a
+mistake in one layer is still held by the other.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from viewbox.errors import PolicyError, PolicyErrors, UnavailableLayer
+from viewbox.plan import Base, LandlockRule, MountKind, MountOp
+from viewbox.policy.model import FIELDS, expand, os_reason
+
+if TYPE_CHECKING:
+    from viewbox.policy.model import Policy
+    from viewbox.views import CompileContext
+
+# Landlock filesystem access rights (LANDLOCK_ACCESS_FS_*, linux/landlock.h).
+ACCESS_FS_EXECUTE = 1 << 0
+ACCESS_FS_WRITE_FILE = 1 << 1
+ACCESS_FS_READ_FILE = 1 << 2
+ACCESS_FS_READ_DIR = 1 << 3
+ACCESS_FS_REMOVE_DIR = 1 << 4
+ACCESS_FS_REMOVE_FILE = 1 << 5
+ACCESS_FS_MAKE_CHAR = 1 << 6
+ACCESS_FS_MAKE_DIR = 1 << 7
+ACCESS_FS_MAKE_REG = 1 << 8
+ACCESS_FS_MAKE_SOCK = 1 << 9
+ACCESS_FS_MAKE_FIFO = 1 << 10
+ACCESS_FS_MAKE_BLOCK = 1 << 11
+ACCESS_FS_MAKE_SYM = 1 << 12
+ACCESS_FS_REFER = 1 << 13       # ABI 2
+ACCESS_FS_TRUNCATE = 1 << 14    # ABI 3
+ACCESS_FS_IOCTL_DEV = 1 << 15   # ABI 5
+
+# (first ABI, rights it added); ABIs 4, 6 and 7 added network, scope and audit features only.
+_FS_RIGHTS_BY_ABI = (
+    (1, (1 << 13) - 1),
+    (2, ACCESS_FS_REFER),
+    (3, ACCESS_FS_TRUNCATE),
+    (5, ACCESS_FS_IOCTL_DEV),
+)
+
+# LANDLOCK_SCOPE_*, ABI 6: the sandbox may not reach abstract unix sockets or signal processes outside it.
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
+SCOPE_SIGNAL = 1 << 1
+_SCOPES_SINCE_ABI = 6
+
+READ_EXECUTE = ACCESS_FS_EXECUTE | ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR
+PROC_RIGHTS = ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR | ACCESS_FS_WRITE_FILE
+DEV_RIGHTS = ACCESS_FS_READ_FILE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_DIR | ACCESS_FS_IOCTL_DEV
+# Landlock refuses directory rights in a rule on a file (EINVAL): a file rule keeps only these.
+FILE_RIGHTS = (ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | ACCESS_FS_TRUNCATE
+               | ACCESS_FS_IOCTL_DEV)
+
+TMPFS_MODE = "1777"
+
+
+def handled_access(abi: int) -> int:
+    """Every filesystem right Landlock ABI `abi` knows (0 for no Landlock)."""
+    handled = 0
+    for since, rights in _FS_RIGHTS_BY_ABI:
+        if abi >= since:
+            handled |= rights
+    return handled
+
+
+class _Treatment(enum.IntEnum):
+    """How a path listed in [fs] is made. When several lists name one path, the highest wins:
+    the one granting most access, which is also what Landlock's union of their rules would give."""
+
+    HIDE = 1
+    TMPFS = 2
+    RO = 3
+    RW = 4
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """A path from one of the [fs] lists, placeholders expanded."""
+
+    target: str
+    treatment: _Treatment
+    field: str     # "fs.ro": with index, finds the value's origin
+    index: int
+    size: int = 0  # tmpfs bytes
+
+
+# Plan fields owned by this view: base, mounts, workdir, landlock_*, degraded.
+def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
+    base = Base.HOST if policy.fs.base == "host" else Base.EMPTY
+    handled = handled_access(context.landlock_abi)
+    errors: list[PolicyError] = []
+    # Each mount with the Landlock rules (path, rights) its path gets.
+    placed: list[tuple[MountOp, list[tuple[str, int]]]] = []
+    if policy.fs.proc:
+        placed.append((MountOp(MountKind.PROC, "/proc"), [("/proc", PROC_RIGHTS)]))
+    if policy.fs.dev:
+        placed.append((MountOp(MountKind.DEV, "/dev"), [("/dev", DEV_RIGHTS), ("/dev/shm", handled)]))
+    for listed in _listed_paths(policy, context.cwd):
+        mount = _mount(listed, policy, handled, errors)
+        if mount is not None:
+            placed.append(mount)
+    if errors:
+        raise PolicyErrors(errors)
+    # Parents first, so `hide = ["/home"]` with `rw = ["/home/u/proj"]` shows the project in an empty
+    # /home; the sort is stable, so paths of equal depth keep their declaration order.
+    placed.sort(key=lambda mount: _depth(mount[0].target))
+    mounts = tuple(op for op, _ in placed)
+
+    fields: dict[str, object] = {
+        "base": base,
+        "mounts": mounts,
+        "workdir": _workdir(policy, context.cwd, base, mounts),
+    }
+    if context.landlock_abi < 1:
+        if "landlock" not in policy.viewbox.accept_degraded:
+            raise UnavailableLayer(
+                "Landlock", "the kernel reports no Landlock support",
+                "enable CONFIG_SECURITY_LANDLOCK and add landlock to the lsm= boot parameter, "
+                'or set accept_degraded = ["landlock"] in [viewbox]')
+        return fields | {"landlock_abi": 0, "degraded": ("landlock: not supported by this kernel",)}
+
+    root_rights = READ_EXECUTE if base is Base.HOST else ACCESS_FS_READ_DIR
+    rules = [LandlockRule("/", root_rights)]
+    rules += [LandlockRule(path, rights & handled)
+              for _, mount_rules in placed for path, rights in mount_rules if rights & handled]
+    scopes = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if context.landlock_abi >= _SCOPES_SINCE_ABI else 0
+    return fields | {
+        "landlock_abi": context.landlock_abi,
+        "landlock_handled_fs": handled,
+        "landlock_scopes": scopes,
+        "landlock_rules": tuple(rules),
+    }
+
+
+def _listed_paths(policy: Policy, cwd: str) -> list[_Listed]:
+    """The [fs] list entries, one per path (see _Treatment), in declaration order."""
+    fs = policy.fs
+    listed = [
+        _Listed(expand(path, cwd=cwd), treatment, field, index)
+        for treatment, field, paths in ((_Treatment.RO, "fs.ro", fs.ro), (_Treatment.RW, "fs.rw", fs.rw),
+                                        (_Treatment.HIDE, "fs.hide", fs.hide))
+        for index, path in enumerate(paths)
+    ]
+    listed += [_Listed(expand(mount.path, cwd=cwd), _Treatment.TMPFS, "fs.tmpfs", index, mount.size)
+               for index, mount in enumerate(fs.tmpfs)]
+    by_target: dict[str, _Listed] = {}
+    for entry in listed:
+        if entry.target not in by_target or entry.treatment > by_target[entry.target].treatment:
+            by_target[entry.target] = entry
+    return list(by_target.values())
+
+
+def _mount(listed: _Listed, policy: Policy, handled: int,
+           errors: list[PolicyError]) -> tuple[MountOp, list[tuple[str, int]]] | None:
+    """The mount op for a listed path and its Landlock rules; None (and an error) when impossible."""
+    origin = policy.origin(listed.field, listed.index)
+    label = FIELDS[listed.field].label(listed.index)
+    target = listed.target
+    own = {"/proc": ("proc", policy.fs.proc), "/dev": ("dev", policy.fs.dev)}.get(target)
+    if own and own[1]:
+        errors.append(origin.error(label, f"{target} is the sandbox's own (with {own[0]} = true); "
+                                          f"set {own[0]} = false to put something else there"))
+        return None
+    if listed.treatment is _Treatment.HIDE:
+        return MountOp(MountKind.HIDE, target, optional=True), []
+    if listed.treatment is _Treatment.TMPFS:
+        options = f"size={listed.size},mode={TMPFS_MODE}"
+        return MountOp(MountKind.TMPFS, target, options=options), [(target, handled)]
+    try:
+        is_dir = stat.S_ISDIR(os.stat(target).st_mode)
+    except OSError as err:
+        errors.append(origin.error(label, f"{target}: {os_reason(err)}"))
+        return None
+    readonly = listed.treatment is _Treatment.RO
+    rights = READ_EXECUTE if readonly else handled
+    if not is_dir:
+        rights &= FILE_RIGHTS
+    # A symlink (such as /bin -> usr/bin on merged-/usr systems) is bound as its target, at the
+    # symlink's own path: the view has no symlinks of its own, and the plan names the real source.
+    source = os.path.realpath(target)
+    return MountOp(MountKind.BIND, target, source=source, readonly=readonly), [(target, rights)]
+
+
+def _depth(path: str) -> int:
+    return len([part for part in path.split("/") if part])
+
+
+def _is_within(path: str, parent: str) -> bool:
+    return parent == "/" or path == parent or path.startswith(parent + "/")
+
+
+def _workdir(policy: Policy, cwd: str, base: Base, mounts: tuple[MountOp, ...]) -> str:
+    """[process].workdir, or by default the caller's directory if the view shows it, else "/"."""
+    if policy.process.workdir is not None:
+        return expand(policy.process.workdir, cwd=cwd)
+    covering = [op for op in mounts if _is_within(cwd, op.target)]
+    deepest = max(covering, key=lambda op: _depth(op.target), default=None)
+    # The host's own directory is there only through a bind, or the host base where nothing covers it.
+    visible = deepest.kind is MountKind.BIND if deepest else base is Base.HOST
+    return cwd if visible else "/"
