@@ -129,12 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .policy import load_policy
     from .sandbox import Sandbox
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ViewboxError("no command given (usage: viewbox run [flags] -- CMD [ARGS...])")
-    box = Sandbox(policy=args.policy, audit=args.audit, **_overrides(args))
+    policy = load_policy(args.policy, overrides=_overrides(args), override_origin="cli")
+    box = Sandbox(policy=policy, audit=args.audit)
     proc = box.spawn(command)
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
