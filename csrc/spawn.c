@@ -422,10 +422,26 @@ static ssize_t read_full(int fd, void *buf, size_t len)
     return (ssize_t)got;
 }
 
-static void reap(pid_t pid, int *status)
+static void reap(pid_t pid, int *status, struct rusage *usage)
 {
-    while (waitpid(pid, status, __WALL) < 0 && errno == EINTR)
+    while (wait4(pid, status, __WALL, usage) < 0 && errno == EINTR)
         ;
+}
+
+/* Puts the sandbox's init into each cgroup v1 hierarchy the plan names. */
+static int join_cgroups(pid_t pid, const struct vb_plan *plan, struct vb_error *error)
+{
+    char text[32];
+    int len = snprintf(text, sizeof text, "%d", pid);
+    for (size_t i = 0; i < plan->n_cgroup_procs_fds; i++) {
+        if (pwrite(plan->cgroup_procs_fds[i], text, (size_t)len, 0) != len) {
+            error->err = errno ? errno : EIO;
+            error->exit_code = VB_EXIT_SETUP;
+            snprintf(error->what, sizeof error->what, "move the sandbox into its cgroup");
+            return -error->err;
+        }
+    }
+    return 0;
 }
 
 int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error)
@@ -487,6 +503,8 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     }
 
     int rc = write_id_maps(pid, plan, error);
+    if (rc == 0)
+        rc = join_cgroups(pid, plan, error);
     /* 'g' lets the child go on; anything else (or EOF) makes it exit */
     ssize_t w = write(sync_pipe[1], rc == 0 ? "g" : "x", 1);
     (void)w;
@@ -502,7 +520,7 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     close(err_pipe[0]);
     if (rc != 0) {
         int status;
-        reap(pid, &status);
+        reap(pid, &status, NULL);
         close(status_pipe[0]);
         if (pidfd >= 0)
             close(pidfd);
@@ -514,11 +532,18 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     return 0;
 }
 
-int vb_wait(struct vb_child *child, int *wstatus)
+int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
 {
     int reported = 0, init_status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
     ssize_t n = read_full(child->status_fd, &reported, sizeof reported);
-    reap(child->pid, &init_status);
+    reap(child->pid, &init_status, &ru);
+    usage->user_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
+    usage->system_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+    usage->max_rss_kib = ru.ru_maxrss;
+    usage->in_blocks = ru.ru_inblock;
+    usage->out_blocks = ru.ru_oublock;
     /* no report: the init itself died (killed from outside) */
     *wstatus = n == (ssize_t)sizeof reported ? reported : init_status;
     close(child->status_fd);

@@ -87,6 +87,8 @@ struct vb_plan {
     size_t n_fds;
 
     int cgroup_fd;                  /* -1, or a cgroup v2 dir fd: clone straight into it */
+    const int *cgroup_procs_fds;    /* open cgroup.procs files (cgroup v1): the sandbox's init */
+    size_t n_cgroup_procs_fds;      /* is written into each before anything of it runs */
 };
 
 /* --- results ----------------------------------------------------------- */
@@ -112,9 +114,18 @@ struct vb_child {
  * happened in the child, `error` describes it and no process is left. */
 int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error);
 
-/* Reads the command's wait status once status_fd is readable, reaps the init.
- * Returns 0 and sets *wstatus, or -errno. Blocks; call it from Python without the GIL. */
-int vb_wait(struct vb_child *child, int *wstatus);
+/* What the whole sandbox used: the init and every process it reaped. */
+struct vb_usage {
+    int64_t user_us;                /* CPU time in user mode, microseconds */
+    int64_t system_us;              /* CPU time in the kernel, microseconds */
+    int64_t max_rss_kib;            /* largest resident set of any one process, KiB */
+    int64_t in_blocks;              /* filesystem input operations (512-byte blocks) */
+    int64_t out_blocks;             /* filesystem output operations (512-byte blocks) */
+};
+
+/* Reads the command's wait status once status_fd is readable, reaps the init
+ * and fills *usage. Returns 0 and sets *wstatus, or -errno. */
+int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage);
 
 /* --- the syscall table (syscall_table.h), for docs, audit and `viewbox show` */
 

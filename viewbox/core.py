@@ -7,6 +7,7 @@ exceptions here, in one place (errors.spawn_error).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,6 +29,17 @@ class SyscallInfo:
     note: str
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What every process of a sandbox used, as the kernel accounted it at exit."""
+
+    user_seconds: float
+    system_seconds: float
+    max_rss_bytes: int      # the largest resident set of any one process
+    read_bytes: int         # filesystem input, in 512-byte blocks times 512
+    write_bytes: int        # filesystem output, likewise
+
+
 class Child:
     """A running sandbox: its init's pid and pidfd, and the status pipe."""
 
@@ -37,12 +49,15 @@ class Child:
         self.pidfd: int = c_child.pidfd
         self.status_fd: int = c_child.status_fd
 
-    def collect(self) -> int:
-        """The command's wait status; call once status_fd is readable (it does not block then)."""
+    def collect(self) -> tuple[int, Usage]:
+        """The command's wait status and the sandbox's usage; call once status_fd
+        is readable (it does not block then)."""
         wstatus = ffi.new("int *")
-        lib.vb_wait(self._c, wstatus)
+        usage = ffi.new("struct vb_usage *")
+        lib.vb_wait(self._c, wstatus, usage)
         self.pidfd = self.status_fd = -1
-        return wstatus[0]
+        return wstatus[0], Usage(usage.user_us / 1e6, usage.system_us / 1e6, usage.max_rss_kib * 1024,
+                                 usage.in_blocks * 512, usage.out_blocks * 512)
 
 
 def _cstr(keep: list, text: str):
@@ -60,8 +75,10 @@ def _cstr_array(keep: list, items) -> object:
 
 
 def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
-          map_all_ids: bool, cgroup_fd: int = -1) -> Child:
+          map_all_ids: bool, cgroup_fd: int = -1, cgroup_procs_fds: Sequence[int] = ()) -> Child:
     """Spawns the sandbox described by `plan`; `fds` maps host fds to fd numbers inside.
+    `cgroup_fd` (a cgroup v2 directory) or `cgroup_procs_fds` (open cgroup.procs
+    files of cgroup v1 hierarchies) put the sandbox in its cgroups before it runs.
 
     Returns once the command has been exec'd; raises SpawnError (or a
     subclass) naming the step that failed otherwise. The C structs only need
@@ -112,6 +129,8 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         fd_map[i].parent_fd, fd_map[i].child_fd = parent_fd, child_fd
     p.fds, p.n_fds = fd_map, len(fds)
     p.cgroup_fd = cgroup_fd
+    procs = ffi.new("int[]", list(cgroup_procs_fds) or [-1])
+    p.cgroup_procs_fds, p.n_cgroup_procs_fds = procs, len(cgroup_procs_fds)
 
     c_child = ffi.new("struct vb_child *")
     error = ffi.new("struct vb_error *")

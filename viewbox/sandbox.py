@@ -101,6 +101,7 @@ class Process:
         self.returncode: int | None = None
         self.started = time.monotonic()
         self.duration: float | None = None
+        self.usage: core.Usage | None = None
         self._audit = audit
 
     def poll(self) -> int | None:
@@ -118,7 +119,7 @@ class Process:
         return self.returncode
 
     def _collect(self) -> None:
-        status = self._child.collect()
+        status, self.usage = self._child.collect()
         self.duration = time.monotonic() - self.started
         self.returncode = os.waitstatus_to_exitcode(status)
         self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6))
