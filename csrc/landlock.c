@@ -70,6 +70,31 @@ void vb_apply_landlock(const struct vb_plan *plan)
         close(fd);
     }
 
+    /* The files handed in (stdio, passed fds) may live outside the view, and
+     * programs reopen them by path (`> /dev/stderr` is /proc/self/fd/2).
+     * Each gets a rule for itself alone, with the access it was opened
+     * with, so reopening grants nothing the descriptor did not. Pipes and
+     * sockets have no path and need no rule. */
+    for (size_t i = 0; i < plan->n_fds; i++) {
+        int fd = plan->fds[i].child_fd;
+        struct stat st;
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISCHR(st.st_mode)))
+            continue;
+        uint64_t access = 0;
+        if ((flags & O_ACCMODE) != O_WRONLY)
+            access |= LANDLOCK_ACCESS_FS_READ_FILE;
+        if ((flags & O_ACCMODE) != O_RDONLY) /* ftruncate() works on it already */
+            access |= LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_TRUNCATE;
+        if (S_ISCHR(st.st_mode))
+            access |= LANDLOCK_ACCESS_FS_IOCTL_DEV;
+        access &= plan->landlock_handled_fs;
+        struct landlock_path_beneath_attr beneath = {.allowed_access = access, .parent_fd = fd};
+        if (access && syscall(__NR_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &beneath, 0) != 0 &&
+            errno != EBADFD) /* a file of an internal filesystem: nothing to reopen */
+            vb_child_fail(errno, VB_EXIT_SETUP, "add the Landlock rule for a passed file descriptor", NULL);
+    }
+
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         vb_child_fail(errno, VB_EXIT_SETUP, "set no_new_privs", NULL);
     if (syscall(__NR_landlock_restrict_self, ruleset, 0) != 0)

@@ -278,6 +278,50 @@ static void mount_hide(struct view *v, const struct vb_mount *m)
         bind_file(v, v->stage, "/.empty", m->target);
 }
 
+/* A path of the view, bound onto itself read-only (recursively). */
+static void make_readonly(struct view *v, const char *path)
+{
+    int fd = open_in(v->root, path, O_PATH | O_NOFOLLOW);
+    if (fd == -ENOENT)
+        return;
+    if (fd < 0)
+        FAIL(-fd, "open ", path);
+    int tree = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+    if (tree < 0)
+        FAIL(errno, "bind ", path, " onto itself");
+    set_attr(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 1, path);
+    attach(tree, fd, "bind onto ", path);
+    close(tree);
+    close(fd);
+}
+
+/* A fresh procfs of the sandbox's pid namespace. Some of its files are not
+ * namespaced and are guarded by the file's owner only, with no capability
+ * check (e.g. kernel.core_pattern): writable by whoever is uid 0 of the
+ * host. Those are made read-only, and files that only leak kernel memory or
+ * host-wide state are masked, as container runtimes do. */
+static void mount_proc(struct view *v, const struct vb_mount *m)
+{
+    static const char *const readonly[] = {"sys", "sysrq-trigger", "irq", "bus", "fs", "asound"};
+    static const char *const masked[] = {"kcore", "keys", "timer_list", "sched_debug", "latency_stats",
+                                         "timer_stats", "acpi", "scsi"};
+    char path[PATH_MAX];
+    mount_fresh(v, m, "proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 0);
+    for (size_t i = 0; i < VB_ARRAY_LEN(readonly); i++) {
+        if (vb_strlcpy(path, m->target, sizeof path) < 0 || vb_strlcat(path, "/", sizeof path) < 0 ||
+            vb_strlcat(path, readonly[i], sizeof path) < 0)
+            FAIL(ENAMETOOLONG, m->target);
+        make_readonly(v, path);
+    }
+    for (size_t i = 0; i < VB_ARRAY_LEN(masked); i++) {
+        if (vb_strlcpy(path, m->target, sizeof path) < 0 || vb_strlcat(path, "/", sizeof path) < 0 ||
+            vb_strlcat(path, masked[i], sizeof path) < 0)
+            FAIL(ENAMETOOLONG, m->target);
+        struct vb_mount hide = {VB_MOUNT_HIDE, VB_MF_OPTIONAL, NULL, path, NULL};
+        mount_hide(v, &hide);
+    }
+}
+
 static void apply(struct view *v, const struct vb_mount *m)
 {
     uint64_t fresh_attr = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
@@ -289,7 +333,7 @@ static void apply(struct view *v, const struct vb_mount *m)
         mount_fresh(v, m, "tmpfs", m->data, fresh_attr | ((m->flags & VB_MF_RDONLY) ? MOUNT_ATTR_RDONLY : 0), 0);
         break;
     case VB_MOUNT_PROC:
-        mount_fresh(v, m, "proc", NULL, fresh_attr | MOUNT_ATTR_NOEXEC, 0);
+        mount_proc(v, m);
         break;
     case VB_MOUNT_DEV:
         mount_dev(v, m);
@@ -300,6 +344,86 @@ static void apply(struct view *v, const struct vb_mount *m)
     default:
         FAIL(EINVAL, "unknown mount operation for ", m->target);
     }
+}
+
+/* Does a mount operation of the plan replace the top-level entry `name`? */
+static int replaced_by_plan(const struct vb_plan *plan, const char *name)
+{
+    for (size_t i = 0; i < plan->n_mounts; i++) {
+        const char *target = plan->mounts[i].target;
+        if (target[0] == '/' && strcmp(target + 1, name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+struct vb_dirent64 {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+/* The host base: the view's root is a tmpfs (so that mount points missing on
+ * the host can be made at the top), holding each entry of the host's root,
+ * bound read-only with everything mounted beneath it, or copied if a symlink.
+ * Entries a mount operation replaces anyway get an empty mount point. */
+static void bind_host_entries(struct view *v, const struct vb_plan *plan)
+{
+    int dir = openat(v->host, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        FAIL(errno, "list the host's root");
+    char buf[8192];
+    long n;
+    while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            struct vb_dirent64 *d = (struct vb_dirent64 *)(buf + off);
+            off += d->d_reclen;
+            const char *name = d->d_name;
+            if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+                continue;
+            struct stat st;
+            if (fstatat(v->host, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+                continue; /* gone meanwhile */
+            if (S_ISLNK(st.st_mode)) {
+                char link[PATH_MAX];
+                ssize_t len = readlinkat(v->host, name, link, sizeof link - 1);
+                if (len < 0)
+                    FAIL(errno, "read the host's symlink /", name);
+                link[len] = '\0';
+                if (symlinkat(link, v->root, name) != 0)
+                    FAIL(errno, "copy the host's symlink /", name);
+                continue;
+            }
+            int is_dir = S_ISDIR(st.st_mode);
+            int made = is_dir ? mkdirat(v->root, name, 0755)
+                              : openat(v->root, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+            if (made < 0)
+                FAIL(errno, "create the mount point /", name);
+            if (!is_dir)
+                close(made);
+            if (replaced_by_plan(plan, name))
+                continue;
+            int src = openat(v->host, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (src < 0)
+                FAIL(errno, "open the host's /", name);
+            int tree = open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+            if (tree < 0)
+                FAIL(errno, "bind the host's /", name);
+            set_attr(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 1, name);
+            int dst = openat(v->root, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (dst < 0)
+                FAIL(errno, "open the mount point /", name);
+            attach(tree, dst, "bind onto /", name);
+            close(dst);
+            close(tree);
+            close(src);
+        }
+    }
+    if (n < 0)
+        FAIL(errno, "list the host's root");
+    close(dir);
 }
 
 static const char *pick_stage(void)
@@ -338,21 +462,16 @@ void vb_build_view(const struct vb_plan *plan)
     if (v.stage < 0 || v.host < 0)
         FAIL(errno, "open the host's root");
 
-    int root_mnt;
-    if (plan->base == VB_BASE_HOST) {
-        root_mnt = open_tree(v.host, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
-        if (root_mnt < 0)
-            FAIL(errno, "bind the host's root");
-        set_attr(root_mnt, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 1, "/");
-    } else {
-        root_mnt = new_fs("tmpfs", "mode=0755,size=1m", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "/");
-        seal_later(&v, root_mnt, "/");
-    }
+    /* Both bases start from an empty tmpfs, made read-only once complete. */
+    int root_mnt = new_fs("tmpfs", "mode=0755,size=1m", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "/");
+    seal_later(&v, root_mnt, "/");
     if (move_mount(root_mnt, "", AT_FDCWD, "/newroot", MOVE_MOUNT_F_EMPTY_PATH) != 0)
         FAIL(errno, "attach the view's root");
     v.root = open("/newroot", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (v.root < 0)
         FAIL(errno, "open the view's root");
+    if (plan->base == VB_BASE_HOST)
+        bind_host_entries(&v, plan);
 
     for (size_t i = 0; i < plan->n_mounts; i++)
         apply(&v, &plan->mounts[i]);
@@ -361,8 +480,6 @@ void vb_build_view(const struct vb_plan *plan)
         set_attr(v.seal[i], MOUNT_ATTR_RDONLY, 0, "a sealed mount");
         close(v.seal[i]);
     }
-    if (plan->base == VB_BASE_HOST)
-        close(root_mnt); /* an empty base's root was closed with the seals */
     close(v.stage);
     close(v.host);
     close(v.root);

@@ -27,6 +27,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -132,6 +133,25 @@ static void reset_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* "stdin", "stdout", "stderr" or "fd N", for messages (child-safe: no stdio). */
+static const char *fd_name(int fd)
+{
+    static const char *const std[] = {"stdin", "stdout", "stderr"};
+    static char name[16];
+    if (fd >= 0 && fd <= 2)
+        return std[fd];
+    char digits[12];
+    int len = 0;
+    for (unsigned v = (unsigned)fd; len == 0 || v; v /= 10)
+        digits[len++] = (char)('0' + v % 10);
+    vb_strlcpy(name, "fd ", sizeof name);
+    size_t at = strlen(name);
+    while (len)
+        name[at++] = digits[--len];
+    name[at] = '\0';
+    return name;
+}
+
 /* Puts the plan's fds at their numbers and closes every other one, keeping
  * the error pipe (close-on-exec) above them all. */
 static void setup_fds(const struct vb_plan *plan)
@@ -140,6 +160,15 @@ static void setup_fds(const struct vb_plan *plan)
         FAIL(E2BIG, "too many file descriptors to pass");
     int top = 2;
     for (size_t i = 0; i < plan->n_fds; i++) {
+        /* A directory from the host is a way out of the view (openat(fd,
+         * "..")), and so is an O_PATH handle: refuse both. */
+        struct stat st;
+        int fl = fcntl(plan->fds[i].parent_fd, F_GETFL);
+        if (fstat(plan->fds[i].parent_fd, &st) != 0 || fl < 0)
+            FAIL(errno, "inspect a file descriptor passed to the command");
+        if (S_ISDIR(st.st_mode) || (fl & O_PATH))
+            vb_child_fail(0, VB_EXIT_SETUP, fd_name(plan->fds[i].child_fd),
+                          " is a directory or path handle: passing it in would reach outside the view", NULL);
         if (plan->fds[i].child_fd > top)
             top = plan->fds[i].child_fd;
         if (plan->fds[i].parent_fd > top)

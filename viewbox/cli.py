@@ -137,9 +137,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ViewboxError("no command given (usage: viewbox run [flags] -- CMD [ARGS...])")
     policy = load_policy(args.policy, overrides=_overrides(args), override_origin="cli")
     box = Sandbox(policy=policy, audit=args.audit)
-    proc = box.spawn(command)
-    for sig in FORWARDED:
-        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    # Held back from the moment the command may exist until a handler can
+    # forward them (the sandbox's init unblocks its own signals itself).
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        proc = box.spawn(command)
+        for sig in FORWARDED:
+            signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     for message in proc.plan.degraded:
         print(f"viewbox: running degraded: {message}", file=sys.stderr)
     returncode = proc.wait()
