@@ -41,7 +41,7 @@ def _doctor_and_run(user: str) -> tuple[dict, dict]:
     doctor_args = ["-m", "viewbox", "doctor", "--json"]
     run_args = ["-m", "viewbox", "run", "--", "python3", "-c", INSIDE]
     if user == "root":
-        doctor = subprocess.run([sys.executable, *doctor_args], capture_output=True, text=True)
+        doctor = subprocess.run([sys.executable, *doctor_args], capture_output=True, text=True, cwd="/")
         run = subprocess.run([sys.executable, *run_args], capture_output=True, text=True, cwd="/")
     else:
         doctor = run_unprivileged(doctor_args, capture_output=True, text=True)
