@@ -103,9 +103,8 @@ def record(cls: type[_T]) -> type[_T]:
             else:
                 raise TypeError(f"{cls.__name__}() missing required argument {spec.name!r}")
             setter(self, spec.name, value)
-        if len(kwargs) > len(set(kwargs) - set(names)) or kwargs.keys() - set(names):
-            unexpected = sorted(kwargs.keys() - set(names)) or sorted(kwargs)
-            raise TypeError(f"{cls.__name__}() got unexpected arguments {unexpected}")
+        if kwargs:  # the known names were popped: what is left is unexpected
+            raise TypeError(f"{cls.__name__}() got unexpected arguments {sorted(kwargs)}")
 
     def _key(self: Any) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in compared)

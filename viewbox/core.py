@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from ._record import record
 from functools import lru_cache
 
 from ._core import ffi, lib
@@ -21,7 +21,7 @@ EXIT_NOEXEC = lib.VB_EXIT_NOEXEC
 EXIT_NOTFOUND = lib.VB_EXIT_NOTFOUND
 
 
-@dataclass(frozen=True)
+@record
 class SyscallInfo:
     name: str
     nr: int
@@ -29,7 +29,7 @@ class SyscallInfo:
     note: str
 
 
-@dataclass(frozen=True)
+@record
 class Usage:
     """What every process of a sandbox used, as the kernel accounted it at exit."""
 

@@ -8,7 +8,6 @@ fail closed; the CLI prints render(probe()) or probe().to_dict() as JSON.
 """
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import operator
@@ -16,7 +15,7 @@ import os
 import pwd
 import re
 import textwrap
-from dataclasses import dataclass
+from viewbox._record import asdict, record
 from typing import Any
 
 from viewbox.core import probe_clone, probe_landlock_abi, probe_pidfd, probe_seccomp_notify
@@ -80,7 +79,7 @@ LIMIT_CONTROLLERS = ("memory", "cpu", "pids")
 RUN_NEEDS = ("userns", "mountns", "pidns", "ipcns", "utsns", "cgroupns", "seccomp", "pidfd")
 
 
-@dataclass(frozen=True)
+@record
 class Layer:
     name: str
     available: bool
@@ -88,7 +87,7 @@ class Layer:
     consequence: str   # what it means for policies
 
 
-@dataclass(frozen=True)
+@record
 class CgroupInfo:
     version: str                        # "v2", "v1", "hybrid" or "none"
     v2_mount: str | None                # where cgroup2 is mounted
@@ -99,7 +98,7 @@ class CgroupInfo:
     v1_writable: tuple[str, ...]        # controllers whose root the current user may write
 
 
-@dataclass(frozen=True)
+@record
 class Probe:
     user: str
     privileged: bool   # euid 0 with the full identity uid map: no user namespace needed
@@ -116,7 +115,7 @@ class Probe:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return asdict(self)
 
 
 @functools.lru_cache(maxsize=1)

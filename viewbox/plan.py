@@ -7,7 +7,7 @@ policy: it only describes the steps.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from ._record import field, record
 
 
 class MountKind(enum.IntEnum):
@@ -27,7 +27,7 @@ class Base(enum.IntEnum):
     EMPTY = 2
 
 
-@dataclass(frozen=True)
+@record
 class MountOp:
     kind: MountKind
     target: str
@@ -37,20 +37,20 @@ class MountOp:
     options: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class LandlockRule:
     path: str
     access: int
 
 
-@dataclass(frozen=True)
+@record
 class Rlimit:
     resource: int
     soft: int
     hard: int
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     argv: tuple[str, ...]
     env: dict[str, str]

@@ -12,10 +12,10 @@ not import that view.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from viewbox._record import record
 
 
-@dataclass(frozen=True)
+@record
 class CompileContext:
     """What a compile knows about the run besides the policy."""
 
