@@ -41,18 +41,38 @@ struct vb_ioctl_row {
 static const struct vb_syscall_row syscall_rows[] = {
 #define VB_SYSCALL(name, group, how, mask, note) {{#name, __NR_##name, group, note}, how, mask},
 #define VB_IOCTL(request, name, group, note)
+#define VB_INTERPOSE(name, family, args, note)
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
+#undef VB_INTERPOSE
 };
 
 static const struct vb_ioctl_row ioctl_rows[] = {
 #define VB_SYSCALL(name, group, how, mask, note)
 #define VB_IOCTL(request, name, group, note) {{"ioctl:" #name, __NR_ioctl, group, note}, request},
+#define VB_INTERPOSE(name, family, args, note)
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
+#undef VB_INTERPOSE
 };
+
+static const struct vb_interpose_info interpose_rows[] = {
+#define VB_SYSCALL(name, group, how, mask, note)
+#define VB_IOCTL(request, name, group, note)
+#define VB_INTERPOSE(name, family, args, note) {#name, __NR_##name, family, args, note},
+#include "syscall_table.h"
+#undef VB_SYSCALL
+#undef VB_IOCTL
+#undef VB_INTERPOSE
+};
+
+const struct vb_interpose_info *vb_interpose_table(size_t *count)
+{
+    *count = VB_ARRAY_LEN(interpose_rows);
+    return interpose_rows;
+}
 
 /* syscall rows then ioctl rows, for vb_syscall_table() */
 static struct vb_syscall_info table_view[VB_ARRAY_LEN(syscall_rows) + VB_ARRAY_LEN(ioctl_rows)];
@@ -111,7 +131,7 @@ static int emit(struct prog *p, struct sock_filter insn)
  * stay within the 8-bit offsets of classic BPF; everything else -> ALLOW.
  * Allowed calls never depend on arguments except clone/unshare/ioctl, so the
  * kernel's per-syscall action cache makes them free. */
-int vb_seccomp_build(uint64_t deny_groups, void *out, size_t capacity)
+int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, void *out, size_t capacity)
 {
     struct prog p = {out, 0, capacity};
 
@@ -164,17 +184,28 @@ int vb_seccomp_build(uint64_t deny_groups, void *out, size_t capacity)
         EMIT(&p, RET(SECCOMP_RET_ALLOW));
     }
 
+    /* after every deny: a denied call never reaches the supervisor */
+    for (size_t i = 0; i < VB_ARRAY_LEN(interpose_rows); i++) {
+        if (!(interpose_rows[i].family & interpose_families))
+            continue;
+        EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)interpose_rows[i].nr, 0, 1));
+        EMIT(&p, RET(SECCOMP_RET_USER_NOTIF));
+    }
+
     EMIT(&p, RET(SECCOMP_RET_ALLOW));
     return (int)p.len;
 }
 
-void vb_apply_seccomp(uint64_t deny_groups)
+int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families)
 {
     struct sock_filter insns[512];
-    int n = vb_seccomp_build(deny_groups, insns, VB_ARRAY_LEN(insns));
+    int n = vb_seccomp_build(deny_groups, interpose_families, insns, VB_ARRAY_LEN(insns));
     if (n < 0)
         vb_child_fail(-n, VB_EXIT_SETUP, "build the seccomp program", NULL);
     struct sock_fprog prog = {.len = (unsigned short)n, .filter = insns};
-    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+    unsigned flags = interpose_families ? SECCOMP_FILTER_FLAG_NEW_LISTENER : 0;
+    long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+    if (rc < 0)
         vb_child_fail(errno, VB_EXIT_SETUP, "install the seccomp filter", NULL);
+    return interpose_families ? (int)rc : -1;
 }

@@ -55,6 +55,8 @@ struct vb_clone_args {
 
 /* The error pipe's write end in the child (each process has its own copy). */
 static int child_errfd = -1;
+/* The socket that carries the seccomp listener back to the caller, or -1. */
+static int child_listener_sock = -1;
 
 int vb_strlcpy(char *dst, const char *src, size_t cap)
 {
@@ -174,13 +176,22 @@ static void setup_fds(const struct vb_plan *plan)
         if (plan->fds[i].parent_fd > top)
             top = plan->fds[i].parent_fd;
     }
+    /* the error pipe and the listener socket survive, above everything */
     int moved = fcntl(child_errfd, F_DUPFD_CLOEXEC, top + 1);
     if (moved < 0)
         FAIL(errno, "move the error pipe");
     child_errfd = moved;
+    int keep_top = child_errfd;
+    if (child_listener_sock >= 0) {
+        moved = fcntl(child_listener_sock, F_DUPFD_CLOEXEC, child_errfd + 1);
+        if (moved < 0)
+            FAIL(errno, "move the listener socket");
+        child_listener_sock = moved;
+        keep_top = moved;
+    }
     int staged[MAX_FDS];
     for (size_t i = 0; i < plan->n_fds; i++) {
-        staged[i] = fcntl(plan->fds[i].parent_fd, F_DUPFD_CLOEXEC, top + 1);
+        staged[i] = fcntl(plan->fds[i].parent_fd, F_DUPFD_CLOEXEC, keep_top + 1);
         if (staged[i] < 0)
             FAIL(errno, "duplicate a file descriptor for the command");
     }
@@ -199,10 +210,41 @@ static void setup_fds(const struct vb_plan *plan)
             close(fd);
     }
     /* everything else the caller had open: nothing of the host leaks in */
-    if ((max_target + 1 < child_errfd &&
-         syscall(SYS_close_range, max_target + 1, child_errfd - 1, 0) != 0) ||
-        syscall(SYS_close_range, child_errfd + 1, ~0U, 0) != 0)
+    int keep[2] = {child_errfd, child_listener_sock >= 0 ? child_listener_sock : child_errfd};
+    int from = max_target + 1;
+    for (int i = 0; i < 2; i++) {
+        if (from < keep[i] && syscall(SYS_close_range, from, keep[i] - 1, 0) != 0)
+            FAIL(errno, "close inherited file descriptors");
+        if (keep[i] + 1 > from)
+            from = keep[i] + 1;
+    }
+    if (syscall(SYS_close_range, from, ~0U, 0) != 0)
         FAIL(errno, "close inherited file descriptors");
+}
+
+/* Hands the seccomp listener to the caller, then forgets it: the sandbox
+ * must never hold the fd that answers its own system calls. */
+static void send_listener(int listener)
+{
+    char byte = 'L';
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &listener, sizeof(int));
+    if (sendmsg(child_listener_sock, &msg, MSG_NOSIGNAL) != 1)
+        FAIL(errno, "hand the seccomp listener to the supervisor");
+    close(listener);
+    close(child_listener_sock);
+    child_listener_sock = -1;
 }
 
 static void set_identity(const struct vb_plan *plan)
@@ -295,7 +337,10 @@ __attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
     set_identity(plan);
     vb_apply_landlock(plan);
     drop_capabilities();
-    vb_apply_seccomp(plan->seccomp_deny_groups); /* last: it restricts what we may call */
+    /* last: it restricts what we may call */
+    int listener = vb_apply_seccomp(plan->seccomp_deny_groups, plan->interpose_families);
+    if (listener >= 0)
+        send_listener(listener);
     exec_command(plan);
 }
 
@@ -347,9 +392,11 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, int statu
     }
 }
 
-__attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int err_w, int status_w, int sync_r)
+__attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int err_w, int status_w, int sync_r,
+                                               int listener_sock)
 {
     child_errfd = err_w;
+    child_listener_sock = listener_sock;
     /* No orphans: if the caller dies, so does the sandbox (and with its init,
      * the whole pid namespace). If it died before this line, the sync pipe
      * reads EOF below. */
@@ -434,6 +481,29 @@ static int write_id_maps(pid_t pid, const struct vb_plan *plan, struct vb_error 
     return rc;
 }
 
+/* The listener the command sends before exec; -errno if it sent none
+ * (then the error pipe says why). */
+static int receive_listener(int sock)
+{
+    char byte;
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    ssize_t n;
+    while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    struct cmsghdr *cmsg = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+    if (!cmsg || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
+        return n < 0 ? -errno : -EPIPE;
+    int fd;
+    memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
+    return fd;
+}
+
 static ssize_t read_full(int fd, void *buf, size_t len)
 {
     size_t got = 0;
@@ -478,21 +548,20 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     memset(error, 0, sizeof *error);
     child->pid = child->pidfd = child->status_fd = -1;
 
-    int err_pipe[2], status_pipe[2], sync_pipe[2];
-    if (pipe2(err_pipe, O_CLOEXEC) != 0)
-        return -errno;
-    if (pipe2(status_pipe, O_CLOEXEC) != 0) {
+    if (plan->interpose_families && !plan->supervisor)
+        return -EINVAL;
+    int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};
+    int listener_socks[2] = {-1, -1};
+    if (pipe2(err_pipe, O_CLOEXEC) != 0 || pipe2(status_pipe, O_CLOEXEC) != 0 ||
+        pipe2(sync_pipe, O_CLOEXEC) != 0 ||
+        (plan->interpose_families &&
+         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, listener_socks) != 0)) {
         int rc = -errno;
-        close(err_pipe[0]);
-        close(err_pipe[1]);
-        return rc;
-    }
-    if (pipe2(sync_pipe, O_CLOEXEC) != 0) {
-        int rc = -errno;
-        close(err_pipe[0]);
-        close(err_pipe[1]);
-        close(status_pipe[0]);
-        close(status_pipe[1]);
+        int *all[] = {err_pipe, status_pipe, sync_pipe, listener_socks};
+        for (size_t i = 0; i < VB_ARRAY_LEN(all); i++)
+            for (int end = 0; end < 2; end++)
+                if (all[i][end] >= 0)
+                    close(all[i][end]);
         return rc;
     }
 
@@ -515,16 +584,22 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
         close(err_pipe[0]);
         close(status_pipe[0]);
         close(sync_pipe[1]);
-        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0]);
+        if (listener_socks[0] >= 0)
+            close(listener_socks[0]);
+        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0], listener_socks[1]);
     }
     int clone_errno = errno;
     close(err_pipe[1]);
     close(status_pipe[1]);
     close(sync_pipe[0]);
+    if (listener_socks[1] >= 0)
+        close(listener_socks[1]);
     if (pid < 0) {
         close(err_pipe[0]);
         close(status_pipe[0]);
         close(sync_pipe[1]);
+        if (listener_socks[0] >= 0)
+            close(listener_socks[0]);
         error->err = clone_errno;
         error->exit_code = VB_EXIT_SETUP;
         snprintf(error->what, sizeof error->what, "create the sandbox's namespaces (clone3)");
@@ -539,6 +614,24 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     (void)w;
     close(sync_pipe[1]);
 
+    if (rc == 0 && listener_socks[0] >= 0) {
+        /* Served before the exec it may have to answer; no listener means
+         * the setup failed, and the error pipe says why. */
+        int listener = receive_listener(listener_socks[0]);
+        if (listener >= 0) {
+            int added = vb_supervisor_add(plan->supervisor, listener, plan->audit_fd, plan->sandbox_id);
+            if (added < 0) {
+                close(listener);
+                kill(pid, SIGKILL);
+                error->err = -added;
+                error->exit_code = VB_EXIT_SETUP;
+                snprintf(error->what, sizeof error->what, "serve the sandbox's seccomp listener");
+                rc = added;
+            }
+        }
+    }
+    if (listener_socks[0] >= 0)
+        close(listener_socks[0]);
     if (rc == 0) {
         ssize_t n = read_full(err_pipe[0], error, sizeof *error);
         if (n == (ssize_t)sizeof *error)

@@ -1,4 +1,5 @@
 /* The one syscall table: every syscall viewbox treats specially.
+ * Includers define VB_SYSCALL, VB_IOCTL and VB_INTERPOSE (empty when unused).
  *
  * X-macro rows: VB_SYSCALL(name, group, how, mask, note)
  *   name   the syscall, as in __NR_<name>
@@ -90,3 +91,40 @@ VB_SYSCALL(migrate_pages, VB_GROUP_MEMORY, VB_DENY, 0, "moves the memory of othe
 
 VB_IOCTL(0x5412, TIOCSTI, VB_GROUP_TTY_INJECT, "types characters into a terminal another process reads")
 VB_IOCTL(0x541C, TIOCLINUX, VB_GROUP_TTY_INJECT, "console selection can inject input too")
+
+/* Interposed syscalls: VB_INTERPOSE(name, family, args, note). When the plan
+ * interposes a family, its syscalls go to the supervisor (seccomp user
+ * notification) after the deny rows above have had their say. `args` says how
+ * to decode each argument for the audit, one letter per argument:
+ *   d dirfd   p path   f open flags   m mode   a AT_* flags   h struct open_how *
+ *   i int     x hex    - not shown
+ */
+#ifdef __NR_open
+VB_INTERPOSE(open, VB_FAMILY_FS, "pfm", "opens a file")
+VB_INTERPOSE(creat, VB_FAMILY_FS, "pm", "creates a file")
+VB_INTERPOSE(stat, VB_FAMILY_FS, "p-", "reads a file's metadata")
+VB_INTERPOSE(lstat, VB_FAMILY_FS, "p-", "reads a link's metadata")
+VB_INTERPOSE(access, VB_FAMILY_FS, "pi", "checks access to a file")
+VB_INTERPOSE(readlink, VB_FAMILY_FS, "p--", "reads a symlink")
+VB_INTERPOSE(unlink, VB_FAMILY_FS, "p", "removes a file")
+VB_INTERPOSE(mkdir, VB_FAMILY_FS, "pm", "creates a directory")
+VB_INTERPOSE(rmdir, VB_FAMILY_FS, "p", "removes a directory")
+VB_INTERPOSE(rename, VB_FAMILY_FS, "pp", "renames a file")
+VB_INTERPOSE(link, VB_FAMILY_FS, "pp", "hard-links a file")
+VB_INTERPOSE(symlink, VB_FAMILY_FS, "pp", "creates a symlink")
+#endif
+VB_INTERPOSE(openat, VB_FAMILY_FS, "dpfm", "opens a file")
+VB_INTERPOSE(openat2, VB_FAMILY_FS, "dph-", "opens a file")
+VB_INTERPOSE(newfstatat, VB_FAMILY_FS, "dp-a", "reads a file's metadata")
+VB_INTERPOSE(statx, VB_FAMILY_FS, "dpax-", "reads a file's metadata")
+VB_INTERPOSE(faccessat, VB_FAMILY_FS, "dpi", "checks access to a file")
+VB_INTERPOSE(faccessat2, VB_FAMILY_FS, "dpia", "checks access to a file")
+VB_INTERPOSE(readlinkat, VB_FAMILY_FS, "dp--", "reads a symlink")
+VB_INTERPOSE(unlinkat, VB_FAMILY_FS, "dpa", "removes a file or directory")
+VB_INTERPOSE(mkdirat, VB_FAMILY_FS, "dpm", "creates a directory")
+VB_INTERPOSE(renameat2, VB_FAMILY_FS, "dpdpx", "renames a file")
+VB_INTERPOSE(linkat, VB_FAMILY_FS, "dpdpa", "hard-links a file")
+VB_INTERPOSE(symlinkat, VB_FAMILY_FS, "pdp", "creates a symlink")
+VB_INTERPOSE(chdir, VB_FAMILY_FS, "p", "changes the working directory")
+VB_INTERPOSE(execve, VB_FAMILY_EXEC, "p--", "runs a program")
+VB_INTERPOSE(execveat, VB_FAMILY_EXEC, "dp--a", "runs a program")

@@ -86,6 +86,11 @@ struct vb_plan {
     const struct vb_fd_map *fds;    /* every other fd is closed before exec */
     size_t n_fds;
 
+    uint64_t interpose_families;    /* VB_FAMILY_*: syscalls the supervisor sees (0: none) */
+    struct vb_supervisor *supervisor;/* serves them; required when interpose_families != 0 */
+    int audit_fd;                   /* -1, or where the supervisor writes JSON-lines events */
+    uint64_t sandbox_id;            /* names the sandbox in its events */
+
     int cgroup_fd;                  /* -1, or a cgroup v2 dir fd: clone straight into it */
     const int *cgroup_procs_fds;    /* open cgroup.procs files (cgroup v1): the sandbox's init */
     size_t n_cgroup_procs_fds;      /* is written into each before anything of it runs */
@@ -127,6 +132,28 @@ struct vb_usage {
  * and fills *usage. Returns 0 and sets *wstatus, or -errno. */
 int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage);
 
+/* --- the supervisor: layer 3, seccomp user notification ----------------
+ * One thread serves every sandbox spawned with it: an epoll loop over their
+ * listener fds. Today it audits: each interposed call is decoded from the
+ * syscall table into one JSON line on the sandbox's audit fd, and allowed
+ * (layers 0-2 already hold every decision it could make). */
+
+#define VB_FAMILY_FS   1           /* path-based filesystem calls */
+#define VB_FAMILY_EXEC 2           /* execve, execveat */
+
+struct vb_supervisor;
+
+/* A supervisor with a wake-up fd; NULL and errno on failure. */
+struct vb_supervisor *vb_supervisor_new(void);
+/* Serves notifications until vb_supervisor_stop(); call it without the GIL. */
+int vb_supervisor_run(struct vb_supervisor *sup);
+/* Makes vb_supervisor_run() return (from any thread). */
+void vb_supervisor_stop(struct vb_supervisor *sup);
+/* How many sandboxes it serves now (their listeners still open). */
+int vb_supervisor_count(struct vb_supervisor *sup);
+/* Frees it; only after vb_supervisor_run() has returned. */
+void vb_supervisor_free(struct vb_supervisor *sup);
+
 /* --- the syscall table (syscall_table.h), for docs, audit and `viewbox show` */
 
 /* syscall groups, each a bit in vb_plan.seccomp_deny_groups */
@@ -155,10 +182,11 @@ struct vb_syscall_info {
 const struct vb_syscall_info *vb_syscall_table(size_t *count);
 const char *vb_group_name(uint64_t group);
 
-/* Builds the seccomp program for `deny_groups` into `out` (capacity in
- * instructions); returns the instruction count or -errno. Exposed for tests
- * and `viewbox show`. Each instruction is 8 bytes (struct sock_filter). */
-int vb_seccomp_build(uint64_t deny_groups, void *out, size_t capacity);
+/* Builds the seccomp program for `deny_groups` and `interpose_families`
+ * into `out` (capacity in instructions); returns the instruction count or
+ * -errno. Exposed for tests and `viewbox show`. Each instruction is 8 bytes
+ * (struct sock_filter). */
+int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, void *out, size_t capacity);
 
 /* --- probes for `viewbox doctor` and fail-closed checks (probe.c) ------- */
 

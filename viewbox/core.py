@@ -74,11 +74,58 @@ def _cstr_array(keep: list, items) -> object:
     return arr
 
 
+#: syscall families the supervisor sees when a run is audited (VB_FAMILY_*)
+AUDITED_FAMILIES = lib.VB_FAMILY_FS | lib.VB_FAMILY_EXEC
+
+
+class Supervisor:
+    """Layer 3: one thread serving the seccomp listeners of every sandbox
+    spawned with it (csrc/supervisor.c), without the GIL."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._c = lib.vb_supervisor_new()
+        if self._c == ffi.NULL:
+            raise OSError(ffi.errno, f"start the supervisor: {os.strerror(ffi.errno)}")
+        self._thread = threading.Thread(target=lib.vb_supervisor_run, args=(self._c,),
+                                        name="viewbox-supervisor", daemon=True)
+        self._thread.start()
+
+    @property
+    def serving(self) -> int:
+        """How many sandboxes it serves now."""
+        return int(lib.vb_supervisor_count(self._c))
+
+    def stop(self) -> None:
+        lib.vb_supervisor_stop(self._c)
+        self._thread.join()
+        lib.vb_supervisor_free(self._c)
+        self._c = ffi.NULL
+
+
+_supervisor: Supervisor | None = None
+
+
+def supervisor() -> Supervisor:
+    """The process-wide supervisor, started on first use."""
+    global _supervisor
+    if _supervisor is None:
+        _supervisor = Supervisor()
+    return _supervisor
+
+
+_sandbox_ids = iter(range(1, 2**63))
+
+
 def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
-          map_all_ids: bool, cgroup_fd: int = -1, cgroup_procs_fds: Sequence[int] = ()) -> Child:
+          map_all_ids: bool, cgroup_fd: int = -1, cgroup_procs_fds: Sequence[int] = (),
+          audit_fd: int = -1) -> Child:
     """Spawns the sandbox described by `plan`; `fds` maps host fds to fd numbers inside.
     `cgroup_fd` (a cgroup v2 directory) or `cgroup_procs_fds` (open cgroup.procs
     files of cgroup v1 hierarchies) put the sandbox in its cgroups before it runs.
+    With `audit_fd`, the supervisor sees the filesystem and exec calls and
+    writes one JSON line per call there.
 
     Returns once the command has been exec'd; raises SpawnError (or a
     subclass) naming the step that failed otherwise. The C structs only need
@@ -129,6 +176,11 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         fd_map[i].parent_fd, fd_map[i].child_fd = parent_fd, child_fd
     p.fds, p.n_fds = fd_map, len(fds)
     p.cgroup_fd = cgroup_fd
+    p.audit_fd = audit_fd
+    p.sandbox_id = next(_sandbox_ids)
+    if audit_fd >= 0:
+        p.interpose_families = AUDITED_FAMILIES
+        p.supervisor = supervisor()._c
     procs = ffi.new("int[]", list(cgroup_procs_fds) or [-1])
     p.cgroup_procs_fds, p.n_cgroup_procs_fds = procs, len(cgroup_procs_fds)
 
@@ -157,10 +209,10 @@ def syscall_table() -> tuple[SyscallInfo, ...]:
     return tuple(out)
 
 
-def seccomp_program(deny_groups: int) -> bytes:
-    """The baseline seccomp program for `deny_groups`, as raw sock_filter bytes."""
+def seccomp_program(deny_groups: int, interpose_families: int = 0) -> bytes:
+    """The seccomp program for `deny_groups` (and the interposed families), as raw sock_filter bytes."""
     buf = ffi.new("char[]", 8 * 1024)
-    n = lib.vb_seccomp_build(deny_groups, buf, 1024)
+    n = lib.vb_seccomp_build(deny_groups, interpose_families, buf, 1024)
     if n < 0:
         raise OSError(-n, os.strerror(-n))
     return bytes(ffi.buffer(buf, 8 * n))

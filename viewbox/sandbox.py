@@ -199,7 +199,8 @@ class Sandbox:
         fds = {**ends.child_fds(), **(pass_fds or {})}
         uid, gid, privileged = _caller()
         try:
-            child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged)
+            child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged,
+                               audit_fd=audit.fileno())
         except SpawnError as e:
             ends.close_all()
             audit.emit("error", message=str(e), exit_code=e.exit_code)
@@ -390,6 +391,10 @@ class _Audit:
             self._file.write(event.to_json() + "\n")
             if kind in ("exit", "error"):
                 self.close()
+
+    def fileno(self) -> int:
+        """The audit file's fd, for the supervisor's per-call events (-1: no audit file)."""
+        return self._file.fileno() if self._file else -1
 
     def close(self) -> None:
         if self._file:
