@@ -31,9 +31,10 @@ examples:
   viewbox show --policy python --rw /data           the effective, fully merged policy
   viewbox doctor                                    what this kernel and user can enforce
 
-exit status of `run`: the command's; 128+N if a signal N killed it; 125 if
-viewbox could not set the sandbox up; 126 if the command could not be
-executed; 127 if it was not found inside the view.
+exit status of `run`: the command's; 128+N if a signal N killed it; 124 if
+a limit (--memory, --pids, --timeout, [limits]) ended it; 125 if viewbox
+could not set the sandbox up; 126 if the command could not be executed; 127
+if it was not found inside the view.
 """
 
 RUN_HELP = """\
@@ -50,6 +51,11 @@ examples:
   viewbox run --tmpfs /scratch:512M -- ./fill-scratch
   viewbox run --net host -- curl http://localhost:8080/   (unsafe: shares the host network)
   viewbox run --audit events.jsonl -- ./untrusted
+  viewbox run --memory 256M --pids 64 --timeout 10m --report usage.json -- ./job
+
+When a limit ends the run, every process of the sandbox is killed, one line
+says which limit (`viewbox: killed: memory limit 256 MiB reached (peak 256
+MiB)`) and the exit status is 124.
 """
 
 
@@ -70,6 +76,12 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
                    help="none: own network namespace, loopback only (default); host: share the host's (unsafe)")
     g.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
                    help="set K=V inside; a bare K copies the host's value (repeatable)")
+    q = p.add_argument_group("limits (override the policy's [limits])")
+    q.add_argument("--memory", metavar="SIZE", help="memory of the whole sandbox, e.g. 256M")
+    q.add_argument("--cpus", metavar="N", help="CPU cores, e.g. 0.5 (needs a cgroup)")
+    q.add_argument("--pids", type=int, metavar="N", help="processes and threads, the sandbox's init included")
+    q.add_argument("--timeout", metavar="DURATION", help="wall time, e.g. 30s, 10m, 1h30m")
+    q.add_argument("--disk", metavar="SIZE", help="bytes each writable tmpfs may hold, e.g. 1G")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,7 +91,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = [os.path.abspath(x) if key != "tmpfs" else x for x in getattr(args, key)]
     if args.workdir:
         out["workdir"] = os.path.abspath(args.workdir)
-    for key in ("hostname", "uid", "gid", "net"):
+    for key in ("hostname", "uid", "gid", "net", "memory", "cpus", "pids", "timeout", "disk"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     if args.env:
@@ -107,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                          usage="viewbox run [--policy P] [flags] -- CMD [ARGS...]")
     _add_view_flags(run)
     run.add_argument("--audit", metavar="FILE", help="append JSON-lines events (start, exit, errors) to FILE")
+    run.add_argument("--report", metavar="FILE",
+                     help="write the usage report (JSON: level, limits, usage, the limit that ended the run) to FILE")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     check = sub.add_parser("check", help="validate policy files",
@@ -130,12 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .policy import load_policy
+    from .quota import LIMIT_EXIT_STATUS, limits_dict
     from .sandbox import Sandbox
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ViewboxError("no command given (usage: viewbox run [flags] -- CMD [ARGS...])")
     policy = load_policy(args.policy, overrides=_overrides(args), override_origin="cli")
+    report = _open_report(args.report) if args.report else None
     box = Sandbox(policy=policy, audit=args.audit)
     # Held back from the moment the command may exist until a handler can
     # forward them (the sandbox's init unblocks its own signals itself).
@@ -149,7 +165,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for message in proc.plan.degraded:
         print(f"viewbox: running degraded: {message}", file=sys.stderr)
     returncode = proc.wait()
-    return 128 - returncode if returncode < 0 else returncode
+    usage = proc.usage
+    assert usage is not None
+    if usage.limit:
+        print(f"viewbox: killed: {usage.reason}", file=sys.stderr)
+    status = LIMIT_EXIT_STATUS if usage.limit else 128 - returncode if returncode < 0 else returncode
+    if report:
+        with report:
+            json.dump({"argv": list(proc.argv), "returncode": returncode, "exit_status": status,
+                       "limit": usage.limit, "reason": usage.reason, "level": usage.level,
+                       "limits": limits_dict(policy.limits), "usage": usage.to_dict()}, report, indent=2)
+            report.write("\n")
+    return status
+
+
+def _open_report(path: str) -> Any:
+    """The --report file, opened before the run so a bad path fails before anything runs."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as err:
+        raise ViewboxError(f"--report {path}: {os.strerror(err.errno) if err.errno else err}") from None
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

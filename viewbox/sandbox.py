@@ -6,16 +6,18 @@ compiles it into a Plan for that command and hands it to the C core.
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import IO, Any
 
 from . import core
+from .quota import LIMIT_EXIT_STATUS, QuotaSession, Usage
 from .errors import SpawnError, TimeoutExpired, UnavailableLayer
 from .plan import Plan
 from .policy import Policy, compile_policy, load_policy
@@ -51,6 +53,8 @@ class Result:
     duration: float
     degraded: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
+    #: what the sandbox used, the enforcement level, and the limit that ended it (usage.limit, .reason)
+    usage: Usage | None = None
 
     @property
     def signal(self) -> int | None:
@@ -58,7 +62,10 @@ class Result:
 
     @property
     def exit_status(self) -> int:
-        """The shell's view of the status: 128+N when killed by signal N."""
+        """What `viewbox run` exits with: 124 when a limit ended the run, 128+N when
+        killed by signal N, else the command's status."""
+        if self.usage is not None and self.usage.limit:
+            return LIMIT_EXIT_STATUS
         return 128 - self.returncode if self.returncode < 0 else self.returncode
 
     def check_returncode(self) -> None:
@@ -86,11 +93,15 @@ class Process:
 
     `pid` is the host pid of the sandbox's init: signals sent with
     `send_signal` go to it and it forwards them to the command; `kill`
-    ends the whole sandbox at once."""
+    ends the whole sandbox at once.
+
+    Limits the kernel cannot hold alone (wall time; the cgroup's OOM and pids
+    counters; memory at the rlimit level) are checked while `wait`, `poll` or
+    `communicate` run: keep waiting on a sandbox that has such limits."""
 
     def __init__(self, child: core.Child, argv: tuple[str, ...], plan: Plan,
                  stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
-                 audit: _Audit) -> None:
+                 audit: _Audit, quota: QuotaSession) -> None:
         self._child = child
         self.argv = argv
         self.plan = plan
@@ -98,31 +109,56 @@ class Process:
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self._quota = quota
         self.returncode: int | None = None
         self.started = time.monotonic()
         self.duration: float | None = None
-        self.usage: core.Usage | None = None
+        #: set when the command has ended: what the sandbox used (quota.Usage)
+        self.usage: Usage | None = None
         self._audit = audit
+        quota.start(child.pid)
 
     def poll(self) -> int | None:
-        if self.returncode is None and _readable(self._child.status_fd, 0):
-            self._collect()
+        if self.returncode is None:
+            self._watch()
+            if _readable(self._child.status_fd, 0):
+                self._collect()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         """Waits for the command; raises TimeoutExpired (the sandbox keeps running)."""
         if self.returncode is None:
-            if not _readable(self._child.status_fd, timeout):
+            if not self._wait_for_end(timeout):
                 raise TimeoutExpired(self.argv, timeout)
             self._collect()
         assert self.returncode is not None
         return self.returncode
 
+    def _wait_for_end(self, timeout: float | None) -> bool:
+        """Waits up to `timeout` for the command to end, checking the limits meanwhile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            pause = self._watch()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = left if pause is None else pause if left is None else min(pause, left)
+            if _readable(self._child.status_fd, step):
+                return True
+            if left is not None and step >= left:
+                return False
+
+    def _watch(self) -> float | None:
+        """Runs the due limit checks, killing the sandbox on a breach; seconds until the next."""
+        if self._quota.check():
+            self.kill()
+        return self._quota.due()
+
     def _collect(self) -> None:
-        status, self.usage = self._child.collect()
+        status, kernel_usage = self._child.collect()
         self.duration = time.monotonic() - self.started
         self.returncode = os.waitstatus_to_exitcode(status)
-        self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6))
+        self.usage = self._quota.close(kernel_usage, self.duration)
+        self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6),
+                         usage=self.usage.to_dict())
 
     def send_signal(self, sig: int) -> None:
         """Sends `sig` to the command (through the sandbox's init, which forwards it)."""
@@ -137,11 +173,13 @@ class Process:
 
     def kill(self) -> None:
         """Kills every process of the sandbox (its init dies, and the kernel takes the rest)."""
+        if self.returncode is None:
+            self._quota.before_kill()
         self.send_signal(signal.SIGKILL)
 
     def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes | None, bytes | None]:
         """Feeds `input`, reads stdout/stderr to the end, waits; like subprocess."""
-        out, err = _pump(self.stdin, self.stdout, self.stderr, input, timeout, self.argv)
+        out, err = _pump(self.stdin, self.stdout, self.stderr, input, timeout, self.argv, self._watch)
         remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - self.started))
         self.wait(remaining)
         return out, err
@@ -172,7 +210,9 @@ class Sandbox:
     Overrides are the same as the CLI flags: ro, rw, hide, tmpfs (lists of
     paths, tmpfs items "PATH" or "PATH:SIZE"), workdir, hostname, uid, gid,
     net ("none" or "host"), env (a mapping added to the sandbox's
-    environment). `audit` names a file that receives JSON-lines events.
+    environment); and the limits: memory and disk (bytes, or "256M"), cpus
+    (cores, 0.5), pids, timeout (seconds, or "10m": [limits].wall). `audit`
+    names a file that receives JSON-lines events.
     Leaving the `with` block kills whatever it spawned that still runs."""
 
     def __init__(self, *, policy: str | os.PathLike[str] | Policy | None = None,
@@ -194,14 +234,17 @@ class Sandbox:
         fd numbers inside; every other fd is closed."""
         argv = tuple(os.fspath(a) for a in argv)
         plan = self.compile(argv)
+        quota = QuotaSession.open(self.policy.limits)
+        plan = quota.prepare(plan)
         audit = _Audit(self._audit_path)
         ends = _Streams(stdin, stdout, stderr)
         fds = {**ends.child_fds(), **(pass_fds or {})}
         uid, gid, privileged = _caller()
         try:
             child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged,
-                               audit_fd=audit.fileno())
+                               audit_fd=audit.fileno(), **quota.spawn_args())
         except SpawnError as e:
+            quota.abort()
             ends.close_all()
             audit.emit("error", message=str(e), exit_code=e.exit_code)
             audit.close()
@@ -209,8 +252,8 @@ class Sandbox:
         finally:
             ends.close_child_ends()
         audit.emit("start", argv=list(argv), pid=child.pid, policy=self.policy.name,
-                   layers=_layers(plan), degraded=list(plan.degraded))
-        proc = Process(child, argv, plan, *ends.parent_files(), audit=audit)
+                   layers=_layers(plan), degraded=list(plan.degraded), quota=quota.describe())
+        proc = Process(child, argv, plan, *ends.parent_files(), audit=audit, quota=quota)
         self._processes.append(proc)
         return proc
 
@@ -218,7 +261,8 @@ class Sandbox:
             timeout: float | None = None, check: bool = False) -> Result:
         """Runs `argv` to completion. stdout/stderr are captured unless
         capture_output is False (then they are inherited). On timeout the
-        sandbox is killed and TimeoutExpired raised."""
+        sandbox is killed and TimeoutExpired raised. A limit of the policy ([limits])
+        that ends the run is no error: `Result.usage.limit` names it."""
         out_stream = PIPE if capture_output else None
         proc = self.spawn(argv, stdin=PIPE if input is not None else DEVNULL,
                           stdout=out_stream, stderr=out_stream)
@@ -231,7 +275,7 @@ class Sandbox:
                 raise
         result = Result(argv=proc.argv, returncode=proc.returncode or 0, stdout=out, stderr=err,
                         duration=proc.duration or 0.0, degraded=proc.plan.degraded,
-                        events=tuple(proc._audit.events))
+                        events=tuple(proc._audit.events), usage=proc.usage)
         if check:
             result.check_returncode()
         return result
@@ -267,7 +311,7 @@ def run(argv: Sequence[str], *, policy: str | os.PathLike[str] | Policy | None =
 def _readable(fd: int, timeout: float | None) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+    return bool(poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))))
 
 
 def _layers(plan: Plan) -> dict[str, Any]:
@@ -338,8 +382,10 @@ class _Streams:
 
 
 def _pump(stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
-          data: bytes | None, timeout: float | None, argv: tuple[str, ...]) -> tuple[bytes | None, bytes | None]:
-    """Writes `data` to stdin and reads stdout and stderr until EOF, without deadlock."""
+          data: bytes | None, timeout: float | None, argv: tuple[str, ...],
+          watch: Callable[[], float | None]) -> tuple[bytes | None, bytes | None]:
+    """Writes `data` to stdin and reads stdout and stderr until EOF, without deadlock.
+    `watch()` runs the limit checks in between and says when it wants to run again."""
     deadline = None if timeout is None else time.monotonic() + timeout
     chunks: dict[int, list[bytes]] = {}
     readers = {}
@@ -353,9 +399,12 @@ def _pump(stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] |
         stdin.close()  # type: ignore[union-attr]
         writer = None
     while readers or writer is not None:
+        pause = watch()
         wait = None if deadline is None else deadline - time.monotonic()
         if wait is not None and wait <= 0:
             raise TimeoutExpired(argv, timeout)
+        if pause is not None:
+            wait = pause if wait is None else min(wait, pause)
         r, w, _ = select.select(list(readers), [writer] if writer is not None else [], [], wait)
         for fd in r:
             block = os.read(fd, 65536)

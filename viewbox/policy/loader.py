@@ -67,6 +67,11 @@ OVERRIDES: Mapping[str, str] = MappingProxyType({
     "gid": "identity.gid",
     "net": "net.mode",
     "env": "env.set",
+    "memory": "limits.memory",
+    "cpus": "limits.cpu",
+    "pids": "limits.pids",
+    "timeout": "limits.wall",
+    "disk": "limits.disk",
 })
 
 
@@ -238,7 +243,8 @@ def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | 
     `ref` is a shipped policy name ("default" when None) or a path: a path when it is
     os.PathLike, contains "/" or ends in ".toml", or when no shipped policy has that
     name but a file does. `overrides` keys: ro, rw, hide, tmpfs (lists of str), workdir,
-    hostname, net (str), uid, gid (int), env (dict added to [env].set); None values are
+    hostname, net (str), uid, gid (int), env (dict added to [env].set), memory, disk (size),
+    cpus (cores), pids (int), timeout (duration: [limits].wall); None values are
     skipped; an unknown key raises TypeError. `override_origin="cli"` names their origins
     "--ro" etc., else "api: ro". Raises PolicyErrors listing every mistake found.
     """

@@ -266,6 +266,40 @@ def parse_size(value: object) -> int:
     return size
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def check_duration(value: object) -> float:
+    """Seconds from a number (seconds) or a string like "2s", "500ms", "10m", "1h30m"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and re.fullmatch(rf"(?:{_DURATION_PART.pattern})+", value):
+        seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(value))
+    else:
+        shown = quote(value) if isinstance(value, str) else describe(value)
+        raise FieldError(f"invalid duration {shown} (seconds, or numbers with ms, s, m or h: \"90s\", \"1h30m\")")
+    if not 0 < seconds < float(2**31):
+        raise FieldError(f"duration must be positive and finite, got {value}")
+    return seconds
+
+
+#: cgroup CPU bandwidth is granted per 100 ms period, at least 1 ms of it.
+MIN_CPU = 0.01
+MAX_CPU = 4096.0
+
+
+def check_cpu(value: object) -> float:
+    """CPU cores as a number (0.5 is half of one core), or such a number in a string ("0.5")."""
+    if isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _expected("a number of CPU cores such as 0.5", value)
+    if not MIN_CPU <= value <= MAX_CPU:
+        raise FieldError(f"must be between {MIN_CPU} and {MAX_CPU:g} cores, got {value}")
+    return float(value)
+
+
 def format_size(size: int) -> str:
     """The shortest exact spelling parse_size reads back: 268435456 -> "256M"."""
     for unit in "GMK":
@@ -411,12 +445,24 @@ class EnvTable:
     set: Mapping[str, str] = _table(check_env_name, check_env_value)
 
 
+#: [limits].require: the weakest enforcement level a policy accepts (viewbox.quota.LEVELS)
+QUOTA_REQUIREMENTS = ("rlimit", "cgroup")
+#: the sandbox's init and the command count against [limits].pids
+MIN_PIDS = 2
+
+
 @dataclass(frozen=True)
 class LimitsTable:
-    """[limits]: resource limits."""
+    """[limits]: resource limits (enforced by viewbox.quota) and rlimits."""
 
+    memory: int | None = _scalar(None, parse_size, unset="no limit")
+    cpu: float | None = _scalar(None, check_cpu, unset="no limit")
+    pids: int | None = _scalar(None, check_integer(MIN_PIDS, 2**22), unset="no limit")
+    wall: float | None = _scalar(None, check_duration, unset="no limit")
+    disk: int | None = _scalar(None, parse_size, unset="each tmpfs has the size [fs].tmpfs gives it")
     files: int = _scalar(1024, check_integer(16, MAX_RLIMIT))
     core: int = _scalar(0, check_integer(0, MAX_RLIMIT))
+    require: str = _scalar("rlimit", check_choice(*QUOTA_REQUIREMENTS))
 
 
 @dataclass(frozen=True)

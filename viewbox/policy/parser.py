@@ -321,8 +321,8 @@ def _from(origin: Origin) -> str:
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
     if isinstance(value, str):
         return quote(value)
     if isinstance(value, TmpfsMount):

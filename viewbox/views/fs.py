@@ -148,7 +148,10 @@ def _listed_paths(policy: Policy, cwd: str) -> list[_Listed]:
                                         (_Treatment.HIDE, "fs.hide", fs.hide))
         for index, path in enumerate(paths)
     ]
-    listed += [_Listed(expand(mount.path, cwd=cwd), _Treatment.TMPFS, "fs.tmpfs", index, mount.size)
+    # [limits].disk caps every writable tmpfs area: writing past it fails with ENOSPC.
+    disk = policy.limits.disk
+    listed += [_Listed(expand(mount.path, cwd=cwd), _Treatment.TMPFS, "fs.tmpfs", index,
+                       min(mount.size, disk) if disk else mount.size)
                for index, mount in enumerate(fs.tmpfs)]
     by_target: dict[str, _Listed] = {}
     for entry in listed:

@@ -1,4 +1,9 @@
-"""The limits view: quotas (rlimits) and which privileged kernel interfaces stay callable.
+"""The limits view: the rlimits every run gets, and which privileged kernel interfaces stay callable.
+
+[limits].files and .core are rlimits, set here for every run. memory, cpu,
+pids and wall depend on what the run can use (cgroup v2, v1, or rlimits and a
+watchdog): viewbox.quota chooses that level at spawn time and adds its own
+rlimits to the Plan then. disk caps the tmpfs sizes (viewbox.views.fs).
 
 Syscall groups are families of calls that widen the kernel's attack surface
 or reach outside the view (io_uring, bpf, ptrace, mount, ...). Every group is
