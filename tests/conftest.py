@@ -35,7 +35,9 @@ ATTACKS = TESTS / "attacks"
 INSIDE_PYTHON = SYSTEM_PYTHON
 
 #: The environment viewbox itself is started with (the command inside gets a clean one anyway).
-HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+            # the sanitizer build (README: VIEWBOX_SANITIZE=1) reaches the viewbox processes
+            **{k: v for k, v in os.environ.items() if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}}
 
 # Where the viewbox under test is imported from, for root's `python -m viewbox`.
 _PACKAGE_PARENT = str(pathlib.Path(viewbox.__file__).resolve().parent.parent)
