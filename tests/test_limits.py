@@ -246,12 +246,15 @@ def test_cpu_limit_holds_a_busy_loop_to_half_a_core(root: Caller, shared_dir: pa
     assert 0.4 <= reported <= 0.6
 
 
-def test_cpu_limit_without_a_cgroup_fails_closed() -> None:
-    done = Caller("nobody").run(["--cpus", "0.5", "--", "true"])
+def test_cpu_limit_without_a_cgroup_fails_closed(shared_dir: pathlib.Path) -> None:
+    report = shared_dir / "refused.json"
+    done = Caller("nobody").run(["--report", str(report), "--cpus", "0.5", "--", "true"])
     assert done.returncode == 125
     (line,) = done.stderr.splitlines()
     assert line.startswith("viewbox: cgroups unavailable: [limits].cpu = 0.5 needs a cgroup")
     assert "run as root, or from a cgroup v2 subtree delegated to you" in line
+    assert json.loads(report.read_text()) == {"argv": ["true"], "exit_status": 125,
+                                              "error": line.removeprefix("viewbox: ")}
 
 
 def test_require_cgroup_fails_closed_without_one(world_dir: pathlib.Path) -> None:

@@ -158,6 +158,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         proc = box.spawn(command)
+    except ViewboxError as e:
+        if report:
+            with report:
+                json.dump({"argv": command, "exit_status": e.exit_code, "error": str(e)}, report, indent=2)
+        raise
+    else:
         for sig in FORWARDED:
             signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
     finally:

@@ -176,7 +176,7 @@ def sweep_stale(base: str) -> list[str]:
     A creator killed with SIGKILL could not remove its cgroups. The kernel
     refuses to remove a cgroup that still holds processes (EBUSY), so only
     empty ones go."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(base)
     except OSError:

@@ -140,10 +140,13 @@ class Process:
         while True:
             pause = self._watch()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            step = left if pause is None else pause if left is None else min(pause, left)
+            if left is None:
+                step = pause
+            else:
+                step = left if pause is None else min(pause, left)
             if _readable(self._child.status_fd, step):
                 return True
-            if left is not None and step >= left:
+            if left is not None and step is not None and step >= left:
                 return False
 
     def _watch(self) -> float | None:
@@ -235,9 +238,13 @@ class Sandbox:
         argv = tuple(os.fspath(a) for a in argv)
         plan = self.compile(argv)
         quota = QuotaSession.open(self.policy.limits)
-        plan = quota.prepare(plan)
-        audit = _Audit(self._audit_path)
-        ends = _Streams(stdin, stdout, stderr)
+        try:
+            plan = quota.prepare(plan)
+            audit = _Audit(self._audit_path)
+            ends = _Streams(stdin, stdout, stderr)
+        except BaseException:
+            quota.abort()
+            raise
         fds = {**ends.child_fds(), **(pass_fds or {})}
         uid, gid, privileged = _caller()
         try:
