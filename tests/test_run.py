@@ -470,10 +470,14 @@ def test_audit_file_has_start_and_exit(as_user: Caller, shared_dir: pathlib.Path
     done = as_user.run(["--audit", str(audit), "--", "sh", "-c", "exit 3"])
     assert done.returncode == 3, done.stderr
     events = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert [e["event"] for e in events] == ["start", "exit"]
-    start, end = events
+    # start, the spawn, the calls the supervisor saw (its exec at least), exit: in that order
+    kinds = [e["event"] for e in events]
+    assert kinds[:1] == ["start"] and kinds[-1:] == ["exit"] and "spawned" in kinds
+    assert set(kinds[1:-1]) == {"spawned", "syscall"}
+    start, end = events[0], events[-1]
     assert start["argv"] == ["sh", "-c", "exit 3"]
     assert end["returncode"] == 3
+    assert {e["sandbox"] for e in events if "sandbox" in e} == {start["sandbox"]}
     assert all(isinstance(e["time"], float) for e in events) and start["time"] <= end["time"]
 
 
@@ -482,8 +486,12 @@ def test_audit_file_records_a_setup_error(as_user: Caller, shared_dir: pathlib.P
     command = unique("no-such-cmd")
     assert as_user.run(["--audit", str(audit), "--", command]).returncode == 127
     events = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert [e["event"] for e in events] == ["error"]
-    assert command in events[0]["message"] and events[0]["exit_code"] == 127
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "error" and set(kinds[1:-1]) <= {"syscall"}
+    # the search along PATH is in the audit: each execve the command lookup tried
+    tried = [e["args"]["path"] for e in events if e.get("syscall") == "execve"]
+    assert tried and all(path.endswith("/" + command) for path in tried)
+    assert command in events[-1]["message"] and events[-1]["exit_code"] == 127
 
 
 # --- the Python API ---------------------------------------------------------------------------

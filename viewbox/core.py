@@ -118,9 +118,14 @@ def supervisor() -> Supervisor:
 _sandbox_ids = iter(range(1, 2**63))
 
 
+def new_sandbox_id() -> int:
+    """A number naming one sandbox in the events of this process."""
+    return next(_sandbox_ids)
+
+
 def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
           map_all_ids: bool, cgroup_fd: int = -1, cgroup_procs_fds: Sequence[int] = (),
-          audit_fd: int = -1) -> Child:
+          audit_fd: int = -1, sandbox_id: int = 0) -> Child:
     """Spawns the sandbox described by `plan`; `fds` maps host fds to fd numbers inside.
     `cgroup_fd` (a cgroup v2 directory) or `cgroup_procs_fds` (open cgroup.procs
     files of cgroup v1 hierarchies) put the sandbox in its cgroups before it runs.
@@ -177,7 +182,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     p.fds, p.n_fds = fd_map, len(fds)
     p.cgroup_fd = cgroup_fd
     p.audit_fd = audit_fd
-    p.sandbox_id = next(_sandbox_ids)
+    p.sandbox_id = sandbox_id or new_sandbox_id()
     if audit_fd >= 0:
         p.interpose_families = AUDITED_FAMILIES
         p.supervisor = supervisor()._c

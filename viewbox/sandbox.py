@@ -247,19 +247,22 @@ class Sandbox:
             raise
         fds = {**ends.child_fds(), **(pass_fds or {})}
         uid, gid, privileged = _caller()
+        # Before the spawn: the supervisor's per-call events follow it in the audit.
+        sandbox_id = core.new_sandbox_id()
+        audit.emit("start", sandbox=sandbox_id, argv=list(argv), policy=self.policy.name,
+                   layers=_layers(plan), degraded=list(plan.degraded), quota=quota.describe())
         try:
             child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged,
-                               audit_fd=audit.fileno(), **quota.spawn_args())
+                               audit_fd=audit.fileno(), sandbox_id=sandbox_id, **quota.spawn_args())
         except SpawnError as e:
             quota.abort()
             ends.close_all()
-            audit.emit("error", message=str(e), exit_code=e.exit_code)
+            audit.emit("error", sandbox=sandbox_id, message=str(e), exit_code=e.exit_code)
             audit.close()
             raise _explain(e) from None
         finally:
             ends.close_child_ends()
-        audit.emit("start", argv=list(argv), pid=child.pid, policy=self.policy.name,
-                   layers=_layers(plan), degraded=list(plan.degraded), quota=quota.describe())
+        audit.emit("spawned", sandbox=sandbox_id, pid=child.pid)
         proc = Process(child, argv, plan, *ends.parent_files(), audit=audit, quota=quota)
         self._processes.append(proc)
         return proc
