@@ -500,7 +500,7 @@ def test_api_run_captures_bytes() -> None:
     result = viewbox.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.returncode, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
     assert 0 < result.duration < 10
-    assert [event.kind for event in result.events] == ["start", "exit"]
+    assert [event.kind for event in result.events] == ["start", "spawned", "exit"]
 
 
 def test_api_run_input_and_overrides() -> None:
