@@ -19,7 +19,7 @@ setup(
     cffi_modules=["viewbox/_build.py:ffibuilder"],
     install_requires=["cffi>=1.15"],
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["viewbox = viewbox.cli:main"]},
+    entry_points={"console_scripts": ["viewbox = viewbox.cli:console_main"]},
     classifiers=[
         "Operating System :: POSIX :: Linux",
         "Programming Language :: Python :: 3",

@@ -14,6 +14,7 @@ class Point:
     y: int = 0
     tags: tuple[str, ...] = field(default_factory=tuple)
     note: str = field(default="", compare=False, metadata={"doc": "ignored by =="})
+    cache: int = field(default=0, compare=False, repr=False)
 
 
 @record
@@ -70,8 +71,8 @@ def test_default_factory_gives_each_instance_its_own_value() -> None:
 
 def test_inheritance_fields_in_order() -> None:
     lab = Labelled(1, 2, label="q")
-    assert [f.name for f in fields(lab)] == ["x", "y", "tags", "note", "label"]
-    assert repr(lab) == "Labelled(x=1, y=2, tags=(), note='', label='q')"
+    assert [f.name for f in fields(lab)] == ["x", "y", "tags", "note", "cache", "label"]
+    assert repr(lab) == "Labelled(x=1, y=2, tags=(), note='', label='q')"  # cache: repr=False
 
 
 def test_fields_replace_asdict_like_dataclasses() -> None:
@@ -86,9 +87,9 @@ def test_fields_replace_asdict_like_dataclasses() -> None:
         inner: Point
         more: list[Point]
 
-    assert asdict(Outer(p, [p])) == {"inner": {"x": 1, "y": 2, "tags": ("a",), "note": ""},
-                                     "more": [{"x": 1, "y": 2, "tags": ("a",), "note": ""}]}
-    assert asdict(p) == dataclasses.asdict(ReferencePoint(1, 2, ("a",)))
+    plain = {"x": 1, "y": 2, "tags": ("a",), "note": "", "cache": 0}
+    assert asdict(Outer(p, [p])) == {"inner": plain, "more": [plain]}
+    assert asdict(p) == {**dataclasses.asdict(ReferencePoint(1, 2, ("a",))), "cache": 0}
 
 
 def test_a_required_field_after_a_default_is_refused() -> None:

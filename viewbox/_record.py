@@ -10,7 +10,7 @@ What a `@record` class gets, as with `@dataclass(frozen=True)`:
   order (base classes first), with defaults and `field(default_factory=...)`;
 - assignment and deletion raising FrozenInstanceError;
 - `__eq__` and `__hash__` over the fields declared with compare=True;
-- `__repr__`;
+- `__repr__` over the fields declared with repr=True;
 and the module functions `fields`, `replace` and `asdict` behave like theirs.
 """
 from __future__ import annotations
@@ -36,16 +36,17 @@ class FrozenInstanceError(AttributeError):
 class Field:
     """One field of a record: its name, default, and metadata."""
 
-    __slots__ = ("name", "default", "default_factory", "compare", "metadata")
+    __slots__ = ("name", "default", "default_factory", "compare", "repr", "metadata")
 
     def __init__(self, default: Any = MISSING, default_factory: Callable[[], Any] | Any = MISSING,
-                 compare: bool = True, metadata: Mapping[str, Any] | None = None) -> None:
+                 compare: bool = True, repr: bool = True, metadata: Mapping[str, Any] | None = None) -> None:
         if default is not MISSING and default_factory is not MISSING:
             raise ValueError("a field cannot have both a default and a default_factory")
         self.name = ""
         self.default = default
         self.default_factory = default_factory
         self.compare = compare
+        self.repr = repr
         self.metadata: Mapping[str, Any] = metadata or {}
 
     def __repr__(self) -> str:
@@ -53,9 +54,9 @@ class Field:
 
 
 def field(*, default: Any = MISSING, default_factory: Callable[[], Any] | Any = MISSING,
-          compare: bool = True, metadata: Mapping[str, Any] | None = None) -> Any:
-    """Declares a field with a default, a default factory, compare=False or metadata."""
-    return Field(default, default_factory, compare, metadata)
+          compare: bool = True, repr: bool = True, metadata: Mapping[str, Any] | None = None) -> Any:
+    """Declares a field with a default, a default factory, compare=False, repr=False or metadata."""
+    return Field(default, default_factory, compare, repr, metadata)
 
 
 _FIELDS = "__record_fields__"
@@ -83,6 +84,7 @@ def record(cls: type[_T]) -> type[_T]:
     _check_order(cls, all_fields)
 
     names = tuple(f.name for f in all_fields)
+    shown = tuple(f.name for f in all_fields if f.repr)
     compared = tuple(f.name for f in all_fields if f.compare)
     setter = object.__setattr__
 
@@ -118,7 +120,7 @@ def record(cls: type[_T]) -> type[_T]:
         return hash(_key(self))
 
     def __repr__(self: Any) -> str:
-        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
         return f"{cls.__qualname__}({inner})"
 
     def __setattr__(self: Any, name: str, value: Any) -> None:

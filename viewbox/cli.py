@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -161,6 +160,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ViewboxError as e:
         if report:
             with report:
+                import json
+
                 json.dump({"argv": command, "exit_status": e.exit_code, "error": str(e)}, report, indent=2)
         raise
     else:
@@ -178,6 +179,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     status = LIMIT_EXIT_STATUS if usage.limit else 128 - returncode if returncode < 0 else returncode
     if report:
         with report:
+            import json
+
             json.dump({"argv": list(proc.argv), "returncode": returncode, "exit_status": status,
                        "limit": usage.limit, "reason": usage.reason, "level": usage.level,
                        "limits": limits_dict(policy.limits), "usage": usage.to_dict()}, report, indent=2)
@@ -234,6 +237,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     result = probe()
     if args.json:
+        import json
+
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(render(result))
@@ -260,5 +265,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT
 
 
+def console_main() -> None:
+    """The `viewbox` command. When a verb is done nothing is left to clean up
+    (the sandbox is reaped, its cgroups removed, the audit file closed), so the
+    interpreter's own shutdown, which costs more than a spawn, is skipped."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -5,14 +5,13 @@ compiles it into a Plan for that command and hands it to the C core.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import select
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from ._record import field, record
 from functools import lru_cache
 from typing import IO, Any
 
@@ -29,7 +28,7 @@ DEVNULL = -3
 Stream = int | IO[Any] | None
 
 
-@dataclass(frozen=True)
+@record
 class Event:
     """One audit event: what happened, when (Unix time), and its details."""
 
@@ -38,11 +37,13 @@ class Event:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        import json  # only for an audit file: not on the plain run path
+
         return json.dumps({"time": round(self.time, 6), "event": self.kind, **self.details},
                           sort_keys=False)
 
 
-@dataclass(frozen=True)
+@record
 class Result:
     """What a finished command did. `returncode` follows subprocess: -N when killed by signal N."""
 

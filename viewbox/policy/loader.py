@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pathlib
 
 from viewbox.errors import PolicyError, PolicyErrors
 from viewbox.policy.model import (
@@ -24,33 +26,41 @@ from viewbox.policy.parser import document_layer, parse_document
 PolicyRef = str | os.PathLike[str]
 
 
-def _policies_dir() -> Path:
-    # Plain files next to the package: importlib.resources would cost more
-    # start-up time than the whole spawn.
+def _policies_dir() -> str:
+    # Plain files next to the package, found with os.path: importlib.resources
+    # or pathlib would cost more start-up time than the whole spawn.
     try:
         import viewbox.policies
 
-        return Path(viewbox.policies.__file__).parent
+        return os.path.dirname(os.path.abspath(viewbox.policies.__file__))
     except ModuleNotFoundError:
         # Running from a source tree that is not installed: policies/ sits next to viewbox/.
-        return Path(__file__).resolve().parents[2] / "policies"
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "policies")
 
 
 _POLICIES_DIR = _policies_dir()
 
 #: names of the policies shipped with viewbox
-SHIPPED: tuple[str, ...] = tuple(sorted(path.stem for path in _POLICIES_DIR.glob("*.toml")))
+SHIPPED: tuple[str, ...] = tuple(sorted(name[:-len(".toml")] for name in os.listdir(_POLICIES_DIR)
+                                        if name.endswith(".toml")))
 
 
 def _no_such_policy(name: str) -> str:
     return f"no shipped policy or file named {quote(name)} (shipped: {', '.join(SHIPPED)})"
 
 
-def shipped_path(name: str) -> Path:
+def shipped_path(name: str) -> pathlib.Path:
     """The file of the shipped policy `name` ("default", "strict", ...)."""
+    import pathlib
+
+    return pathlib.Path(_shipped_file(name))
+
+
+def _shipped_file(name: str) -> str:
     if name not in SHIPPED:
         raise PolicyError(_no_such_policy(name))
-    return _POLICIES_DIR / f"{name}.toml"
+    return os.path.join(_POLICIES_DIR, f"{name}.toml")
 
 
 # --- overrides ---------------------------------------------------------------
@@ -166,7 +176,8 @@ class _Loader:
         `referrer` is the extends entry (origin, label) that named it.
         """
         try:
-            raw = Path(file).read_bytes()
+            with open(file, "rb") as f:
+                raw = f.read()
         except OSError as err:
             if referrer is None:
                 self.errors.append(PolicyError(f"cannot read: {os_reason(err)}", file=file))
@@ -204,7 +215,7 @@ class _Loader:
         if "/" in reference or reference.endswith(".toml"):
             return relative
         if reference in SHIPPED:
-            return str(shipped_path(reference))
+            return _shipped_file(reference)
         if os.path.isfile(relative):
             return relative
         self.errors.append(origin.error(label, _no_such_policy(reference)))
@@ -219,7 +230,7 @@ def _policy_file(ref: PolicyRef | None) -> tuple[str, str]:
         return os.fspath(ref), os.fspath(ref)
     if "/" not in ref and not ref.endswith(".toml"):
         if ref in SHIPPED:
-            return ref, str(shipped_path(ref))
+            return ref, _shipped_file(ref)
         if not os.path.isfile(ref):
             raise PolicyErrors([PolicyError(_no_such_policy(ref))])
     return ref, ref

@@ -4,21 +4,19 @@ A Policy is what a policy file says once its extends and the overrides are
 merged in and every value is checked — but not yet bound to a run: paths may
 still hold placeholders such as {cwd}, which the compiler expands. The schema
 (which keys exist, their shape, default and check) is declared once, on the
-dataclass fields below, and drives parsing, merging, rendering and messages.
+record fields below, and drives parsing, merging, rendering and messages.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import enum
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from viewbox._record import field, fields, record, replace
 from viewbox.errors import PolicyError
 from viewbox.views.limits import SYSCALL_GROUPS
 
@@ -35,7 +33,7 @@ MAX_RLIMIT = 2**63 - 1
 
 # --- origins -----------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record
 class Origin:
     """Where a value came from: a file and line, an override flag, or the built-in default."""
 
@@ -72,6 +70,8 @@ class Item(NamedTuple):
 def quote(text: str) -> str:
     """`text` as a TOML basic string (also how messages show strings)."""
     # JSON escapes are valid TOML escapes; TOML also forbids a raw DEL.
+    import json  # messages and rendering only: not on the run path
+
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
@@ -308,7 +308,7 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-@dataclass(frozen=True)
+@record
 class TmpfsMount:
     path: str
     size: int = DEFAULT_TMPFS_SIZE  # bytes
@@ -343,7 +343,7 @@ class Shape(enum.Enum):
     TABLE = "table"     # later layers merge key by key
 
 
-@dataclass(frozen=True)
+@record
 class FieldSpec:
     """One key of the policy schema: its shape, check, and names."""
 
@@ -356,7 +356,7 @@ class FieldSpec:
     unset: str | None = None
     table: str = ""
     key: str = ""                      # as written in TOML
-    attr: str | None = None            # on the table dataclass; None: consumed by the loader
+    attr: str | None = None            # on the table record; None: consumed by the loader
 
     @property
     def name(self) -> str:
@@ -389,7 +389,7 @@ def _table(key_check: Check, value_check: Check) -> Any:
     return field(default_factory=lambda: MappingProxyType({}), metadata={_SPEC: spec})
 
 
-@dataclass(frozen=True)
+@record
 class ViewboxTable:
     """[viewbox]: about the policy itself ([viewbox].extends is resolved by the loader)."""
 
@@ -398,7 +398,7 @@ class ViewboxTable:
     accept_degraded: tuple[str, ...] = _list(check_degradable_layer)
 
 
-@dataclass(frozen=True)
+@record
 class FsTable:
     """[fs]: the filesystem view."""
 
@@ -411,7 +411,7 @@ class FsTable:
     dev: bool = _scalar(True, check_boolean)
 
 
-@dataclass(frozen=True)
+@record
 class NetTable:
     """[net]: the network view."""
 
@@ -419,7 +419,7 @@ class NetTable:
         "none", "host", planned={"private": 'mode "private" is not available yet'}))
 
 
-@dataclass(frozen=True)
+@record
 class IdentityTable:
     """[identity]: who the sandbox is."""
 
@@ -429,7 +429,7 @@ class IdentityTable:
     home: str = _scalar("/tmp", check_path)
 
 
-@dataclass(frozen=True)
+@record
 class ProcessTable:
     """[process]: how the command starts."""
 
@@ -437,7 +437,7 @@ class ProcessTable:
         '"{cwd}" when the caller\'s directory is visible in the view, else "/"'))
 
 
-@dataclass(frozen=True)
+@record
 class EnvTable:
     """[env]: the command's environment (which starts clean)."""
 
@@ -451,7 +451,7 @@ QUOTA_REQUIREMENTS = ("rlimit", "cgroup")
 MIN_PIDS = 2
 
 
-@dataclass(frozen=True)
+@record
 class LimitsTable:
     """[limits]: resource limits (enforced by viewbox.quota) and rlimits."""
 
@@ -465,7 +465,7 @@ class LimitsTable:
     require: str = _scalar("rlimit", check_choice(*QUOTA_REQUIREMENTS))
 
 
-@dataclass(frozen=True)
+@record
 class SeccompTable:
     """[seccomp]: syscall groups let through (all are denied by default)."""
 
@@ -475,7 +475,7 @@ class SeccompTable:
 OriginKey = tuple[str, int | str | None]
 
 
-@dataclass(frozen=True)
+@record
 class Policy:
     """A merged, validated policy; `origins`, `name` and `sources` do not take part in equality."""
 
@@ -516,10 +516,10 @@ EXTENDS = FieldSpec(Shape.LIST, check_reference, table="viewbox", key="extends")
 
 def _table_schema(table: str, cls: type) -> dict[str, FieldSpec]:
     specs = {}
-    for dataclass_field in dataclasses.fields(cls):
-        spec = dataclass_field.metadata[_SPEC]
-        key = spec.key or dataclass_field.name
-        specs[key] = dataclasses.replace(spec, table=table, key=key, attr=dataclass_field.name)
+    for table_field in fields(cls):
+        spec = table_field.metadata[_SPEC]
+        key = spec.key or table_field.name
+        specs[key] = replace(spec, table=table, key=key, attr=table_field.name)
     if table == EXTENDS.table:
         specs[EXTENDS.key] = EXTENDS
     return specs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import os
 import stat
-from dataclasses import dataclass
+from viewbox._record import record
 from typing import TYPE_CHECKING
 
 from viewbox.errors import PolicyError, PolicyErrors, UnavailableLayer
@@ -80,7 +80,7 @@ class _Treatment(enum.IntEnum):
     RW = 4
 
 
-@dataclass(frozen=True)
+@record
 class _Listed:
     """A path from one of the [fs] lists, placeholders expanded."""
 
