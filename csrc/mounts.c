@@ -257,7 +257,8 @@ static void mount_dev(struct view *v, const struct vb_mount *m)
                 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0);
     if (vb_strlcpy(path, m->target, sizeof path) < 0 || vb_strlcat(path, "/shm", sizeof path) < 0)
         FAIL(ENAMETOOLONG, m->target);
-    mount_fresh(v, &sub, "tmpfs", "mode=1777,size=64m", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0);
+    /* the plan sizes /dev/shm (it counts against the sandbox's disk limit) */
+    mount_fresh(v, &sub, "tmpfs", m->data ? m->data : "mode=1777,size=64m", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0);
 }
 
 static void mount_hide(struct view *v, const struct vb_mount *m)

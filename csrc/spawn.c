@@ -349,6 +349,12 @@ static void on_signal(int sig)
     (void)sig; /* never runs: the signals stay blocked and are taken by sigwaitinfo */
 }
 
+/* What the init reports on the status pipe when the command ends. */
+struct status_record {
+    int wstatus;
+    struct rusage children;
+};
+
 /* The signals the sandbox's init forwards to the command. */
 static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM};
 
@@ -385,8 +391,14 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, int statu
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
             if (pid == command) {
-                ssize_t n = write(status_fd, &status, sizeof status);
-                _exit(n == (ssize_t)sizeof status ? 0 : VB_EXIT_SETUP);
+                /* what the command's tree used, without this init (a copy of
+                 * the caller: its memory and set-up time are not the command's) */
+                struct status_record record;
+                memset(&record, 0, sizeof record);
+                record.wstatus = status;
+                getrusage(RUSAGE_CHILDREN, &record.children);
+                ssize_t n = write(status_fd, &record, sizeof record);
+                _exit(n == (ssize_t)sizeof record ? 0 : VB_EXIT_SETUP);
             }
         }
     }
@@ -656,18 +668,21 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
 
 int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
 {
-    int reported = 0, init_status = 0;
-    struct rusage ru;
-    memset(&ru, 0, sizeof ru);
-    ssize_t n = read_full(child->status_fd, &reported, sizeof reported);
-    reap(child->pid, &init_status, &ru);
+    struct status_record record;
+    int init_status = 0;
+    struct rusage init_usage;
+    memset(&record, 0, sizeof record);
+    ssize_t n = read_full(child->status_fd, &record, sizeof record);
+    reap(child->pid, &init_status, &init_usage);
+    /* Killed before it reported: the whole init's figures are all there is. */
+    const struct rusage ru = n == (ssize_t)sizeof record ? record.children : init_usage;
     usage->user_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
     usage->system_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
     usage->max_rss_kib = ru.ru_maxrss;
     usage->in_blocks = ru.ru_inblock;
     usage->out_blocks = ru.ru_oublock;
     /* no report: the init itself died (killed from outside) */
-    *wstatus = n == (ssize_t)sizeof reported ? reported : init_status;
+    *wstatus = n == (ssize_t)sizeof record ? record.wstatus : init_status;
     close(child->status_fd);
     close(child->pidfd);
     child->status_fd = child->pidfd = -1;

@@ -23,7 +23,7 @@
 #define VB_MOUNT_BIND  1   /* bind `source` (host path) onto `target` (recursive) */
 #define VB_MOUNT_TMPFS 2   /* fresh tmpfs on `target`, options in `data` */
 #define VB_MOUNT_PROC  3   /* fresh procfs for the sandbox's pid namespace */
-#define VB_MOUNT_DEV   4   /* minimal /dev: null zero full random urandom tty, pts, shm */
+#define VB_MOUNT_DEV   4   /* minimal /dev: null zero full random urandom tty, pts, shm (`data`: shm's tmpfs options) */
 #define VB_MOUNT_HIDE  5   /* make `target` empty: empty read-only dir or empty file */
 
 #define VB_MF_RDONLY   1   /* read-only (recursively, for binds) */
@@ -119,7 +119,8 @@ struct vb_child {
  * happened in the child, `error` describes it and no process is left. */
 int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error);
 
-/* What the whole sandbox used: the init and every process it reaped. */
+/* What the command's processes used (every process the sandbox's init reaped;
+ * the init itself only when it was killed before it could report). */
 struct vb_usage {
     int64_t user_us;                /* CPU time in user mode, microseconds */
     int64_t system_us;              /* CPU time in the kernel, microseconds */

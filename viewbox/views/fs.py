@@ -59,6 +59,7 @@ FILE_RIGHTS = (ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | 
                | ACCESS_FS_IOCTL_DEV)
 
 TMPFS_MODE = "1777"
+DEV_SHM_SIZE = 64 * 2**20  # /dev/shm, unless [limits].disk is smaller
 
 
 def handled_access(abi: int) -> int:
@@ -101,7 +102,10 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
     if policy.fs.proc:
         placed.append((MountOp(MountKind.PROC, "/proc"), [("/proc", PROC_RIGHTS)]))
     if policy.fs.dev:
-        placed.append((MountOp(MountKind.DEV, "/dev"), [("/dev", DEV_RIGHTS), ("/dev/shm", handled)]))
+        # /dev/shm is a tmpfs too: [limits].disk caps it like the others
+        shm = f"size={min(DEV_SHM_SIZE, policy.limits.disk or DEV_SHM_SIZE)},mode=1777"
+        placed.append((MountOp(MountKind.DEV, "/dev", options=shm),
+                       [("/dev", DEV_RIGHTS), ("/dev/shm", handled)]))
     for listed in _listed_paths(policy, context.cwd):
         mount = _mount(listed, policy, handled, errors)
         if mount is not None:
