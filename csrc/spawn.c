@@ -460,31 +460,33 @@ static int write_file(const char *path, const char *text)
     return rc;
 }
 
+/* Writes /proc/<pid>/<file> ("uid_map" or "gid_map"): every id as itself, or
+ * the one id inside onto the caller's. `path` keeps the file's name for errors. */
+static int write_id_map(pid_t pid, const char *file, int all_ids, uint32_t inside, uint32_t outside,
+                        char *path, size_t path_cap)
+{
+    char map[64];
+    snprintf(path, path_cap, "/proc/%d/%s", pid, file);
+    if (all_ids)
+        snprintf(map, sizeof map, "0 0 4294967295");
+    else
+        snprintf(map, sizeof map, "%u %u 1", inside, outside);
+    return write_file(path, map);
+}
+
 static int write_id_maps(pid_t pid, const struct vb_plan *plan, struct vb_error *error)
 {
-    char path[64], map[96];
+    char path[64];
     int rc = 0;
     if (!plan->map_all_ids) {
         /* unprivileged: one id each, and setgroups must be denied first */
         snprintf(path, sizeof path, "/proc/%d/setgroups", pid);
         rc = write_file(path, "deny");
     }
-    if (rc == 0) {
-        snprintf(path, sizeof path, "/proc/%d/uid_map", pid);
-        if (plan->map_all_ids)
-            snprintf(map, sizeof map, "0 0 4294967295");
-        else
-            snprintf(map, sizeof map, "%u %u 1", plan->uid, plan->outer_uid);
-        rc = write_file(path, map);
-    }
-    if (rc == 0) {
-        snprintf(path, sizeof path, "/proc/%d/gid_map", pid);
-        if (plan->map_all_ids)
-            snprintf(map, sizeof map, "0 0 4294967295");
-        else
-            snprintf(map, sizeof map, "%u %u 1", plan->gid, plan->outer_gid);
-        rc = write_file(path, map);
-    }
+    if (rc == 0)
+        rc = write_id_map(pid, "uid_map", plan->map_all_ids, plan->uid, plan->outer_uid, path, sizeof path);
+    if (rc == 0)
+        rc = write_id_map(pid, "gid_map", plan->map_all_ids, plan->gid, plan->outer_gid, path, sizeof path);
     if (rc != 0) {
         error->err = -rc;
         error->exit_code = VB_EXIT_SETUP;
