@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from ._record import record
 from functools import lru_cache
 
 from ._core import ffi, lib
+from ._record import record
 from .errors import spawn_error
 from .plan import Plan
 

@@ -11,13 +11,13 @@ import select
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from ._record import field, record
 from functools import lru_cache
 from typing import IO, Any
 
 from . import core
-from .quota import LIMIT_EXIT_STATUS, QuotaSession, Usage
+from ._record import field, record
 from .errors import SpawnError, TimeoutExpired, UnavailableLayer
+from .quota import LIMIT_EXIT_STATUS, QuotaSession, Usage
 from .plan import Plan
 from .policy import Policy, compile_policy, load_policy
 
