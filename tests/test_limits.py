@@ -359,14 +359,19 @@ def _time_v(argv: list[str]) -> dict[str, float]:
 def test_usage_agrees_with_time_v(user: str, shared_dir: pathlib.Path) -> None:
     caller = Caller(user)
     limits = ["--memory", "1G"]  # inside its limits, and with a cgroup for root
-    # CPU time on a shared machine varies from run to run: each side keeps the best of seven,
-    # interleaved so that a slow spell hits both.
-    native_cpu, sandbox_cpu = [], []
-    for _ in range(7):
-        native_cpu.append(_time_v([INSIDE_PYTHON, "-c", CPU_BOUND])["cpu"])
-        done, report = run_with_report(caller, [*limits, "--", INSIDE_PYTHON, "-c", CPU_BOUND], shared_dir)
-        assert done.returncode == 0 and report["limit"] is None, done.stderr
-        sandbox_cpu.append(report["usage"]["user_seconds"] + report["usage"]["system_seconds"])
+    # CPU time on this kind of virtual machine varies widely between identical runs (0.5 to
+    # 1.0 s here, natively too): each side keeps the best of seven interleaved runs, and the
+    # comparison gets three attempts. Wrong accounting (the init's share counted, children
+    # missed) would be off in every attempt.
+    for _attempt in range(3):
+        native_cpu, sandbox_cpu = [], []
+        for _ in range(7):
+            native_cpu.append(_time_v([INSIDE_PYTHON, "-c", CPU_BOUND])["cpu"])
+            done, report = run_with_report(caller, [*limits, "--", INSIDE_PYTHON, "-c", CPU_BOUND], shared_dir)
+            assert done.returncode == 0 and report["limit"] is None, done.stderr
+            sandbox_cpu.append(report["usage"]["user_seconds"] + report["usage"]["system_seconds"])
+        if abs(min(sandbox_cpu) - min(native_cpu)) <= 0.1 * min(native_cpu):
+            break
     usage = report["usage"]
     assert usage["wall_seconds"] >= sandbox_cpu[-1] * 0.9
     assert usage["net_rx_bytes"] is None and usage["net_tx_bytes"] is None
