@@ -568,3 +568,19 @@ def test_every_schema_field_is_documented() -> None:
         for key in re.findall(r"^### `(\w+)`", section, re.MULTILINE)
     }
     assert documented == {(table, key) for table, specs in SCHEMA.items() for key in specs}
+
+
+def test_optional_paths_are_skipped_where_absent(tmp_path: Path) -> None:
+    policy_file = tmp_path / "p.toml"
+    absent = str(tmp_path / "not-on-this-host")
+    policy_file.write_text(f'[fs]\nro = ["/usr", "{absent}"]\noptional = ["{absent}"]\n')
+    plan = compile_policy(load_policy(policy_file), argv=["true"], cwd="/", host_env={},
+                          landlock_abi=7, caller_uid=0, caller_gid=0)
+    targets = [op.target for op in plan.mounts]
+    assert "/usr" in targets and absent not in targets
+    # without `optional`, the same absent path is an error naming its place
+    policy_file.write_text(f'[fs]\nro = ["/usr", "{absent}"]\n')
+    with pytest.raises(PolicyErrors) as caught:
+        compile_policy(load_policy(policy_file), argv=["true"], cwd="/", host_env={},
+                       landlock_abi=7, caller_uid=0, caller_gid=0)
+    assert f"p.toml:2: [fs].ro[1]: {absent}: no such file or directory" in str(caught.value)

@@ -406,6 +406,8 @@ class FsTable:
     ro: tuple[str, ...] = _list(check_path)
     rw: tuple[str, ...] = _list(check_path)
     hide: tuple[str, ...] = _list(check_path)
+    #: paths of ro/rw that may be absent on a host (skipped there instead of an error)
+    optional: tuple[str, ...] = _list(check_path)
     tmpfs: tuple[TmpfsMount, ...] = _list(check_tmpfs, identity=lambda mount: mount.path)
     proc: bool = _scalar(True, check_boolean)
     dev: bool = _scalar(True, check_boolean)

@@ -106,8 +106,9 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         shm = f"size={min(DEV_SHM_SIZE, policy.limits.disk or DEV_SHM_SIZE)},mode=1777"
         placed.append((MountOp(MountKind.DEV, "/dev", options=shm),
                        [("/dev", DEV_RIGHTS), ("/dev/shm", handled)]))
+    optional = {expand(path, cwd=context.cwd) for path in policy.fs.optional}
     for listed in _listed_paths(policy, context.cwd):
-        mount = _mount(listed, policy, handled, errors)
+        mount = _mount(listed, policy, handled, optional, errors)
         if mount is not None:
             placed.append(mount)
     if errors:
@@ -164,9 +165,10 @@ def _listed_paths(policy: Policy, cwd: str) -> list[_Listed]:
     return list(by_target.values())
 
 
-def _mount(listed: _Listed, policy: Policy, handled: int,
+def _mount(listed: _Listed, policy: Policy, handled: int, optional: set[str],
            errors: list[PolicyError]) -> tuple[MountOp, list[tuple[str, int]]] | None:
-    """The mount op for a listed path and its Landlock rules; None (and an error) when impossible."""
+    """The mount op for a listed path and its Landlock rules; None when impossible (with an
+    error) or when an optional path is absent (without)."""
     origin = policy.origin(listed.field, listed.index)
     label = FIELDS[listed.field].label(listed.index)
     target = listed.target
@@ -182,6 +184,10 @@ def _mount(listed: _Listed, policy: Policy, handled: int,
         return MountOp(MountKind.TMPFS, target, options=options), [(target, handled)]
     try:
         is_dir = stat.S_ISDIR(os.stat(target).st_mode)
+    except FileNotFoundError as err:
+        if target not in optional:
+            errors.append(origin.error(label, f"{target}: {os_reason(err)}"))
+        return None
     except OSError as err:
         errors.append(origin.error(label, f"{target}: {os_reason(err)}"))
         return None
