@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -352,6 +353,7 @@ static void on_signal(int sig)
 /* What the init reports on the status pipe when the command ends. */
 struct status_record {
     int wstatus;
+    int wall_expired;
     struct rusage children;
 };
 
@@ -361,7 +363,34 @@ static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUS
 /* pid 1 of the sandbox: forwards signals, reaps orphans, and reports the
  * command's wait status. When it exits the kernel kills every process left
  * in the pid namespace, so nothing outlives the command. */
-__attribute__((noreturn)) static void supervise_command(pid_t command, int status_fd)
+/* Reports how the command ended and what its processes used, then exits. */
+__attribute__((noreturn)) static void report(int status_fd, int wstatus, int wall_expired)
+{
+    struct status_record record;
+    memset(&record, 0, sizeof record);
+    record.wstatus = wstatus;
+    record.wall_expired = wall_expired;
+    /* what the command's tree used, without this init (a copy of the caller:
+     * its memory and set-up time are not the command's) */
+    getrusage(RUSAGE_CHILDREN, &record.children);
+    ssize_t n = write(status_fd, &record, sizeof record);
+    _exit(n == (ssize_t)sizeof record ? 0 : VB_EXIT_SETUP);
+}
+
+/* The wall-time limit has passed: kill everything in the pid namespace but
+ * this init, and reap it all, so the usage counts every process. */
+__attribute__((noreturn)) static void end_at_wall_limit(pid_t command, int status_fd)
+{
+    kill(-1, SIGKILL);
+    int status, command_status = SIGKILL; /* as if killed, should it be reaped already */
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, 0)) > 0 || (pid < 0 && errno == EINTR))
+        if (pid == command)
+            command_status = status;
+    report(status_fd, command_status, 1);
+}
+
+__attribute__((noreturn)) static void supervise_command(pid_t command, int status_fd, uint64_t wall_ms)
 {
     /* Nothing here for the command to inspect: not dumpable, no host fds. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -378,9 +407,34 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, int statu
     sigaddset(&wait_for, SIGCHLD);
     for (size_t i = 0; i < VB_ARRAY_LEN(forwarded); i++)
         sigaddset(&wait_for, forwarded[i]);
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += (time_t)(wall_ms / 1000);
+    deadline.tv_nsec += (long)(wall_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
     for (;;) {
         siginfo_t info;
-        int sig = sigwaitinfo(&wait_for, &info);
+        int sig;
+        if (wall_ms) {
+            struct timespec now, left;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            left.tv_sec = deadline.tv_sec - now.tv_sec;
+            left.tv_nsec = deadline.tv_nsec - now.tv_nsec;
+            if (left.tv_nsec < 0) {
+                left.tv_sec--;
+                left.tv_nsec += 1000000000;
+            }
+            if (left.tv_sec < 0)
+                end_at_wall_limit(command, status_fd);
+            sig = sigtimedwait(&wait_for, &info, &left);
+            if (sig < 0 && errno == EAGAIN)
+                end_at_wall_limit(command, status_fd);
+        } else {
+            sig = sigwaitinfo(&wait_for, &info);
+        }
         if (sig < 0)
             continue;
         if (sig != SIGCHLD) {
@@ -389,18 +443,9 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, int statu
         }
         int status;
         pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-            if (pid == command) {
-                /* what the command's tree used, without this init (a copy of
-                 * the caller: its memory and set-up time are not the command's) */
-                struct status_record record;
-                memset(&record, 0, sizeof record);
-                record.wstatus = status;
-                getrusage(RUSAGE_CHILDREN, &record.children);
-                ssize_t n = write(status_fd, &record, sizeof record);
-                _exit(n == (ssize_t)sizeof record ? 0 : VB_EXIT_SETUP);
-            }
-        }
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+            if (pid == command)
+                report(status_fd, status, 0);
     }
 }
 
@@ -446,7 +491,7 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         close(status_w);
         run_command(plan);
     }
-    supervise_command(command, status_w);
+    supervise_command(command, status_w, plan->wall_ms);
 }
 
 static int write_file(const char *path, const char *text)
@@ -683,6 +728,7 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
     usage->max_rss_kib = ru.ru_maxrss;
     usage->in_blocks = ru.ru_inblock;
     usage->out_blocks = ru.ru_oublock;
+    usage->wall_expired = n == (ssize_t)sizeof record && record.wall_expired;
     /* no report: the init itself died (killed from outside) */
     *wstatus = n == (ssize_t)sizeof record ? record.wstatus : init_status;
     close(child->status_fd);

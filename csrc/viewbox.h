@@ -86,6 +86,10 @@ struct vb_plan {
     const struct vb_fd_map *fds;    /* every other fd is closed before exec */
     size_t n_fds;
 
+    uint64_t wall_ms;               /* 0, or the command's time limit: when it passes, the
+                                       sandbox's init kills every process in it (even if
+                                       nobody waits on the sandbox) and reports it */
+
     uint64_t interpose_families;    /* VB_FAMILY_*: syscalls the supervisor sees (0: none) */
     struct vb_supervisor *supervisor;/* serves them; required when interpose_families != 0 */
     int audit_fd;                   /* -1, or where the supervisor writes JSON-lines events */
@@ -127,6 +131,7 @@ struct vb_usage {
     int64_t max_rss_kib;            /* largest resident set of any one process, KiB */
     int64_t in_blocks;              /* filesystem input operations (512-byte blocks) */
     int64_t out_blocks;             /* filesystem output operations (512-byte blocks) */
+    int64_t wall_expired;           /* 1: the init ended the sandbox at plan.wall_ms */
 };
 
 /* Reads the command's wait status once status_fd is readable, reaps the init

@@ -288,6 +288,20 @@ def test_api_timeout_keyword_is_the_wall_limit() -> None:
     assert 0.5 <= result.usage.wall_seconds < 1.0
 
 
+def test_wall_limit_holds_when_nobody_waits() -> None:
+    # An API host that spawns and looks away: the sandbox's own init ends it at the limit
+    # (viewbox's backstop would act only a second later, and only inside wait/poll).
+    marker = marked("unwatched")
+    with viewbox.Sandbox(timeout=0.5) as box:
+        proc = box.spawn(["sh", "-c", f"sleep 100 & sleep 100; : {marker}"])
+        assert wait_until(lambda: len(live_processes(marker)) >= 1, 5)
+        time.sleep(0.9)  # no wait(), no poll(): nothing of viewbox runs meanwhile
+        assert not live_processes(marker)
+        assert proc.poll() is not None
+    assert proc.usage is not None and proc.usage.limit == "wall"
+    assert proc.usage.reason == "wall-time limit 0.5 s reached (ran 0.5 s)"
+
+
 def test_sigkill_of_viewbox_leaves_nothing_and_the_cgroup_is_swept(root: Caller) -> None:
     marker = marked("killed-viewbox")
     proc = root.popen(["run", "--memory", "256M", "--", "sh", "-c", f"sleep 100; : {marker}"])

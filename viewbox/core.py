@@ -38,6 +38,7 @@ class Usage:
     max_rss_bytes: int      # the largest resident set of any one process
     read_bytes: int         # filesystem input, in 512-byte blocks times 512
     write_bytes: int        # filesystem output, likewise
+    wall_expired: bool      # the sandbox's init ended it at the plan's wall-time limit
 
 
 class Child:
@@ -57,7 +58,7 @@ class Child:
         lib.vb_wait(self._c, wstatus, usage)
         self.pidfd = self.status_fd = -1
         return wstatus[0], Usage(usage.user_us / 1e6, usage.system_us / 1e6, usage.max_rss_kib * 1024,
-                                 usage.in_blocks * 512, usage.out_blocks * 512)
+                                 usage.in_blocks * 512, usage.out_blocks * 512, bool(usage.wall_expired))
 
 
 def _cstr(keep: list, text: str):
@@ -180,6 +181,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     for i, (parent_fd, child_fd) in enumerate(sorted(fds.items(), key=lambda kv: kv[1])):
         fd_map[i].parent_fd, fd_map[i].child_fd = parent_fd, child_fd
     p.fds, p.n_fds = fd_map, len(fds)
+    p.wall_ms = plan.wall_ms
     p.cgroup_fd = cgroup_fd
     p.audit_fd = audit_fd
     p.sandbox_id = sandbox_id or new_sandbox_id()

@@ -69,6 +69,8 @@ class Plan:
     rlimits: tuple[Rlimit, ...] = ()
     # Layers the policy accepted to run without, each with the reason.
     degraded: tuple[str, ...] = ()
+    # The command's wall-time limit in ms (0: none), held by the sandbox's init.
+    wall_ms: int = 0
     # Extra fds passed in, host fd -> fd number inside (stdio is added at spawn).
     pass_fds: dict[int, int] = field(default_factory=dict)
 

@@ -67,6 +67,8 @@ CPU_PERIOD_US = 100_000
 CGROUP_POLL = 0.05
 #: how often the rlimit level's watchdog samples the sandbox's processes
 WATCHDOG_POLL = 0.02
+#: seconds past [limits].wall after which viewbox kills a sandbox whose init has not ended it
+WALL_BACKSTOP = 1.0
 #: how long removing a cgroup may wait for the kernel to let go of its last task
 RMDIR_PATIENCE = 0.5
 
@@ -591,7 +593,10 @@ class QuotaSession:
         return cls(limits, LEVEL_RLIMIT, why_no_cgroup=tuple(why_not))
 
     def prepare(self, plan: Plan) -> Plan:
-        """`plan` with what this level adds: RLIMIT_NPROC, and a note when a limit is held less firmly."""
+        """`plan` with what this level adds: the wall-time limit for the sandbox's init to hold,
+        RLIMIT_NPROC, and a note when a limit is held less firmly."""
+        if self.limits.wall is not None:
+            plan = replace(plan, wall_ms=max(1, round(self.limits.wall * 1000)))
         if self.level != LEVEL_RLIMIT:
             return plan
         rlimits = plan.rlimits
@@ -623,7 +628,8 @@ class QuotaSession:
         self._init = init_pid
         self._started = time.monotonic()
         if self.limits.wall is not None:
-            self._deadline = self._started + self.limits.wall
+            # The sandbox's init ends it at the limit itself; this is the backstop.
+            self._deadline = self._started + self.limits.wall + WALL_BACKSTOP
         if self.limits.memory is not None or self.limits.pids is not None:
             if self._cgroups:
                 self._interval = CGROUP_POLL
@@ -702,6 +708,10 @@ class QuotaSession:
 
     def close(self, kernel: KernelUsage, wall_seconds: float) -> Usage:
         """The sandbox has been reaped: its usage, and which limit ended it; removes its cgroups."""
+        if kernel.wall_expired:
+            # the sandbox's init ended it at the limit, however much later it was collected
+            self.limit = self.limit or "wall"
+            wall_seconds = min(wall_seconds, self.limits.wall or wall_seconds)
         memory_peak: int | None = self._memory_peak or None
         pids_peak: int | None = self._pids_peak or None
         if self._cgroups:
