@@ -190,26 +190,24 @@ def unshare_in_child(flags: int) -> dict:
     return child_result(pid)
 
 
-def clone_in_child(flags: int) -> dict:
-    """Raw clone(flags | SIGCHLD) without a new stack: the child returns here and exits at once."""
-    ret = libc.syscall(ctypes.c_long(NR["clone"]), ctypes.c_ulong(flags | SIGCHLD), None, None, None, None)
+def _forked(ret: int) -> dict:
+    """The result of a raw fork-like syscall: the child exits at once, the parent reaps it."""
     if ret == 0:
         os._exit(0)
     if ret == -1:
         return failed(ctypes.get_errno())
     os.waitpid(ret, 0)
     return {"ok": True}
+
+
+def clone_in_child(flags: int) -> dict:
+    """Raw clone(flags | SIGCHLD) without a new stack: the child returns here and exits at once."""
+    return _forked(libc.syscall(ctypes.c_long(NR["clone"]), ctypes.c_ulong(flags | SIGCHLD), None, None, None, None))
 
 
 def clone3_in_child(flags: int) -> dict:
     args = ctypes.create_string_buffer(struct.pack("=11Q", flags, 0, 0, 0, SIGCHLD, 0, 0, 0, 0, 0, 0))
-    ret = libc.syscall(ctypes.c_long(NR["clone3"]), args, ctypes.c_size_t(88))
-    if ret == 0:
-        os._exit(0)
-    if ret == -1:
-        return failed(ctypes.get_errno())
-    os.waitpid(ret, 0)
-    return {"ok": True}
+    return _forked(libc.syscall(ctypes.c_long(NR["clone3"]), args, ctypes.c_size_t(88)))
 
 
 def child_result(pid: int) -> dict:
