@@ -18,7 +18,7 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["viewbox/_build.py:ffibuilder"],
     install_requires=["cffi>=1.15"],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "mypy>=1.5"]},
     entry_points={"console_scripts": ["viewbox = viewbox.cli:console_main"]},
     classifiers=[
         "Operating System :: POSIX :: Linux",

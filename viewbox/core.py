@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 from ._core import ffi, lib
 from ._record import record
@@ -44,7 +45,7 @@ class Usage:
 class Child:
     """A running sandbox: its init's pid and pidfd, and the status pipe."""
 
-    def __init__(self, c_child) -> None:
+    def __init__(self, c_child: Any) -> None:
         self._c = c_child
         self.pid: int = c_child.pid
         self.pidfd: int = c_child.pidfd
@@ -61,7 +62,7 @@ class Child:
                                  usage.in_blocks * 512, usage.out_blocks * 512, bool(usage.wall_expired))
 
 
-def _cstr(keep: list, text: str):
+def _cstr(keep: list[Any], text: str) -> Any:
     if "\0" in text:
         raise ValueError(f"NUL byte in {text!r}")
     s = ffi.new("char[]", os.fsencode(text))
@@ -69,7 +70,7 @@ def _cstr(keep: list, text: str):
     return s
 
 
-def _cstr_array(keep: list, items) -> object:
+def _cstr_array(keep: list[Any], items: Sequence[str]) -> Any:
     arr = ffi.new("char *[]", [_cstr(keep, x) for x in items] + [ffi.NULL])
     keep.append(arr)
     return arr
@@ -137,7 +138,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     subclass) naming the step that failed otherwise. The C structs only need
     to live until vb_spawn returns: the child has its own copy of memory.
     """
-    keep: list = []
+    keep: list[Any] = []
     p = ffi.new("struct vb_plan *")
     p.argv = _cstr_array(keep, plan.argv)
     p.envp = _cstr_array(keep, [f"{k}={v}" for k, v in plan.env.items()])
@@ -228,17 +229,17 @@ def seccomp_program(deny_groups: int, interpose_families: int = 0) -> bytes:
 # --- kernel probes (csrc/probe.c), used by viewbox.doctor ---------------
 
 def probe_clone(flags: int, with_userns: bool) -> int:
-    return lib.vb_probe_clone(flags, int(with_userns))
+    return int(lib.vb_probe_clone(flags, int(with_userns)))
 
 
 @lru_cache(maxsize=None)
 def probe_landlock_abi() -> int:
-    return lib.vb_probe_landlock_abi()
+    return int(lib.vb_probe_landlock_abi())
 
 
 def probe_seccomp_notify() -> int:
-    return lib.vb_probe_seccomp_notify()
+    return int(lib.vb_probe_seccomp_notify())
 
 
 def probe_pidfd() -> int:
-    return lib.vb_probe_pidfd()
+    return int(lib.vb_probe_pidfd())

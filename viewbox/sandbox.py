@@ -264,7 +264,8 @@ class Sandbox:
         finally:
             ends.close_child_ends()
         audit.emit("spawned", sandbox=sandbox_id, pid=child.pid)
-        proc = Process(child, argv, plan, *ends.parent_files(), audit=audit, quota=quota)
+        stdin_file, stdout_file, stderr_file = ends.parent_files()
+        proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota)
         self._processes.append(proc)
         return proc
 
@@ -377,8 +378,9 @@ class _Streams:
     def child_fds(self) -> dict[int, int]:
         return dict(self._child)
 
-    def parent_files(self) -> list[IO[bytes] | None]:
-        return self._parent
+    def parent_files(self) -> tuple[IO[bytes] | None, IO[bytes] | None, IO[bytes] | None]:
+        stdin, stdout, stderr = self._parent
+        return stdin, stdout, stderr
 
     def close_child_ends(self) -> None:
         for fd in self._close_in_parent:
