@@ -90,3 +90,12 @@ def test_one_supervisor_serves_concurrent_sandboxes(as_user: Caller, shared_dir:
     assert (done.returncode, done.stdout.strip()) == (0, "0"), done.stderr
     slow_opens = [e for e in _events(logs[0]) if e.get("args", {}).get("path") == "/etc/hostname"]
     assert len(slow_opens) == 8
+
+
+def test_a_supervisor_stops_and_lets_go() -> None:
+    from viewbox import core
+
+    supervisor = core.Supervisor()
+    assert supervisor.serving == 0
+    supervisor.stop()  # returns once its thread has ended
+    assert not supervisor._thread.is_alive()

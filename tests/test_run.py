@@ -612,3 +612,13 @@ def test_api_as_nobody() -> None:
     done = run_unprivileged(["-c", script])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [4, "65534\n", "err\n", "bytes"]
+
+
+def test_exit_statuses_of_the_c_core_map_to_their_exceptions() -> None:
+    # errors.py stays free of cffi, so it names the statuses itself: they must match the header
+    from viewbox._core import lib
+    from viewbox.errors import spawn_error
+
+    assert type(spawn_error("x", 0, lib.VB_EXIT_NOTFOUND)) is viewbox.CommandNotFound
+    assert type(spawn_error("x", 13, lib.VB_EXIT_NOEXEC)) is viewbox.CommandNotExecutable
+    assert type(spawn_error("x", 1, lib.VB_EXIT_SETUP)) is viewbox.SpawnError

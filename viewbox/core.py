@@ -16,10 +16,8 @@ from ._record import record
 from .errors import spawn_error
 from .plan import Plan
 
-#: exit statuses the C core uses for its own failures (csrc/viewbox.h)
+#: exit status the C core uses when it could not set a sandbox up (csrc/viewbox.h)
 EXIT_SETUP = lib.VB_EXIT_SETUP
-EXIT_NOEXEC = lib.VB_EXIT_NOEXEC
-EXIT_NOTFOUND = lib.VB_EXIT_NOTFOUND
 
 
 @record

@@ -77,6 +77,7 @@ class CommandNotExecutable(SpawnError):
 
 def spawn_error(what: str, err: int, exit_code: int) -> SpawnError:
     """The one place a C-core error record becomes an exception."""
+    # VB_EXIT_NOEXEC and VB_EXIT_NOTFOUND of csrc/viewbox.h (this module stays free of cffi)
     kind = {126: CommandNotExecutable, 127: CommandNotFound}.get(exit_code, SpawnError)
     return kind(what, err, exit_code)
 
