@@ -711,7 +711,8 @@ class QuotaSession:
         if kernel.wall_expired:
             # the sandbox's init ended it at the limit, however much later it was collected
             self.limit = self.limit or "wall"
-            wall_seconds = min(wall_seconds, self.limits.wall or wall_seconds)
+            # (viewbox's clock starts a moment after the init's: the init's is the run's)
+            wall_seconds = self.limits.wall if self.limits.wall is not None else wall_seconds
         memory_peak: int | None = self._memory_peak or None
         pids_peak: int | None = self._pids_peak or None
         if self._cgroups:
