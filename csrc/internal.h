@@ -45,18 +45,9 @@ void vb_apply_landlock(const struct vb_plan *plan);
  * interposing, else -1. */
 int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families);
 
-/* The interposed rows of syscall_table.h (seccomp.c). */
-struct vb_interpose_info {
-    const char *name;
-    int nr;
-    uint64_t family;
-    const char *args;      /* how to decode each argument, see syscall_table.h */
-    const char *note;
-};
-const struct vb_interpose_info *vb_interpose_table(size_t *count);
-
-/* supervisor.c: start serving a sandbox's listener (takes ownership of it);
- * its events go to a duplicate of audit_fd (-1: none). */
-int vb_supervisor_add(struct vb_supervisor *sup, int listener, int audit_fd, uint64_t id);
+/* supervisor.c: start serving a sandbox's listener and, with path rules, its
+ * broker socket (takes ownership of both, closing them on failure too). Its
+ * events go to a duplicate of plan->audit_fd (-1: none). */
+int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const struct vb_plan *plan);
 
 #endif

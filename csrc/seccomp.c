@@ -8,7 +8,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "supervise.h"
 
 #if defined(__x86_64__)
 #define VB_AUDIT_ARCH AUDIT_ARCH_X86_64
@@ -61,7 +61,7 @@ static const struct vb_ioctl_row ioctl_rows[] = {
 static const struct vb_interpose_info interpose_rows[] = {
 #define VB_SYSCALL(name, group, how, mask, note)
 #define VB_IOCTL(request, name, group, note)
-#define VB_INTERPOSE(name, family, args, note) {#name, __NR_##name, family, args, note},
+#define VB_INTERPOSE(name, family, args, note) {#name, __NR_##name, family, args, note, sys_##name},
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
@@ -72,6 +72,14 @@ const struct vb_interpose_info *vb_interpose_table(size_t *count)
 {
     *count = VB_ARRAY_LEN(interpose_rows);
     return interpose_rows;
+}
+
+const struct vb_interpose_info *vb_interpose_row(int nr)
+{
+    for (size_t i = 0; i < VB_ARRAY_LEN(interpose_rows); i++)
+        if (interpose_rows[i].nr == nr)
+            return &interpose_rows[i];
+    return NULL;
 }
 
 /* syscall rows then ioctl rows, for vb_syscall_table() */

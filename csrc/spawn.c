@@ -4,6 +4,8 @@
  *   clone3(CLONE_NEW*) ──▶ PDEATHSIG, wait for maps
  *   write uid/gid maps ──▶ build the view, pivot_root
  *                          hostname, loopback up
+ *                         [fork ─▶ broker (path rules only): the command's
+ *                                  ids, Landlock, caps; serves the supervisor]
  *                          fork ─────────────────────────▶ setsid, fds, workdir,
  *                          close every fd but status       rlimits, ids, Landlock,
  *                          forward signals, reap           caps, seccomp, exec
@@ -32,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker.h"
 #include "internal.h"
 
 /* struct clone_args of <linux/sched.h>, which clashes with <sched.h>. */
@@ -58,6 +61,12 @@ struct vb_clone_args {
 static int child_errfd = -1;
 /* The socket that carries the seccomp listener back to the caller, or -1. */
 static int child_listener_sock = -1;
+/* The broker's end of its socket to the supervisor, or -1. */
+static int child_broker_sock = -1;
+/* The init's status pipe while the init places fds itself (see run_init), or -1. */
+static int child_status_fd = -1;
+/* 1 once the init placed the command's fds and applied Landlock itself (see run_init). */
+static int init_did_fds_and_landlock;
 
 int vb_strlcpy(char *dst, const char *src, size_t cap)
 {
@@ -177,17 +186,17 @@ static void setup_fds(const struct vb_plan *plan)
         if (plan->fds[i].parent_fd > top)
             top = plan->fds[i].parent_fd;
     }
-    /* the error pipe and the listener socket survive, above everything */
-    int moved = fcntl(child_errfd, F_DUPFD_CLOEXEC, top + 1);
-    if (moved < 0)
-        FAIL(errno, "move the error pipe");
-    child_errfd = moved;
-    int keep_top = child_errfd;
-    if (child_listener_sock >= 0) {
-        moved = fcntl(child_listener_sock, F_DUPFD_CLOEXEC, child_errfd + 1);
+    /* the error pipe, the sockets and the init's status pipe survive, above
+     * everything, in this order */
+    int *survivors[] = {&child_errfd, &child_listener_sock, &child_broker_sock, &child_status_fd};
+    int keep_top = top;
+    for (size_t i = 0; i < VB_ARRAY_LEN(survivors); i++) {
+        if (*survivors[i] < 0)
+            continue;
+        int moved = fcntl(*survivors[i], F_DUPFD_CLOEXEC, keep_top + 1);
         if (moved < 0)
-            FAIL(errno, "move the listener socket");
-        child_listener_sock = moved;
+            FAIL(errno, "move the error pipe or a socket to the supervisor");
+        *survivors[i] = moved;
         keep_top = moved;
     }
     int staged[MAX_FDS];
@@ -211,13 +220,15 @@ static void setup_fds(const struct vb_plan *plan)
             close(fd);
     }
     /* everything else the caller had open: nothing of the host leaks in */
-    int keep[2] = {child_errfd, child_listener_sock >= 0 ? child_listener_sock : child_errfd};
     int from = max_target + 1;
-    for (int i = 0; i < 2; i++) {
-        if (from < keep[i] && syscall(SYS_close_range, from, keep[i] - 1, 0) != 0)
+    for (size_t i = 0; i < VB_ARRAY_LEN(survivors); i++) {
+        int keep = *survivors[i]; /* ascending, as moved above */
+        if (keep < 0)
+            continue;
+        if (from < keep && syscall(SYS_close_range, from, keep - 1, 0) != 0)
             FAIL(errno, "close inherited file descriptors");
-        if (keep[i] + 1 > from)
-            from = keep[i] + 1;
+        if (keep + 1 > from)
+            from = keep + 1;
     }
     if (syscall(SYS_close_range, from, ~0U, 0) != 0)
         FAIL(errno, "close inherited file descriptors");
@@ -327,7 +338,8 @@ __attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
     reset_signals();
     if (setsid() < 0)
         FAIL(errno, "start a new session");
-    setup_fds(plan);
+    if (!init_did_fds_and_landlock)
+        setup_fds(plan);
     if (chdir(plan->workdir) != 0)
         FAIL(errno, "working directory ", plan->workdir);
     for (size_t i = 0; i < plan->n_rlimits; i++) {
@@ -336,13 +348,41 @@ __attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
             FAIL(errno, "set a resource limit");
     }
     set_identity(plan);
-    vb_apply_landlock(plan);
+    if (!init_did_fds_and_landlock)
+        vb_apply_landlock(plan);
     drop_capabilities();
     /* last: it restricts what we may call */
     int listener = vb_apply_seccomp(plan->seccomp_deny_groups, plan->interpose_families);
     if (listener >= 0)
         send_listener(listener);
     exec_command(plan);
+}
+
+/* The broker (broker.h): forked by the init before the command, it gets the
+ * command's view, identity, Landlock domain and capabilities (none), so the
+ * calls it performs for the supervisor are exactly what the command could
+ * do itself. It is not dumpable (the command cannot read or steer it through
+ * /proc) and keeps the seccomp baseline, without notification: its own calls
+ * must not wait for the supervisor that waits for it. */
+__attribute__((noreturn)) static void run_broker(const struct vb_plan *plan)
+{
+    reset_signals();
+    if (setsid() < 0)
+        FAIL(errno, "start the broker's session");
+    if (chdir("/") != 0)
+        FAIL(errno, "broker: enter the view's root");
+    set_identity(plan);
+    for (size_t i = 0; i < plan->n_fds; i++)
+        close(plan->fds[i].child_fd); /* the command's, placed by the init for Landlock's sake */
+    if (child_listener_sock >= 0)
+        close(child_listener_sock);
+    child_listener_sock = -1;
+    drop_capabilities();
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* after the id change, which resets it */
+    vb_apply_seccomp(plan->seccomp_deny_groups, 0);
+    close(child_errfd); /* set up: the caller's error pipe no longer waits for us */
+    child_errfd = -1;
+    vb_broker_run(plan, child_broker_sock);
 }
 
 static void on_signal(int sig)
@@ -354,6 +394,7 @@ static void on_signal(int sig)
 struct status_record {
     int wstatus;
     int wall_expired;
+    int broker_lost;
     struct rusage children;
 };
 
@@ -364,12 +405,13 @@ static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUS
  * command's wait status. When it exits the kernel kills every process left
  * in the pid namespace, so nothing outlives the command. */
 /* Reports how the command ended and what its processes used, then exits. */
-__attribute__((noreturn)) static void report(int status_fd, int wstatus, int wall_expired)
+__attribute__((noreturn)) static void report(int status_fd, int wstatus, int wall_expired, int broker_lost)
 {
     struct status_record record;
     memset(&record, 0, sizeof record);
     record.wstatus = wstatus;
     record.wall_expired = wall_expired;
+    record.broker_lost = broker_lost;
     /* what the command's tree used, without this init (a copy of the caller:
      * its memory and set-up time are not the command's) */
     getrusage(RUSAGE_CHILDREN, &record.children);
@@ -377,9 +419,11 @@ __attribute__((noreturn)) static void report(int status_fd, int wstatus, int wal
     _exit(n == (ssize_t)sizeof record ? 0 : VB_EXIT_SETUP);
 }
 
-/* The wall-time limit has passed: kill everything in the pid namespace but
- * this init, and reap it all, so the usage counts every process. */
-__attribute__((noreturn)) static void end_at_wall_limit(pid_t command, int status_fd)
+/* Ends the sandbox before its command did: the wall-time limit passed, or
+ * the broker is gone (the supervisor went away, or something killed it) and
+ * path calls could no longer be decided. Kills everything in the pid
+ * namespace but this init and reaps it all, so the usage counts every process. */
+__attribute__((noreturn)) static void end_sandbox(pid_t command, int status_fd, int wall_expired, int broker_lost)
 {
     kill(-1, SIGKILL);
     int status, command_status = SIGKILL; /* as if killed, should it be reaped already */
@@ -387,10 +431,10 @@ __attribute__((noreturn)) static void end_at_wall_limit(pid_t command, int statu
     while ((pid = waitpid(-1, &status, 0)) > 0 || (pid < 0 && errno == EINTR))
         if (pid == command)
             command_status = status;
-    report(status_fd, command_status, 1);
+    report(status_fd, command_status, wall_expired, broker_lost);
 }
 
-__attribute__((noreturn)) static void supervise_command(pid_t command, int status_fd, uint64_t wall_ms)
+__attribute__((noreturn)) static void supervise_command(pid_t command, pid_t broker, int status_fd, uint64_t wall_ms)
 {
     /* Nothing here for the command to inspect: not dumpable, no host fds. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -428,10 +472,10 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, int statu
                 left.tv_nsec += 1000000000;
             }
             if (left.tv_sec < 0)
-                end_at_wall_limit(command, status_fd);
+                end_sandbox(command, status_fd, 1, 0);
             sig = sigtimedwait(&wait_for, &info, &left);
             if (sig < 0 && errno == EAGAIN)
-                end_at_wall_limit(command, status_fd);
+                end_sandbox(command, status_fd, 1, 0);
         } else {
             sig = sigwaitinfo(&wait_for, &info);
         }
@@ -443,14 +487,23 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, int statu
         }
         int status;
         pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
             if (pid == command)
-                report(status_fd, status, 0);
+                report(status_fd, status, 0, 0);
+            if (pid == broker) {
+                /* The broker exits when its supervisor lets the sandbox go, which
+                 * happens when the command's last process ended: then the command's
+                 * status is waiting here too, and the run ended on its own. */
+                if (waitpid(command, &status, WNOHANG) == command)
+                    report(status_fd, status, 0, 0);
+                end_sandbox(command, status_fd, 0, 1);
+            }
+        }
     }
 }
 
 __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int err_w, int status_w, int sync_r,
-                                               int listener_sock)
+                                               int listener_sock, int broker_sock)
 {
     child_errfd = err_w;
     child_listener_sock = listener_sock;
@@ -484,6 +537,31 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
     for (size_t i = 0; i < VB_ARRAY_LEN(forwarded); i++)
         sigaction(forwarded[i], &sa, NULL);
 
+    pid_t broker = -1;
+    if (broker_sock >= 0) {
+        /* The broker and the command get one Landlock domain, applied here:
+         * Landlock lets a process reach another's /proc/PID/fd (which the
+         * broker follows for the command's /proc/self/fd/N) only within its
+         * own domain. So the command's fds are placed here first, as the
+         * ruleset grants the files handed in from them. The init needs no
+         * file access of its own from now on. */
+        child_broker_sock = broker_sock;
+        child_status_fd = status_w;
+        setup_fds(plan);
+        status_w = child_status_fd;
+        child_status_fd = -1;
+        vb_apply_landlock(plan);
+        init_did_fds_and_landlock = 1;
+        broker = raw_fork();
+        if (broker < 0)
+            FAIL(errno, "fork the broker");
+        if (broker == 0) {
+            close(status_w);
+            run_broker(plan);
+        }
+        close(child_broker_sock);
+        child_broker_sock = -1;
+    }
     pid_t command = raw_fork();
     if (command < 0)
         FAIL(errno, "fork the command");
@@ -491,7 +569,7 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         close(status_w);
         run_command(plan);
     }
-    supervise_command(command, status_w, plan->wall_ms);
+    supervise_command(command, broker, status_w, plan->wall_ms);
 }
 
 static int write_file(const char *path, const char *text)
@@ -610,13 +688,15 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     if (plan->interpose_families && !plan->supervisor)
         return -EINVAL;
     int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};
-    int listener_socks[2] = {-1, -1};
+    int listener_socks[2] = {-1, -1}, broker_socks[2] = {-1, -1};
     if (pipe2(err_pipe, O_CLOEXEC) != 0 || pipe2(status_pipe, O_CLOEXEC) != 0 ||
         pipe2(sync_pipe, O_CLOEXEC) != 0 ||
         (plan->interpose_families &&
-         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, listener_socks) != 0)) {
+         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, listener_socks) != 0) ||
+        (plan->n_path_rules &&
+         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, broker_socks) != 0)) {
         int rc = -errno;
-        int *all[] = {err_pipe, status_pipe, sync_pipe, listener_socks};
+        int *all[] = {err_pipe, status_pipe, sync_pipe, listener_socks, broker_socks};
         for (size_t i = 0; i < VB_ARRAY_LEN(all); i++)
             for (int end = 0; end < 2; end++)
                 if (all[i][end] >= 0)
@@ -645,7 +725,9 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
         close(sync_pipe[1]);
         if (listener_socks[0] >= 0)
             close(listener_socks[0]);
-        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0], listener_socks[1]);
+        if (broker_socks[0] >= 0)
+            close(broker_socks[0]);
+        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0], listener_socks[1], broker_socks[1]);
     }
     int clone_errno = errno;
     close(err_pipe[1]);
@@ -653,12 +735,16 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     close(sync_pipe[0]);
     if (listener_socks[1] >= 0)
         close(listener_socks[1]);
+    if (broker_socks[1] >= 0)
+        close(broker_socks[1]);
     if (pid < 0) {
         close(err_pipe[0]);
         close(status_pipe[0]);
         close(sync_pipe[1]);
         if (listener_socks[0] >= 0)
             close(listener_socks[0]);
+        if (broker_socks[0] >= 0)
+            close(broker_socks[0]);
         error->err = clone_errno;
         error->exit_code = VB_EXIT_SETUP;
         snprintf(error->what, sizeof error->what, "create the sandbox's namespaces (clone3)");
@@ -678,9 +764,10 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
          * the setup failed, and the error pipe says why. */
         int listener = receive_listener(listener_socks[0]);
         if (listener >= 0) {
-            int added = vb_supervisor_add(plan->supervisor, listener, plan->audit_fd, plan->sandbox_id);
+            /* the supervisor takes both: the broker's end is closed with the listener */
+            int added = vb_supervisor_add(plan->supervisor, listener, broker_socks[0], plan);
+            broker_socks[0] = -1;
             if (added < 0) {
-                close(listener);
                 kill(pid, SIGKILL);
                 error->err = -added;
                 error->exit_code = VB_EXIT_SETUP;
@@ -691,6 +778,8 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     }
     if (listener_socks[0] >= 0)
         close(listener_socks[0]);
+    if (broker_socks[0] >= 0)
+        close(broker_socks[0]);
     if (rc == 0) {
         ssize_t n = read_full(err_pipe[0], error, sizeof *error);
         if (n == (ssize_t)sizeof *error)
@@ -729,6 +818,7 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
     usage->in_blocks = ru.ru_inblock;
     usage->out_blocks = ru.ru_oublock;
     usage->wall_expired = n == (ssize_t)sizeof record && record.wall_expired;
+    usage->broker_lost = n == (ssize_t)sizeof record && record.broker_lost;
     /* no report: the init itself died (killed from outside) */
     *wstatus = n == (ssize_t)sizeof record ? record.wstatus : init_status;
     close(child->status_fd);

@@ -1,17 +1,26 @@
 /* Layer 3: the supervisor. One thread, one epoll loop over the seccomp
- * listener fds of every sandbox spawned with it, plus an eventfd to stop.
+ * listener and the broker socket of every sandbox spawned with it, plus two
+ * eventfds: one to stop, one for answers from the asking side.
  *
- * Today every interposed call is audited and allowed. The decision is
- * CONTINUE, which DESIGN.md rule 1 permits only where layers 0-2 already
- * enforce the same outcome: they do, because audit mode adds no rule of its
- * own — the call meets the same mounts, Landlock ruleset and seccomp filter it
- * would have met without the supervisor. What the audit reports of a path is
- * what the process asked for (copied once, after which ID_VALID is checked),
- * not necessarily what the kernel then opened. */
+ * A sandbox without path rules is audited only: each interposed call is
+ * written to its audit fd and CONTINUEd. DESIGN.md rule 1 permits CONTINUE
+ * only where layers 0-2 already enforce the same outcome, and they do: the
+ * supervisor adds no rule of its own then, so the call meets the same mounts,
+ * Landlock ruleset and seccomp filter it would have met without it.
+ *
+ * A sandbox with path rules has a broker (broker.h). A call's arguments are
+ * copied once; its handler (sys_fs.c) turns them into a broker request with
+ * the directories its relative paths start from; the broker resolves,
+ * decides by the rules and performs; the reply becomes the call's answer: an
+ * fd through SECCOMP_IOCTL_NOTIF_ADDFD, a struct written back, or an errno.
+ * The loop never waits for a broker or an asker: requests go out and replies
+ * come back as events, so a slow call (a FIFO waiting for its peer, a person
+ * deciding) holds only its own caller, never the other sandboxes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,42 +28,113 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "supervise.h"
 
 #ifndef SECCOMP_USER_NOTIF_FLAG_CONTINUE
 #define SECCOMP_USER_NOTIF_FLAG_CONTINUE (1UL << 0)
 #endif
+#ifndef SECCOMP_ADDFD_FLAG_SEND
+#define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
+#endif
+
+/* Requests a sandbox may have at its broker at once. Both directions of the
+ * socket must hold them all (a request is ~12 KiB, a reply ~8 KiB, the
+ * default socket buffer ~208 KiB) so that neither side ever blocks on a send
+ * while the other blocks on its own; the rest wait here, in order. */
+#define MAX_AT_BROKER 12
+
+enum watch_kind { WATCH_STOP, WATCH_ANSWERS, WATCH_LISTENER, WATCH_BROKER };
+
+/* What an epoll event is about. */
+struct watch {
+    enum watch_kind kind;
+    struct served *sandbox;
+};
+
+/* An ask answered "always": later calls reaching `path` with `access` go ahead. */
+struct grant {
+    unsigned access;
+    char *path;
+};
+
+/* One sandbox. Built by vb_supervisor_add (the spawning thread), then owned
+ * by the loop thread. */
+struct served {
+    struct watch on_listener, on_broker;
+    int listener;
+    int broker;                /* -1: audit only, or the broker is gone */
+    int emulate;               /* path rules: calls go through the broker */
+    int audit_fd;
+    uint64_t id;
+    int ask_upcall;
+    char **origins;            /* of the plan's path rules, for events */
+    size_t n_rules;
+    struct grant *always;
+    size_t n_always;
+    int at_broker;             /* requests sent, not yet answered */
+    struct vb_call *backlog;   /* requests waiting for a slot, oldest first */
+    int dead;
+    struct served *next;       /* every served sandbox, for stop and answers */
+};
+
+/* A question for the asking side, and its answer coming back. */
+struct question {
+    struct vb_request request;
+    struct served *sandbox;
+    int taken;                 /* handed out by vb_supervisor_next_request */
+    struct question *next;
+};
+
+struct answer {
+    uint64_t token;
+    int answer;
+    struct answer *next;
+};
 
 struct vb_supervisor {
     int epoll_fd;
     int wake_fd;               /* eventfd: vb_supervisor_stop() */
+    int answer_fd;             /* eventfd: answers are queued */
+    int request_fd;            /* eventfd: questions wait (read by the asking side) */
+    struct watch on_wake, on_answers;
     atomic_int served;         /* sandboxes whose listener is open */
     struct seccomp_notif_sizes sizes;
+    uint64_t next_token;
+    struct vb_call *calls;     /* at a broker or an asker (loop thread only) */
+    struct vb_broker_reply *reply; /* receive buffer (loop thread only) */
+    pthread_mutex_t lock;      /* guards the fields below */
+    struct served *sandboxes;
+    struct question *questions;
+    struct answer *answers;
 };
 
-/* One sandbox: its listener and where its events go. */
-struct served {
-    int listener;
-    int audit_fd;
-    uint64_t id;
-};
+/* --- lifecycle ---------------------------------------------------------------- */
 
 struct vb_supervisor *vb_supervisor_new(void)
 {
     struct vb_supervisor *sup = calloc(1, sizeof *sup);
     if (!sup)
         return NULL;
+    pthread_mutex_init(&sup->lock, NULL);
     sup->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     sup->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (sup->epoll_fd < 0 || sup->wake_fd < 0 ||
+    sup->answer_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    sup->request_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    sup->reply = calloc(1, sizeof *sup->reply);
+    sup->on_wake.kind = WATCH_STOP;
+    sup->on_answers.kind = WATCH_ANSWERS;
+    struct epoll_event wake = {.events = EPOLLIN, .data.ptr = &sup->on_wake};
+    struct epoll_event answers = {.events = EPOLLIN, .data.ptr = &sup->on_answers};
+    if (sup->epoll_fd < 0 || sup->wake_fd < 0 || sup->answer_fd < 0 || sup->request_fd < 0 || !sup->reply ||
         syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sup->sizes) != 0 ||
-        epoll_ctl(sup->epoll_fd, EPOLL_CTL_ADD, sup->wake_fd, &ev) != 0) {
-        int err = errno;
+        epoll_ctl(sup->epoll_fd, EPOLL_CTL_ADD, sup->wake_fd, &wake) != 0 ||
+        epoll_ctl(sup->epoll_fd, EPOLL_CTL_ADD, sup->answer_fd, &answers) != 0) {
+        int err = errno ? errno : ENOMEM;
         vb_supervisor_free(sup);
         errno = err;
         return NULL;
@@ -66,10 +146,12 @@ void vb_supervisor_free(struct vb_supervisor *sup)
 {
     if (!sup)
         return;
-    if (sup->epoll_fd >= 0)
-        close(sup->epoll_fd);
-    if (sup->wake_fd >= 0)
-        close(sup->wake_fd);
+    int fds[] = {sup->epoll_fd, sup->wake_fd, sup->answer_fd, sup->request_fd};
+    for (size_t i = 0; i < VB_ARRAY_LEN(fds); i++)
+        if (fds[i] > 0)
+            close(fds[i]);
+    free(sup->reply);
+    pthread_mutex_destroy(&sup->lock);
     free(sup);
 }
 
@@ -85,43 +167,110 @@ int vb_supervisor_count(struct vb_supervisor *sup)
     return atomic_load(&sup->served);
 }
 
-int vb_supervisor_add(struct vb_supervisor *sup, int listener, int audit_fd, uint64_t id)
+static void close_served_fds(struct served *s)
+{
+    if (s->listener >= 0)
+        close(s->listener);
+    if (s->broker >= 0)
+        close(s->broker);
+    if (s->audit_fd >= 0)
+        close(s->audit_fd);
+    s->listener = s->broker = s->audit_fd = -1;
+}
+
+static void free_served(struct served *s)
+{
+    for (size_t i = 0; i < s->n_rules; i++)
+        free(s->origins[i]);
+    free(s->origins);
+    for (size_t i = 0; i < s->n_always; i++)
+        free(s->always[i].path);
+    free(s->always);
+    free(s);
+}
+
+int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const struct vb_plan *plan)
 {
     struct served *s = calloc(1, sizeof *s);
+    int err = ENOMEM;
     if (!s)
-        return -ENOMEM;
+        goto fail;
     s->listener = listener;
-    s->audit_fd = audit_fd >= 0 ? fcntl(audit_fd, F_DUPFD_CLOEXEC, 3) : -1;
-    s->id = id;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = s};
-    if (epoll_ctl(sup->epoll_fd, EPOLL_CTL_ADD, listener, &ev) != 0) {
-        int err = errno;
-        if (s->audit_fd >= 0)
-            close(s->audit_fd);
-        free(s);
+    s->broker = broker;
+    s->emulate = broker >= 0;
+    s->audit_fd = plan->audit_fd >= 0 ? fcntl(plan->audit_fd, F_DUPFD_CLOEXEC, 3) : -1;
+    s->id = plan->sandbox_id;
+    s->ask_upcall = plan->ask_upcall;
+    s->on_listener = (struct watch){WATCH_LISTENER, s};
+    s->on_broker = (struct watch){WATCH_BROKER, s};
+    if (plan->n_path_rules) {
+        s->origins = calloc(plan->n_path_rules, sizeof *s->origins);
+        if (!s->origins)
+            goto fail;
+        s->n_rules = plan->n_path_rules;
+        for (size_t i = 0; i < plan->n_path_rules; i++)
+            if (!(s->origins[i] = strdup(plan->path_rules[i].origin ? plan->path_rules[i].origin : "")))
+                goto fail;
+    }
+    if (broker >= 0) {
+        /* room for MAX_AT_BROKER requests, as far as the system lets us */
+        int bytes = 1 << 20;
+        setsockopt(broker, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+        setsockopt(broker, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    }
+    pthread_mutex_lock(&sup->lock);
+    s->next = sup->sandboxes;
+    sup->sandboxes = s;
+    pthread_mutex_unlock(&sup->lock);
+    struct epoll_event on_listener = {.events = EPOLLIN, .data.ptr = &s->on_listener};
+    struct epoll_event on_broker = {.events = EPOLLIN, .data.ptr = &s->on_broker};
+    if ((broker >= 0 && epoll_ctl(sup->epoll_fd, EPOLL_CTL_ADD, broker, &on_broker) != 0) ||
+        epoll_ctl(sup->epoll_fd, EPOLL_CTL_ADD, listener, &on_listener) != 0) {
+        err = errno;
+        /* not served: take it back out before the loop can see it */
+        epoll_ctl(sup->epoll_fd, EPOLL_CTL_DEL, broker, NULL);
+        pthread_mutex_lock(&sup->lock);
+        struct served **at = &sup->sandboxes;
+        while (*at != s)
+            at = &(*at)->next;
+        *at = s->next;
+        pthread_mutex_unlock(&sup->lock);
+        close_served_fds(s);
+        free_served(s);
         return -err;
     }
     atomic_fetch_add(&sup->served, 1);
     return 0;
+fail:
+    if (s) {
+        close_served_fds(s);
+        free_served(s);
+    } else {
+        close(listener);
+        if (broker >= 0)
+            close(broker);
+    }
+    return -err;
 }
 
-static void drop(struct vb_supervisor *sup, struct served *s)
+/* --- reading and writing the tracee ---------------------------------------------
+ * The notification's pid is the calling thread. process_vm_readv may read
+ * another process if that thread died and its pid was reused: every read is
+ * followed by SECCOMP_IOCTL_NOTIF_ID_VALID before anything read is used. */
+
+static int read_remote(pid_t pid, uint64_t addr, void *out, size_t len)
 {
-    epoll_ctl(sup->epoll_fd, EPOLL_CTL_DEL, s->listener, NULL);
-    close(s->listener);
-    if (s->audit_fd >= 0)
-        close(s->audit_fd);
-    free(s);
-    atomic_fetch_sub(&sup->served, 1);
+    struct iovec local = {out, len};
+    struct iovec remote = {(void *)(uintptr_t)addr, len};
+    ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    return n == (ssize_t)len ? 0 : -(n < 0 ? errno : EFAULT);
 }
 
-/* --- reading the tracee ---------------------------------------------------- */
-
-/* Copies the NUL-terminated string at `addr` in `pid`, a page at a time so a
- * string ending just before unmapped memory still reads. */
-static int read_string(pid_t pid, uint64_t addr, char *out, size_t cap)
+int vb_read_string(const struct vb_call *call, uint64_t addr, char *out, size_t cap)
 {
+    /* a page at a time, so a string ending just before unmapped memory reads */
     size_t got = 0;
+    pid_t pid = (pid_t)call->notif.pid;
     while (got + 1 < cap) {
         size_t page_left = 4096 - ((addr + got) & 4095);
         size_t want = page_left < cap - 1 - got ? page_left : cap - 1 - got;
@@ -130,8 +279,7 @@ static int read_string(pid_t pid, uint64_t addr, char *out, size_t cap)
         ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
         if (n <= 0)
             return -(n < 0 ? errno : EFAULT);
-        char *nul = memchr(out + got, '\0', (size_t)n);
-        if (nul)
+        if (memchr(out + got, '\0', (size_t)n))
             return 0;
         got += (size_t)n;
     }
@@ -139,267 +287,679 @@ static int read_string(pid_t pid, uint64_t addr, char *out, size_t cap)
     return -ENAMETOOLONG;
 }
 
-static int read_memory(pid_t pid, uint64_t addr, void *out, size_t len)
+int vb_read_memory(const struct vb_call *call, uint64_t addr, void *out, size_t len)
 {
-    struct iovec local = {out, len};
+    return read_remote((pid_t)call->notif.pid, addr, out, len);
+}
+
+static int call_valid(const struct vb_call *call)
+{
+    uint64_t id = call->notif.id;
+    return ioctl(call->sandbox->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
+}
+
+int vb_write_memory(const struct vb_call *call, uint64_t addr, const void *data, size_t len)
+{
+    /* Checked first: while the call is valid its thread waits in the kernel
+     * for this answer and cannot exit, so the pid is still that thread's
+     * (a pid is reused only after its task is gone and pid_max wrapped). */
+    if (!call_valid(call))
+        return -ESRCH;
+    struct iovec local = {(void *)data, len};
     struct iovec remote = {(void *)(uintptr_t)addr, len};
-    ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    ssize_t n = process_vm_writev((pid_t)call->notif.pid, &local, 1, &remote, 1, 0);
     return n == (ssize_t)len ? 0 : -(n < 0 ? errno : EFAULT);
 }
 
-/* --- JSON output ------------------------------------------------------------ */
-
-struct out {
-    char buf[3 * PATH_MAX + 1024];
-    size_t len;
-};
-
-static void put(struct out *o, const char *s)
+int vb_open_dirfd(const struct vb_call *call, int dirfd)
 {
-    size_t n = strlen(s);
-    if (o->len + n < sizeof o->buf) {
-        memcpy(o->buf + o->len, s, n);
-        o->len += n;
-    }
+    char path[64];
+    if (dirfd == AT_FDCWD)
+        snprintf(path, sizeof path, "/proc/%u/cwd", call->notif.pid);
+    else if (dirfd < 0)
+        return -EBADF;
+    else
+        snprintf(path, sizeof path, "/proc/%u/fd/%d", call->notif.pid, dirfd);
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    if (fd < 0)
+        return dirfd == AT_FDCWD ? -errno : -EBADF;
+    return fd;
 }
 
-static void putf(struct out *o, const char *fmt, unsigned long long v)
+/* Copies the call's pointer arguments once, as the table describes them:
+ * paths into request.path / path2, an open_how into flags / mode / resolve.
+ * A NULL path reads as "" (statx and fstatat take NULL with AT_EMPTY_PATH). */
+static int copy_arguments(struct vb_call *call)
 {
-    char tmp[64];
-    snprintf(tmp, sizeof tmp, fmt, v);
-    put(o, tmp);
-}
-
-/* A JSON string; bytes that are not valid UTF-8 become \u00XX escapes. */
-static void put_string(struct out *o, const char *s)
-{
-    put(o, "\"");
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned char c = *p;
-        int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        for (int i = 1; i < len; i++)
-            if ((p[i] & 0xC0) != 0x80)
-                len = 0;
-        char tmp[8];
-        if (c == '"' || c == '\\') {
-            tmp[0] = '\\', tmp[1] = (char)c, tmp[2] = 0;
-            put(o, tmp);
-        } else if (c < 0x20 || len == 0) {
-            snprintf(tmp, sizeof tmp, "\\u%04x", c);
-            put(o, tmp);
-            len = 1;
-        } else {
-            memcpy(tmp, p, (size_t)len);
-            tmp[len] = 0;
-            put(o, tmp);
-        }
-        p += len ? len : 1;
-    }
-    put(o, "\"");
-}
-
-struct flag_name {
-    unsigned long value;
-    const char *name;
-};
-
-/* "A|B|0x40" for the bits of `flags` that `names` knows, then the rest in hex. */
-static void format_flags(char *text, size_t cap, unsigned long flags, const struct flag_name *names, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if ((flags & names[i].value) == names[i].value) {
-            if (text[0])
-                vb_strlcat(text, "|", cap);
-            vb_strlcat(text, names[i].name, cap);
-            flags &= ~names[i].value;
+    const char *spec = call->row->args;
+    int paths = 0, rc = 0;
+    for (int i = 0; spec[i] && i < 6; i++) {
+        uint64_t arg = call->notif.data.args[i];
+        if (spec[i] == 'p') {
+            char *out = paths++ ? call->request.path2 : call->request.path;
+            int r = arg ? vb_read_string(call, arg, out, PATH_MAX) : 0;
+            if (r < 0) {
+                out[0] = '\0';
+                rc = rc ? rc : r;
+            }
+        } else if (spec[i] == 'h') {
+            struct open_how how;
+            uint64_t size = i < 5 ? call->notif.data.args[i + 1] : 0;
+            memset(&how, 0, sizeof how);
+            if (size < sizeof how) {
+                rc = rc ? rc : -EINVAL;
+                continue;
+            }
+            int r = vb_read_memory(call, arg, &how, sizeof how);
+            if (r == 0 && size > sizeof how) {
+                /* a newer struct: fine only if what we do not know is zero */
+                unsigned char rest[512];
+                if (size - sizeof how > sizeof rest)
+                    r = -E2BIG;
+                else if ((r = vb_read_memory(call, arg + sizeof how, rest, size - sizeof how)) == 0)
+                    for (size_t k = 0; k < size - sizeof how; k++)
+                        if (rest[k])
+                            r = -E2BIG;
+            }
+            if (r < 0)
+                rc = rc ? rc : r;
+            call->request.flags = how.flags;
+            call->request.mode = how.mode;
+            call->request.resolve = how.resolve;
         }
     }
-    if (flags) {
-        char rest[32];
-        snprintf(rest, sizeof rest, "%s0x%lx", text[0] ? "|" : "", flags);
-        vb_strlcat(text, rest, cap);
-    }
+    return rc;
 }
 
-#define FLAG(x) {x, #x}
-/* Composite flags first, so they are named instead of their parts. */
-static const struct flag_name open_flags[] = {
-    FLAG(O_TMPFILE), FLAG(O_SYNC), FLAG(O_WRONLY), FLAG(O_RDWR), FLAG(O_CREAT), FLAG(O_EXCL),
-    FLAG(O_NOCTTY), FLAG(O_TRUNC), FLAG(O_APPEND), FLAG(O_NONBLOCK), FLAG(O_DSYNC), FLAG(O_DIRECT),
-    FLAG(O_DIRECTORY), FLAG(O_NOFOLLOW), FLAG(O_NOATIME), FLAG(O_CLOEXEC), FLAG(O_PATH),
-    FLAG(O_LARGEFILE),
-};
-static const struct flag_name at_flags[] = {
-    FLAG(AT_SYMLINK_NOFOLLOW), FLAG(AT_REMOVEDIR), FLAG(AT_SYMLINK_FOLLOW), FLAG(AT_NO_AUTOMOUNT),
-    FLAG(AT_EMPTY_PATH),
-};
+/* --- answering a call ---------------------------------------------------------- */
 
-static void put_open_flags(struct out *o, unsigned long flags)
+static void send_response(struct vb_call *call, int64_t value, int error, uint32_t flags)
 {
-    /* O_RDONLY is 0, so it is named from the access mode, not found as a bit */
-    char text[512] = "";
-    if ((flags & O_ACCMODE) == O_RDONLY && !(flags & O_PATH))
-        vb_strlcpy(text, "O_RDONLY", sizeof text);
-    format_flags(text, sizeof text, flags, open_flags, VB_ARRAY_LEN(open_flags));
-    put_string(o, text);
+    struct seccomp_notif_resp resp;
+    memset(&resp, 0, sizeof resp);
+    resp.id = call->notif.id;
+    resp.val = value;
+    resp.error = error;
+    resp.flags = flags;
+    ioctl(call->sandbox->listener, SECCOMP_IOCTL_NOTIF_SEND, &resp); /* ENOENT: it died meanwhile: fine */
 }
 
-static void put_at_flags(struct out *o, unsigned long flags)
+static void free_call(struct vb_call *call)
 {
-    char text[256] = "";
-    format_flags(text, sizeof text, flags, at_flags, VB_ARRAY_LEN(at_flags));
-    put_string(o, text[0] ? text : "0");
+    for (int i = 0; i < 2; i++)
+        if (call->fds[i] >= 0)
+            close(call->fds[i]);
+    free(call);
 }
 
-/* --- the audit record of one call -------------------------------------------- */
-
-static const struct vb_interpose_info *lookup(int nr)
+static const char *origin_of(const struct served *s, int rule)
 {
-    size_t n;
-    const struct vb_interpose_info *rows = vb_interpose_table(&n);
-    for (size_t i = 0; i < n; i++)
-        if (rows[i].nr == nr)
-            return &rows[i];
+    return rule >= 0 && (size_t)rule < s->n_rules ? s->origins[rule] : "no rule matched";
+}
+
+/* Answers with an errno or a value, writes the event, frees the call. */
+static void finish(struct vb_call *call, int64_t result, const char *decision, const char *rule,
+                   const char *resolved)
+{
+    if (result < 0)
+        send_response(call, 0, (int)result, 0);
+    else
+        send_response(call, result, 0, 0);
+    vb_audit_call(call->sandbox->audit_fd, call->sandbox->id, call, decision, rule, resolved, result);
+    free_call(call);
+}
+
+/* --- the broker ------------------------------------------------------------------- */
+
+static void unlink_call(struct vb_supervisor *sup, struct vb_call *call)
+{
+    for (struct vb_call **at = &sup->calls; *at; at = &(*at)->next)
+        if (*at == call) {
+            *at = call->next;
+            call->next = NULL;
+            return;
+        }
+}
+
+static struct vb_call *find_call(struct vb_supervisor *sup, uint64_t token, int waiting)
+{
+    for (struct vb_call *c = sup->calls; c; c = c->next)
+        if (c->token == token && c->waiting == waiting)
+            return c;
     return NULL;
 }
 
-static void audit(struct served *s, struct seccomp_notif *req, const char *decision, const char *rule)
+static int send_request(struct served *s, struct vb_call *call)
 {
-    if (s->audit_fd < 0)
-        return;
-    const struct vb_interpose_info *row = lookup(req->data.nr);
-    struct out o = {.len = 0};
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    putf(&o, "{\"time\": %llu.", (unsigned long long)now.tv_sec);
-    putf(&o, "%06llu", (unsigned long long)now.tv_nsec / 1000);
-    put(&o, ", \"event\": \"syscall\", \"sandbox\": ");
-    putf(&o, "%llu", s->id);
-    putf(&o, ", \"pid\": %llu, \"syscall\": ", req->pid);
-    put_string(&o, row ? row->name : "?");
-    put(&o, ", \"args\": {");
-    const char *spec = row ? row->args : "";
-    int first = 1, paths = 0, dirfds = 0, creates = 1;
-    for (int i = 0; spec[i] && i < 6; i++) {
-        uint64_t arg = req->data.args[i];
-        if (spec[i] == '-' || (spec[i] == 'm' && !creates))
-            continue;
-        put(&o, first ? "" : ", ");
-        first = 0;
-        switch (spec[i]) {
-        case 'd':
-            put(&o, dirfds++ ? "\"dirfd2\": " : "\"dirfd\": ");
-            if ((int)arg == AT_FDCWD)
-                put(&o, "\"AT_FDCWD\"");
-            else
-                putf(&o, "%llu", (unsigned long long)(int)arg);
-            break;
-        case 'p': {
-            char path[PATH_MAX];
-            put(&o, paths++ ? "\"path2\": " : "\"path\": ");
-            if (read_string((pid_t)req->pid, arg, path, sizeof path) == 0)
-                put_string(&o, path);
-            else
-                put(&o, "null");
-            break;
-        }
-        case 'f':
-            put(&o, "\"flags\": ");
-            put_open_flags(&o, (unsigned long)arg);
-            creates = (arg & O_CREAT) || (arg & O_TMPFILE) == O_TMPFILE; /* else mode is ignored */
-            break;
-        case 'h': {
-            struct open_how how;
-            put(&o, "\"flags\": ");
-            if (read_memory((pid_t)req->pid, arg, &how, sizeof how) == 0) {
-                put_open_flags(&o, (unsigned long)how.flags);
-                putf(&o, ", \"mode\": \"%#llo\"", how.mode);
-                putf(&o, ", \"resolve\": \"0x%llx\"", how.resolve);
-            } else {
-                put(&o, "null");
-            }
-            break;
-        }
-        case 'm':
-            putf(&o, "\"mode\": \"%#llo\"", arg & 07777);
-            break;
-        case 'a':
-            put(&o, "\"at_flags\": ");
-            put_at_flags(&o, (unsigned long)arg);
-            break;
-        case 'i':
-            putf(&o, "\"arg\": %lld", (unsigned long long)(long long)(int)arg);
-            break;
-        case 'x':
-            putf(&o, "\"arg\": \"0x%llx\"", arg);
-            break;
-        }
+    struct iovec iov = {&call->request, sizeof call->request};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    int fds[2], n = 0;
+    for (int i = 0; i < 2; i++)
+        if (call->fds[i] >= 0)
+            fds[n++] = call->fds[i];
+    if (n) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE(n * sizeof(int));
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(n * sizeof(int));
+        memcpy(CMSG_DATA(cmsg), fds, n * sizeof(int));
     }
-    put(&o, "}, \"decision\": ");
-    put_string(&o, decision);
-    put(&o, ", \"rule\": ");
-    put_string(&o, rule);
-    put(&o, "}\n");
-    /* The paths were read before this check: if the process died or the call
-     * was interrupted meanwhile, the record describes nothing that happened. */
-    if (ioctl(s->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) != 0)
+    ssize_t sent;
+    while ((sent = sendmsg(s->broker, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    return sent == (ssize_t)sizeof call->request ? 0 : -(sent < 0 ? errno : EIO);
+}
+
+/* Hands the call to the broker, or queues it while the broker has enough. */
+static void to_broker(struct vb_supervisor *sup, struct vb_call *call)
+{
+    struct served *s = call->sandbox;
+    if (s->broker < 0) {
+        /* the broker is gone and its init is ending the sandbox: nothing is decided any more */
+        finish(call, -EACCES, "deny", "the sandbox's broker is gone", NULL);
         return;
-    ssize_t n = write(s->audit_fd, o.buf, o.len);
+    }
+    if (s->at_broker >= MAX_AT_BROKER) {
+        struct vb_call **at = &s->backlog;
+        while (*at)
+            at = &(*at)->next;
+        *at = call;
+        return;
+    }
+    call->token = ++sup->next_token;
+    call->request.token = call->token;
+    if (send_request(s, call) != 0) {
+        finish(call, -EACCES, "deny", "the sandbox's broker is gone", NULL);
+        return;
+    }
+    s->at_broker++;
+    call->waiting = VB_WAIT_BROKER;
+    call->next = sup->calls;
+    sup->calls = call;
+}
+
+static void send_backlog(struct vb_supervisor *sup, struct served *s)
+{
+    while (s->backlog && s->at_broker < MAX_AT_BROKER) {
+        struct vb_call *call = s->backlog;
+        s->backlog = call->next;
+        call->next = NULL;
+        to_broker(sup, call);
+    }
+}
+
+static int granted_always(const struct served *s, const char *path, unsigned access)
+{
+    for (size_t i = 0; i < s->n_always; i++)
+        if ((access & ~s->always[i].access) == 0 && strcmp(s->always[i].path, path) == 0)
+            return 1;
+    return 0;
+}
+
+static void remember_always(struct served *s, const char *path, unsigned access)
+{
+    for (size_t i = 0; i < s->n_always; i++)
+        if (strcmp(s->always[i].path, path) == 0) {
+            s->always[i].access |= access;
+            return;
+        }
+    struct grant *more = realloc(s->always, (s->n_always + 1) * sizeof *more);
+    char *copy = strdup(path);
+    if (!more || !copy) {
+        free(copy);
+        if (more)
+            s->always = more;
+        return; /* out of memory: it will simply be asked again */
+    }
+    s->always = more;
+    s->always[s->n_always++] = (struct grant){access, copy};
+}
+
+/* An ask rule holds the call: put the question to the asking side. */
+static void ask(struct vb_supervisor *sup, struct vb_call *call, const struct vb_broker_reply *reply)
+{
+    struct question *q = calloc(1, sizeof *q);
+    if (!q) {
+        finish(call, -EACCES, "deny", origin_of(call->sandbox, reply->rule), reply->canonical);
+        return;
+    }
+    q->sandbox = call->sandbox;
+    q->request.token = call->token;
+    q->request.sandbox_id = call->sandbox->id;
+    q->request.pid = (int)call->notif.pid;
+    q->request.access = reply->access;
+    vb_strlcpy(q->request.syscall, call->row->name, sizeof q->request.syscall);
+    vb_strlcpy(q->request.path, reply->canonical, sizeof q->request.path);
+    vb_strlcpy(q->request.rule, origin_of(call->sandbox, reply->rule), sizeof q->request.rule);
+    /* kept for the answer: what was asked about */
+    vb_strlcpy(call->request.granted, reply->canonical, sizeof call->request.granted);
+    call->asked_access = reply->access;
+    call->asked_rule = reply->rule;
+    call->waiting = VB_WAIT_ANSWER;
+    pthread_mutex_lock(&sup->lock);
+    struct question **at = &sup->questions;
+    while (*at)
+        at = &(*at)->next;
+    *at = q;
+    pthread_mutex_unlock(&sup->lock);
+    call->next = sup->calls;
+    sup->calls = call;
+    uint64_t one = 1;
+    ssize_t n = write(sup->request_fd, &one, sizeof one);
     (void)n;
 }
 
-/* --- the loop --------------------------------------------------------------- */
-
-static void serve(struct vb_supervisor *sup, struct served *s, struct seccomp_notif *req,
-                  struct seccomp_notif_resp *resp)
+/* The broker's reply to `call`: the call's answer, or a question first. */
+static void complete(struct vb_supervisor *sup, struct vb_call *call, const struct vb_broker_reply *reply, int fd)
 {
-    memset(req, 0, sup->sizes.seccomp_notif);
-    if (ioctl(s->listener, SECCOMP_IOCTL_NOTIF_RECV, req) != 0)
+    struct served *s = call->sandbox;
+    char rule[512];
+    const char *decision = reply->verdict == VB_RULE_DENY ? "deny" : "allow";
+    vb_strlcpy(rule, origin_of(s, reply->rule), sizeof rule);
+
+    if (reply->verdict == VB_RULE_ASK && reply->result == -EACCES) {
+        if (call->asked) {
+            /* asked, allowed, and then the path reached something else: deny */
+            decision = "deny";
+            vb_strlcat(rule, " (asked, but the path changed meanwhile)", sizeof rule);
+        } else if (granted_always(s, reply->canonical, reply->access)) {
+            call->asked = 1 + VB_ANSWER_ALWAYS;
+            vb_strlcpy(call->request.granted, reply->canonical, sizeof call->request.granted);
+            to_broker(sup, call);
+            return;
+        } else if (s->ask_upcall) {
+            ask(sup, call, reply);
+            return;
+        } else {
+            decision = "deny";
+            vb_strlcat(rule, " (ask: nobody to ask, denied)", sizeof rule);
+        }
+    } else if (reply->verdict == VB_RULE_ASK) {
+        vb_strlcat(rule, call->asked == 1 + VB_ANSWER_ONCE ? " (asked: allowed once)" : " (asked: allowed always)",
+                   sizeof rule);
+    }
+
+    int64_t result = reply->result;
+    if (result >= 0) {
+        switch (call->request.op) {
+        case VB_OP_OPEN: {
+            struct seccomp_notif_addfd addfd;
+            memset(&addfd, 0, sizeof addfd);
+            addfd.id = call->notif.id;
+            addfd.flags = SECCOMP_ADDFD_FLAG_SEND;
+            addfd.srcfd = (uint32_t)fd;
+            addfd.newfd_flags = (call->request.flags & O_CLOEXEC) ? O_CLOEXEC : 0;
+            /* ADDFD_SEND installs the fd and answers the call with its number, atomically */
+            int newfd = ioctl(s->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
+            int err = errno;
+            close(fd);
+            fd = -1;
+            if (newfd >= 0 || err == ENOENT) { /* ENOENT: the caller went away */
+                vb_audit_call(s->audit_fd, s->id, call, decision, rule, reply->canonical, newfd);
+                free_call(call);
+                return;
+            }
+            result = -err; /* EMFILE: the caller's fd table is full */
+            break;
+        }
+        case VB_OP_STAT:
+            result = vb_write_memory(call, call->out_addr, &reply->u.st, sizeof reply->u.st);
+            break;
+        case VB_OP_STATX:
+            result = vb_write_memory(call, call->out_addr, &reply->u.stx, sizeof reply->u.stx);
+            break;
+        case VB_OP_READLINK: {
+            int w = vb_write_memory(call, call->out_addr, reply->u.link, (size_t)reply->result);
+            result = w < 0 ? w : reply->result;
+            break;
+        }
+        case VB_OP_EXEC:
+            /* SAFETY: execve cannot be emulated: the kernel reads the path again
+             * when it runs the program. The broker resolved the same path with
+             * the command's rights and the rules allowed what it reached; a
+             * thread of the caller rewriting the path between that check and
+             * the exec could run another program than the one checked. Only
+             * exec rules depend on this check (README: per-path rules, limits);
+             * mounts and Landlock (layers 0-1) still hold every other access. */
+            vb_audit_call(s->audit_fd, s->id, call, decision, rule, reply->canonical, 0);
+            send_response(call, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
+            free_call(call);
+            if (fd >= 0)
+                close(fd);
+            return;
+        default:
+            break;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    finish(call, result, decision, rule, reply->canonical);
+}
+
+static void broker_reply(struct vb_supervisor *sup, struct served *s)
+{
+    struct vb_broker_reply *reply = sup->reply;
+    struct iovec iov = {reply, sizeof *reply};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    ssize_t n = recvmsg(s->broker, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0)
+        return; /* EAGAIN: spurious */
+    int fds[2] = {-1, -1}, nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) && nfds < 2; k++)
+                memcpy(&fds[nfds++], CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+    struct vb_call *call = n == (ssize_t)sizeof *reply ? find_call(sup, reply->token, VB_WAIT_BROKER) : NULL;
+    if (nfds > 1 || !call || call->sandbox != s) {
+        /* not a reply we wait for (or malformed): keep nothing of it */
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        return;
+    }
+    unlink_call(sup, call);
+    s->at_broker--;
+    reply->canonical[sizeof reply->canonical - 1] = '\0';
+    if (call->request.op == VB_OP_OPEN && reply->result >= 0 && fds[0] < 0)
+        reply->result = -EIO; /* a broker that says "opened" sends the fd */
+    complete(sup, call, reply, fds[0]);
+    send_backlog(sup, s);
+}
+
+/* --- questions and answers (the asking side runs on other threads) ---------------- */
+
+int vb_supervisor_request_fd(struct vb_supervisor *sup)
+{
+    return sup->request_fd;
+}
+
+int vb_supervisor_next_request(struct vb_supervisor *sup, struct vb_request *out)
+{
+    int rc = -EAGAIN;
+    pthread_mutex_lock(&sup->lock);
+    for (struct question *q = sup->questions; q; q = q->next)
+        if (!q->taken) {
+            q->taken = 1;
+            *out = q->request;
+            rc = 0;
+            break;
+        }
+    pthread_mutex_unlock(&sup->lock);
+    return rc;
+}
+
+int vb_supervisor_answer(struct vb_supervisor *sup, uint64_t token, int answer)
+{
+    struct answer *a = calloc(1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    a->token = token;
+    a->answer = answer;
+    int found = 0;
+    pthread_mutex_lock(&sup->lock);
+    for (struct question **at = &sup->questions; *at; at = &(*at)->next)
+        if ((*at)->request.token == token) {
+            struct question *q = *at;
+            *at = q->next;
+            free(q);
+            found = 1;
+            break;
+        }
+    if (found) {
+        a->next = sup->answers;
+        sup->answers = a;
+    }
+    pthread_mutex_unlock(&sup->lock);
+    if (!found) {
+        free(a);
+        return -ENOENT;
+    }
+    uint64_t one = 1;
+    ssize_t n = write(sup->answer_fd, &one, sizeof one);
+    (void)n;
+    return 0;
+}
+
+static void take_answers(struct vb_supervisor *sup)
+{
+    uint64_t count;
+    ssize_t n = read(sup->answer_fd, &count, sizeof count);
+    (void)n;
+    pthread_mutex_lock(&sup->lock);
+    struct answer *answers = sup->answers;
+    sup->answers = NULL;
+    pthread_mutex_unlock(&sup->lock);
+    while (answers) {
+        struct answer *a = answers;
+        answers = a->next;
+        struct vb_call *call = find_call(sup, a->token, VB_WAIT_ANSWER);
+        if (call) {
+            unlink_call(sup, call);
+            struct served *s = call->sandbox;
+            if (a->answer == VB_ANSWER_ONCE || a->answer == VB_ANSWER_ALWAYS) {
+                if (a->answer == VB_ANSWER_ALWAYS)
+                    remember_always(s, call->request.granted, call->asked_access);
+                call->asked = 1 + (unsigned)a->answer;
+                to_broker(sup, call); /* again: performed if it still reaches what was allowed */
+            } else {
+                char rule[512];
+                vb_strlcpy(rule, origin_of(s, call->asked_rule), sizeof rule);
+                vb_strlcat(rule, " (asked: denied)", sizeof rule);
+                char resolved[PATH_MAX];
+                vb_strlcpy(resolved, call->request.granted, sizeof resolved);
+                finish(call, -EACCES, "deny", rule, resolved);
+            }
+        }
+        free(a);
+    }
+}
+
+/* --- the loop ----------------------------------------------------------------------- */
+
+static void receive(struct vb_supervisor *sup, struct served *s, struct seccomp_notif *notif)
+{
+    memset(notif, 0, sup->sizes.seccomp_notif);
+    if (ioctl(s->listener, SECCOMP_IOCTL_NOTIF_RECV, notif) != 0)
         return; /* ENOENT: the caller went away before we got to it */
-    audit(s, req, "allow", "audit: no interposed rule");
-    memset(resp, 0, sup->sizes.seccomp_notif_resp);
-    resp->id = req->id;
-    /* SAFETY: audit mode decides nothing; layers 0-2 enforce the outcome (see top). */
-    resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-    ioctl(s->listener, SECCOMP_IOCTL_NOTIF_SEND, resp); /* ENOENT: it died meanwhile: fine */
+    struct vb_call *call = calloc(1, sizeof *call);
+    if (!call) {
+        struct seccomp_notif_resp resp = {.id = notif->id, .error = -ENOMEM};
+        ioctl(s->listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+        return;
+    }
+    call->sandbox = s;
+    call->fds[0] = call->fds[1] = -1;
+    memcpy(&call->notif, notif, sizeof call->notif);
+    call->row = vb_interpose_row(notif->data.nr);
+    if (!call->row) {
+        finish(call, -ENOSYS, "deny", "not in the syscall table", NULL); /* cannot happen: the filter is built from it */
+        return;
+    }
+    int copied = copy_arguments(call);
+
+    if (!s->emulate) {
+        /* The paths were copied before this check: if the process died or the
+         * call was interrupted meanwhile, the record describes nothing that happened. */
+        if (call_valid(call))
+            vb_audit_call(s->audit_fd, s->id, call, "allow", "audit: no path rules", NULL, INT64_MIN);
+        /* SAFETY: audit only (see the top of this file): the supervisor decides nothing. */
+        send_response(call, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
+        free_call(call);
+        return;
+    }
+    if (copied < 0) {
+        finish(call, copied, "allow", "no rule matched", NULL);
+        return;
+    }
+    struct vb_decision d = call->row->handler(call);
+    /* everything read from the caller (and the dirfds opened from its pid) is
+     * only used if the call is still the one we read it for */
+    if (!call_valid(call)) {
+        free_call(call);
+        return;
+    }
+    switch (d.kind) {
+    case VB_DECIDE_ERRNO:
+        finish(call, -d.value, "allow", "no rule matched", NULL);
+        break;
+    case VB_DECIDE_RETURN:
+        finish(call, d.value, "allow", "no rule matched", NULL);
+        break;
+    case VB_DECIDE_CONTINUE:
+        vb_audit_call(s->audit_fd, s->id, call, "allow", "no rule applies to this call", NULL, INT64_MIN);
+        /* SAFETY: each handler returning CONTINUE says why layers 0-2 hold it */
+        send_response(call, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
+        free_call(call);
+        break;
+    case VB_DECIDE_BROKER:
+        to_broker(sup, call);
+        break;
+    }
+}
+
+/* Stops serving a sandbox: every process using its filter is gone, or the
+ * supervisor stops. Its calls in flight are dropped (their callers are gone,
+ * or get ENOSYS from the kernel once the listener closes), its questions
+ * withdrawn. The struct itself is freed after the current batch of events. */
+static void drop(struct vb_supervisor *sup, struct served *s, struct served **graveyard)
+{
+    if (s->dead)
+        return;
+    s->dead = 1;
+    epoll_ctl(sup->epoll_fd, EPOLL_CTL_DEL, s->listener, NULL);
+    if (s->broker >= 0)
+        epoll_ctl(sup->epoll_fd, EPOLL_CTL_DEL, s->broker, NULL);
+    for (struct vb_call **at = &sup->calls; *at;) {
+        if ((*at)->sandbox == s) {
+            struct vb_call *gone = *at;
+            *at = gone->next;
+            free_call(gone);
+        } else {
+            at = &(*at)->next;
+        }
+    }
+    while (s->backlog) {
+        struct vb_call *gone = s->backlog;
+        s->backlog = gone->next;
+        free_call(gone);
+    }
+    pthread_mutex_lock(&sup->lock);
+    for (struct question **at = &sup->questions; *at;) {
+        if ((*at)->sandbox == s) {
+            struct question *gone = *at;
+            *at = gone->next;
+            free(gone);
+        } else {
+            at = &(*at)->next;
+        }
+    }
+    for (struct served **at = &sup->sandboxes; *at; at = &(*at)->next)
+        if (*at == s) {
+            *at = s->next;
+            break;
+        }
+    pthread_mutex_unlock(&sup->lock);
+    close_served_fds(s);
+    s->next = *graveyard;
+    *graveyard = s;
+    atomic_fetch_sub(&sup->served, 1);
+}
+
+/* The broker's end closed: it died (killed inside, or the sandbox is
+ * ending). Its init ends the sandbox; until then nothing more is decided. */
+static void broker_gone(struct vb_supervisor *sup, struct served *s)
+{
+    epoll_ctl(sup->epoll_fd, EPOLL_CTL_DEL, s->broker, NULL);
+    close(s->broker);
+    s->broker = -1;
+    for (struct vb_call **at = &sup->calls; *at;) {
+        struct vb_call *call = *at;
+        if (call->sandbox == s && call->waiting == VB_WAIT_BROKER) {
+            *at = call->next;
+            finish(call, -EACCES, "deny", "the sandbox's broker is gone", NULL);
+        } else {
+            at = &call->next;
+        }
+    }
+    s->at_broker = 0;
+    send_backlog(sup, s); /* each fails the same way */
 }
 
 int vb_supervisor_run(struct vb_supervisor *sup)
 {
-    struct seccomp_notif *req = calloc(1, sup->sizes.seccomp_notif);
-    struct seccomp_notif_resp *resp = calloc(1, sup->sizes.seccomp_notif_resp);
-    if (!req || !resp) {
-        free(req);
-        free(resp);
+    struct seccomp_notif *notif = calloc(1, sup->sizes.seccomp_notif);
+    if (!notif)
         return -ENOMEM;
-    }
-    int rc = 0;
-    for (;;) {
-        struct epoll_event events[16];
-        int n = epoll_wait(sup->epoll_fd, events, 16, -1);
+    int rc = 0, stop = 0;
+    while (!stop) {
+        struct epoll_event events[32];
+        int n = epoll_wait(sup->epoll_fd, events, 32, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             rc = -errno;
             break;
         }
-        int stop = 0;
+        struct served *graveyard = NULL;
         for (int i = 0; i < n; i++) {
-            struct served *s = events[i].data.ptr;
-            if (!s) {
-                stop = 1;
+            struct watch *w = events[i].data.ptr;
+            struct served *s = w->sandbox;
+            if (s && s->dead)
                 continue;
+            switch (w->kind) {
+            case WATCH_STOP:
+                stop = 1;
+                break;
+            case WATCH_ANSWERS:
+                take_answers(sup);
+                break;
+            case WATCH_LISTENER:
+                if (events[i].events & EPOLLIN)
+                    receive(sup, s, notif);
+                else if (events[i].events & (EPOLLHUP | EPOLLERR))
+                    drop(sup, s, &graveyard); /* every process using this filter is gone */
+                break;
+            case WATCH_BROKER:
+                if (events[i].events & EPOLLIN)
+                    broker_reply(sup, s);
+                else if (events[i].events & (EPOLLHUP | EPOLLERR))
+                    broker_gone(sup, s);
+                break;
             }
-            if (events[i].events & EPOLLIN)
-                serve(sup, s, req, resp);
-            else if (events[i].events & (EPOLLHUP | EPOLLERR))
-                drop(sup, s); /* every process using this filter is gone */
         }
-        if (stop)
-            break;
+        while (graveyard) {
+            struct served *s = graveyard;
+            graveyard = s->next;
+            free_served(s);
+        }
     }
-    free(req);
-    free(resp);
+    /* Stopping: let every sandbox go. Their interposed calls fail (ENOSYS)
+     * from now on and their brokers see EOF and exit, which ends them. */
+    struct served *graveyard = NULL;
+    for (;;) {
+        pthread_mutex_lock(&sup->lock);
+        struct served *s = sup->sandboxes;
+        pthread_mutex_unlock(&sup->lock);
+        if (!s)
+            break;
+        drop(sup, s, &graveyard);
+    }
+    while (graveyard) {
+        struct served *s = graveyard;
+        graveyard = s->next;
+        free_served(s);
+    }
+    free(notif);
     return rc;
 }

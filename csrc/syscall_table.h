@@ -94,8 +94,9 @@ VB_IOCTL(0x541C, TIOCLINUX, VB_GROUP_TTY_INJECT, "console selection can inject i
 
 /* Interposed syscalls: VB_INTERPOSE(name, family, args, note). When the plan
  * interposes a family, its syscalls go to the supervisor (seccomp user
- * notification) after the deny rows above have had their say. `args` says how
- * to decode each argument for the audit, one letter per argument:
+ * notification) after the deny rows above have had their say; the handler of
+ * each is sys_<name>() in the family's file (sys_fs.c). `args` says how to
+ * decode each argument for the audit, one letter per argument:
  *   d dirfd   p path   f open flags   m mode   a AT_* flags   h struct open_how *
  *   i int     x hex    - not shown
  */
@@ -113,6 +114,9 @@ VB_INTERPOSE(rename, VB_FAMILY_FS, "pp", "renames a file")
 VB_INTERPOSE(link, VB_FAMILY_FS, "pp", "hard-links a file")
 VB_INTERPOSE(symlink, VB_FAMILY_FS, "pp", "creates a symlink")
 #endif
+#ifdef __NR_renameat
+VB_INTERPOSE(renameat, VB_FAMILY_FS, "dpdp", "renames a file")
+#endif
 VB_INTERPOSE(openat, VB_FAMILY_FS, "dpfm", "opens a file")
 VB_INTERPOSE(openat2, VB_FAMILY_FS, "dph-", "opens a file")
 VB_INTERPOSE(newfstatat, VB_FAMILY_FS, "dp-a", "reads a file's metadata")
@@ -125,6 +129,7 @@ VB_INTERPOSE(mkdirat, VB_FAMILY_FS, "dpm", "creates a directory")
 VB_INTERPOSE(renameat2, VB_FAMILY_FS, "dpdpx", "renames a file")
 VB_INTERPOSE(linkat, VB_FAMILY_FS, "dpdpa", "hard-links a file")
 VB_INTERPOSE(symlinkat, VB_FAMILY_FS, "pdp", "creates a symlink")
+VB_INTERPOSE(truncate, VB_FAMILY_FS, "pi", "truncates a file")
 VB_INTERPOSE(chdir, VB_FAMILY_FS, "p", "changes the working directory")
 VB_INTERPOSE(execve, VB_FAMILY_EXEC, "p--", "runs a program")
 VB_INTERPOSE(execveat, VB_FAMILY_EXEC, "dp--a", "runs a program")

@@ -53,6 +53,22 @@ struct vb_fd_map {
     int child_fd;          /* number it gets in the sandboxed command */
 };
 
+/* --- per-path rules, layer 3: [fs].deny / ask / allow globs ------------- */
+#define VB_ACCESS_READ  1   /* open for reading, stat, access(R_OK), readlink, listing */
+#define VB_ACCESS_WRITE 2   /* open for writing, create, truncate, unlink, rename, link */
+#define VB_ACCESS_EXEC  4   /* execve */
+
+#define VB_RULE_ALLOW 1
+#define VB_RULE_DENY  2
+#define VB_RULE_ASK   3     /* the supervisor asks (vb_supervisor_next_request) */
+
+struct vb_path_rule {
+    const char *glob;      /* absolute pattern over canonical paths inside the view */
+    unsigned access;       /* VB_ACCESS_* it applies to */
+    int action;            /* VB_RULE_* */
+    const char *origin;    /* where it was written, for events ("p.toml:12: [fs].deny[0]") */
+};
+
 #define VB_BASE_HOST  1    /* the host's / read-only, recursively */
 #define VB_BASE_EMPTY 2    /* an empty read-only tmpfs */
 
@@ -95,6 +111,12 @@ struct vb_plan {
     int audit_fd;                   /* -1, or where the supervisor writes JSON-lines events */
     uint64_t sandbox_id;            /* names the sandbox in its events */
 
+    const struct vb_path_rule *path_rules; /* in order: the last matching rule decides */
+    size_t n_path_rules;            /* > 0: the supervisor emulates path calls through the
+                                       sandbox's broker (needs VB_FAMILY_FS interposed) */
+    int ask_upcall;                 /* 1: VB_RULE_ASK waits for vb_supervisor_answer();
+                                       0: it denies, as nobody is there to ask */
+
     int cgroup_fd;                  /* -1, or a cgroup v2 dir fd: clone straight into it */
     const int *cgroup_procs_fds;    /* open cgroup.procs files (cgroup v1): the sandbox's init */
     size_t n_cgroup_procs_fds;      /* is written into each before anything of it runs */
@@ -132,6 +154,8 @@ struct vb_usage {
     int64_t in_blocks;              /* filesystem input operations (512-byte blocks) */
     int64_t out_blocks;             /* filesystem output operations (512-byte blocks) */
     int64_t wall_expired;           /* 1: the init ended the sandbox at plan.wall_ms */
+    int64_t broker_lost;            /* 1: the init ended the sandbox because its broker was
+                                       gone (path calls could no longer be decided) */
 };
 
 /* Reads the command's wait status once status_fd is readable, reaps the init
@@ -140,9 +164,11 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage);
 
 /* --- the supervisor: layer 3, seccomp user notification ----------------
  * One thread serves every sandbox spawned with it: an epoll loop over their
- * listener fds. Today it audits: each interposed call is decoded from the
- * syscall table into one JSON line on the sandbox's audit fd, and allowed
- * (layers 0-2 already hold every decision it could make). */
+ * listener fds and broker sockets. Each interposed call is decoded from the
+ * syscall table into one JSON line on the sandbox's audit fd. Without path
+ * rules a call is allowed as it is (layers 0-2 hold every decision); with
+ * them it is emulated by the sandbox's broker (csrc/broker.h) and decided by
+ * the rules, and ask rules wait for an answer from the caller's side. */
 
 #define VB_FAMILY_FS   1           /* path-based filesystem calls */
 #define VB_FAMILY_EXEC 2           /* execve, execveat */
@@ -159,6 +185,28 @@ void vb_supervisor_stop(struct vb_supervisor *sup);
 int vb_supervisor_count(struct vb_supervisor *sup);
 /* Frees it; only after vb_supervisor_run() has returned. */
 void vb_supervisor_free(struct vb_supervisor *sup);
+
+/* An access an ask rule holds until the caller's side answers. */
+struct vb_request {
+    uint64_t token;                 /* names it in vb_supervisor_answer() */
+    uint64_t sandbox_id;
+    int pid;                        /* the calling thread, host pid */
+    unsigned access;                /* VB_ACCESS_* */
+    char syscall[32];
+    char path[4096];                /* canonical path inside the view */
+    char rule[256];                 /* origin of the ask rule */
+};
+
+#define VB_ANSWER_DENY   0          /* this call fails with EACCES */
+#define VB_ANSWER_ONCE   1          /* this call goes ahead */
+#define VB_ANSWER_ALWAYS 2          /* this one and every later one on the same path and access */
+
+/* An eventfd, readable while requests wait; read it to rearm. */
+int vb_supervisor_request_fd(struct vb_supervisor *sup);
+/* Takes the oldest waiting request: 0, or -EAGAIN when there is none. */
+int vb_supervisor_next_request(struct vb_supervisor *sup, struct vb_request *out);
+/* Answers a request (from any thread): 0, or -ENOENT if it no longer waits. */
+int vb_supervisor_answer(struct vb_supervisor *sup, uint64_t token, int answer);
 
 /* --- the syscall table (syscall_table.h), for docs, audit and `viewbox show` */
 

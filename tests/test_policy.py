@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from viewbox import cli
 from viewbox.errors import PolicyError, PolicyErrors, UnavailableLayer, ViewboxError
-from viewbox.plan import Base, MountKind, MountOp, Plan
+from viewbox.plan import Access, Base, MountKind, MountOp, PathRule, Plan, RuleAction
 from viewbox.policy import (
-    SHIPPED, Policy, TmpfsMount, check_policy_file, compile_policy, load_policy, render_policy,
+    SHIPPED, GlobRule, Policy, TmpfsMount, check_policy_file, compile_policy, load_policy, render_policy,
     shipped_path,
 )
 from viewbox.policy.model import SCHEMA
@@ -355,6 +356,7 @@ def test_every_shipped_policy_compiles_to_a_sane_plan(name: str) -> None:
     assert mount_at(plan, "/proc").kind is MountKind.PROC
     assert mount_at(plan, "/tmp").kind is MountKind.TMPFS
     assert all(op.source and os.path.exists(op.source) for op in plan.mounts if op.kind is MountKind.BIND)
+    assert plan.path_rules == ()  # a rule makes every path call a round trip: none unless asked for
     assert plan.seccomp_deny_groups == ALL_GROUPS
     assert plan.landlock_rules and plan.landlock_rules[0].path == "/"
 
@@ -584,3 +586,237 @@ def test_optional_paths_are_skipped_where_absent(tmp_path: Path) -> None:
         compile_policy(load_policy(policy_file), argv=["true"], cwd="/", host_env={},
                        landlock_abi=7, caller_uid=0, caller_gid=0)
     assert f"p.toml:2: [fs].ro[1]: {absent}: no such file or directory" in str(caught.value)
+
+
+# --- path rules: [fs].deny, ask, allow ----------------------------------------------------
+
+ALL = Access.READ | Access.WRITE | Access.EXEC
+
+
+def rules_of(policy: Policy) -> list[tuple[str, str]]:
+    """The policy's path rules in the order they apply, each with where it was written."""
+    return [(str(rule), str(policy.origin("fs.rules", index))) for index, rule in enumerate(policy.fs.rules)]
+
+
+def test_rules_are_parsed_into_access_and_an_absolute_glob(in_tmp: Path) -> None:
+    write(in_tmp, "policy.toml", """
+        [fs]
+        deny = ["**/*.pem", "read,write:/etc/**", "exec:/usr/bin/*", "/srv/a:b", "/srv//x/./y/", "{cwd}/k"]
+        ask = ["read , exec:/opt/**/bin"]
+        allow = ['write:/data/\\[1\\]']
+    """)
+    deny, ask, allow = RuleAction.DENY, RuleAction.ASK, RuleAction.ALLOW
+    assert load_policy("policy.toml").fs.rules == (
+        GlobRule(deny, ALL, "/**/*.pem"),                       # "**/" is "/**/"
+        GlobRule(deny, Access.READ | Access.WRITE, "/etc/**"),
+        GlobRule(deny, Access.EXEC, "/usr/bin/*"),
+        GlobRule(deny, ALL, "/srv/a:b"),                        # a ":" after a "/" is the glob's
+        GlobRule(deny, ALL, "/srv/x/y"),                        # normalised like paths
+        GlobRule(deny, ALL, "{cwd}/k"),                         # placeholders filled in at compile
+        GlobRule(ask, Access.READ | Access.EXEC, "/opt/**/bin"),
+        GlobRule(allow, Access.WRITE, "/data/\\[1\\]"),
+    )
+
+
+def test_rule_mistakes_name_file_line_and_field(in_tmp: Path) -> None:
+    write(in_tmp, "policy.toml", """
+        [fs]
+        deny = [
+            "**/*.pem",
+            5,
+            "",
+            "etc/passwd",
+            "reed:/etc/passwd",
+            "/x/a**b",
+            "/x\\u0000y",
+            "read:",
+        ]
+        ask = ["/x/[ab", "/x/y\\\\", "/{home}/x"]
+        allow = ["**", "exe,read:/x"]
+        rules = ["permit:/x", "deny"]
+    """)
+    with pytest.raises(PolicyErrors) as excinfo:
+        load_policy("policy.toml")
+    assert messages(excinfo) == [
+        'policy.toml:4: [fs].deny[1]: expected a string "[ACCESS:]GLOB", got integer 5',
+        'policy.toml:5: [fs].deny[2]: empty rule (expected "[ACCESS:]GLOB", e.g. "**/*.pem" or "write:/etc/**")',
+        'policy.toml:6: [fs].deny[3]: glob must be absolute ("/...") or start with "**/", got "etc/passwd"',
+        'policy.toml:7: [fs].deny[4]: unknown access "reed" in "reed:/etc/passwd" (did you mean "read"?)',
+        'policy.toml:8: [fs].deny[5]: "**" must be a whole path component ("/a/**/b"), got "a**b" in "/x/a**b"',
+        'policy.toml:9: [fs].deny[6]: rule contains a NUL byte: "/x\\u0000y"',
+        'policy.toml:10: [fs].deny[7]: empty glob in "read:"',
+        'policy.toml:12: [fs].ask[0]: unclosed "[" in "[ab" in "/x/[ab" (write "\\[" for a "[")',
+        'policy.toml:12: [fs].ask[1]: "\\" escapes nothing at the end of "y\\\\" in "/x/y\\\\"',
+        'policy.toml:12: [fs].ask[2]: unknown placeholder {home} in "/{home}/x" (known: {cwd})',
+        'policy.toml:13: [fs].allow[0]: glob must be absolute ("/...") or start with "**/", got "**"',
+        'policy.toml:13: [fs].allow[1]: unknown access "exe" in "exe,read:/x" (did you mean "exec"?)',
+        'policy.toml:14: [fs].rules[0]: expected "ACTION:[ACCESS:]GLOB" with ACTION deny, ask or allow, '
+        'got "permit:/x"',
+        'policy.toml:14: [fs].rules[1]: expected "ACTION:[ACCESS:]GLOB" with ACTION deny, ask or allow, '
+        'got "deny"',
+    ]
+
+
+def test_glob_syntax_accepts_what_the_c_matcher_reads(in_tmp: Path) -> None:
+    write(in_tmp, "policy.toml", """
+        [fs]
+        deny = ["/**", "/a/**/b/**", "/x/[]a]", "/x/[!*]", "/x/\\\\*\\\\*", "/x/*.[ch]", "/x/?"]
+    """)
+    assert [rule.glob for rule in load_policy("policy.toml").fs.rules] == [
+        "/**", "/a/**/b/**", "/x/[]a]", "/x/[!*]", "/x/\\*\\*", "/x/*.[ch]", "/x/?"]
+
+
+def test_rules_apply_layer_by_layer_deny_ask_allow_within_each(in_tmp: Path) -> None:
+    write(in_tmp, "base.toml", """
+        [fs]
+        allow = ["read:/srv/public/**"]
+        deny = ["/srv/**"]
+    """)
+    write(in_tmp, "app.toml", """
+        [viewbox]
+        extends = ["base.toml"]
+        [fs]
+        allow = ["{cwd}/public.secret"]
+        ask = ["exec:/usr/bin/curl"]
+        deny = ["**/*.secret", "/srv/public/drafts/**"]
+    """)
+    policy = load_policy("app.toml", override_origin="cli", overrides={
+        "allow": ["read:/srv/public/drafts/ok"], "deny": ["write:/etc/**"], "ask": ["/tmp/q"]})
+    assert rules_of(policy) == [
+        ("deny:/srv/**", "base.toml:3: [fs].deny[0]"),                  # each layer: deny first,
+        ("allow:read:/srv/public/**", "base.toml:2: [fs].allow[0]"),    # allow last, as written anywhere
+        ("deny:/**/*.secret", "app.toml:6: [fs].deny[0]"),              # then the file itself
+        ("deny:/srv/public/drafts/**", "app.toml:6: [fs].deny[1]"),
+        ("ask:exec:/usr/bin/curl", "app.toml:5: [fs].ask[0]"),
+        ("allow:{cwd}/public.secret", "app.toml:4: [fs].allow[0]"),
+        ("deny:write:/etc/**", "--deny"),                               # then the flags
+        ("ask:/tmp/q", "--ask"),
+        ("allow:read:/srv/public/drafts/ok", "--allow"),
+    ]
+    api = load_policy("app.toml", overrides={"deny": ["/x"], "allow": None})
+    assert rules_of(api)[-1] == ("deny:/x", "api: deny")
+
+
+def test_a_rule_given_again_moves_to_its_later_place(in_tmp: Path) -> None:
+    write(in_tmp, "base.toml", """
+        [fs]
+        deny = ["**/*.pem"]
+        allow = ["/srv/cert.pem"]
+    """)
+    write(in_tmp, "app.toml", """
+        [viewbox]
+        extends = ["base.toml"]
+        [fs]
+        deny = ["**/*.pem", "read:/x", "read:/x"]
+    """)
+    policy = load_policy("app.toml")
+    # Keeping the first "deny **/*.pem" would let base's allow decide for /srv/cert.pem; app.toml said
+    # it again after that allow, so the deny decides.
+    assert rules_of(policy) == [
+        ("allow:/srv/cert.pem", "base.toml:3: [fs].allow[0]"),
+        ("deny:/**/*.pem", "app.toml:4: [fs].deny[0]"),
+        ("deny:read:/x", "app.toml:4: [fs].deny[2]"),
+    ]
+    # The same rules in another order are another policy.
+    swapped = load_policy("default", overrides={"deny": ["/a"], "allow": ["/a/b"]})
+    write(in_tmp, "reordered.toml", """
+        [viewbox]
+        extends = ["default"]
+        [fs]
+        rules = ["allow:/a/b", "deny:/a"]
+    """)
+    assert load_policy("reordered.toml") != swapped
+    write(in_tmp, "same.toml", """
+        [viewbox]
+        extends = ["default"]
+        [fs]
+        rules = ["deny:/a", "allow:/a/b"]
+    """)
+    assert load_policy("same.toml") == swapped
+
+
+def test_rules_compile_to_the_plan_in_order_with_their_origins(in_tmp: Path) -> None:
+    write(in_tmp, "policy.toml", """
+        [viewbox]
+        extends = ["default"]
+        [fs]
+        deny = ["**/*.secret"]
+        allow = ["read:{cwd}/public.secret"]
+    """)
+    cli_policy = load_policy("policy.toml", overrides={"ask": ["exec:/usr/bin/curl"]}, override_origin="cli")
+    # The caller's directory is matched as written, even when it holds glob characters.
+    plan = compile_(cli_policy, cwd="/w/a[1]*?")
+    assert plan.path_rules == (
+        PathRule("/**/*.secret", ALL, RuleAction.DENY, "policy.toml:4: [fs].deny[0]"),
+        PathRule("/w/a\\[1]\\*\\?/public.secret", Access.READ, RuleAction.ALLOW, "policy.toml:5: [fs].allow[0]"),
+        PathRule("/usr/bin/curl", Access.EXEC, RuleAction.ASK, "--ask"),
+    )
+    api_plan = compile_(load_policy("default", overrides={"deny": ["{cwd}/../x/**"]}), cwd="/w/proj")
+    assert api_plan.path_rules == (PathRule("/w/x/**", ALL, RuleAction.DENY, "api: deny"),)
+
+
+def test_rule_enums_mirror_the_c_header() -> None:
+    header = (REPO / "csrc/viewbox.h").read_text()
+    access = {name: int(value) for name, value in re.findall(r"#define VB_ACCESS_(\w+)\s+(\d+)", header)}
+    actions = {name: int(value) for name, value in re.findall(r"#define VB_RULE_(\w+)\s+(\d+)", header)}
+    assert access == {member.name: member.value for member in Access}
+    assert actions == {member.name: member.value for member in RuleAction}
+
+
+def test_show_prints_rules_in_order_with_origins_and_loads_back(in_tmp: Path) -> None:
+    write(in_tmp, "policy.toml", """
+        [viewbox]
+        extends = ["default"]
+        [fs]
+        allow = ["read:{cwd}/public.secret"]
+        deny = ["**/*.secret", 'write:/data/\\[1\\]']
+    """)
+    policy = load_policy("policy.toml", overrides={"deny": ["{cwd}/public.secret"]}, override_origin="cli")
+    text = render_policy(policy)
+    assert textwrap.dedent("""\
+        rules = [
+            "deny:/**/*.secret",  # from policy.toml:5: [fs].deny[0]
+            "deny:write:/data/\\\\[1\\\\]",  # from policy.toml:5: [fs].deny[1]
+            "allow:read:{cwd}/public.secret",  # from policy.toml:4: [fs].allow[0]
+            "deny:{cwd}/public.secret",  # from --deny
+        ]
+    """) in text
+    # Flattened into one file's deny and allow, the --deny would come before the allow and lose:
+    # the shown policy keeps the order, so it is the same policy.
+    (in_tmp / "shown.toml").write_text(text)
+    again = load_policy("shown.toml")
+    assert again == policy
+    assert [(r.glob, r.access, r.action) for r in compile_(again, cwd="/w").path_rules] == \
+        [(r.glob, r.access, r.action) for r in compile_(policy, cwd="/w").path_rules]
+    assert "rules = []" in render_policy(load_policy("default"))
+
+
+def test_cli_rule_flags_reach_the_policy_as_written(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser()
+    for verb in (["run"], ["show"]):
+        args = parser.parse_args([*verb, "--deny", "**/*.pem", "--allow", "read:/srv/a.pem", "--deny", "write:/etc/**",
+                                  "--ask", "exec:/usr/bin/curl"] + (["--", "true"] if verb == ["run"] else []))
+        assert cli._overrides(args) == {"deny": ["**/*.pem", "write:/etc/**"], "allow": ["read:/srv/a.pem"],
+                                        "ask": ["exec:/usr/bin/curl"]}
+    assert cli.main(["show", "--allow", "read:/srv/a.pem", "--deny", "**/*.pem"]) == 0
+    shown = capsys.readouterr().out
+    assert '    "deny:/**/*.pem",  # from --deny\n    "allow:read:/srv/a.pem",  # from --allow\n' in shown
+    assert cli.main(["show", "--deny", "reed:/x", "--ask", "x/y"]) == 125
+    assert capsys.readouterr().err.splitlines() == [
+        'viewbox: --deny: unknown access "reed" in "reed:/x" (did you mean "read"?)',
+        'viewbox: --ask: glob must be absolute ("/...") or start with "**/", got "x/y"',
+    ]
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    run_help = " ".join(capsys.readouterr().out.split())
+    assert "--deny [ACCESS:]GLOB" in run_help and "--allow [ACCESS:]GLOB" in run_help
+    assert "The last rule matching a path decides" in run_help
+
+
+def test_api_rule_keywords_must_be_sequences_of_rules() -> None:
+    with pytest.raises(PolicyErrors) as excinfo:
+        load_policy("default", overrides={"deny": "/etc/**", "allow": ["/ok", 7]})
+    assert messages(excinfo) == [
+        "api: deny: expected an array, got string \"/etc/**\"",
+        'api: allow: expected a string "[ACCESS:]GLOB", got integer 7',
+    ]

@@ -14,11 +14,12 @@ __version__ = "0.1.0"
 
 from .errors import (CommandNotExecutable, CommandNotFound, PolicyError, PolicyErrors,
                      SpawnError, TimeoutExpired, UnavailableLayer, ViewboxError)
+from .ask import Decision, Request
 from .policy import Policy, load_policy
 from .sandbox import DEVNULL, PIPE, Event, Process, Result, Sandbox, run
 
 __all__ = [
-    "run", "Sandbox", "Process", "Result", "Event", "PIPE", "DEVNULL",
+    "run", "Sandbox", "Process", "Result", "Event", "PIPE", "DEVNULL", "Request", "Decision",
     "Policy", "load_policy", "probe", "Probe",
     "ViewboxError", "PolicyError", "PolicyErrors", "UnavailableLayer", "SpawnError",
     "CommandNotFound", "CommandNotExecutable", "TimeoutExpired",

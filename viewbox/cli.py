@@ -28,6 +28,7 @@ examples:
   viewbox run --policy ./my.toml -- ./server        your own policy file
   viewbox check my.toml                             validate a policy (FILE:LINE: field: message)
   viewbox show --policy python --rw /data           the effective, fully merged policy
+  viewbox learn -o job.toml -- python3 job.py       write the policy a command needs
   viewbox doctor                                    what this kernel and user can enforce
 
 exit status of `run`: the command's; 128+N if a signal N killed it; 124 if
@@ -48,6 +49,7 @@ examples:
   viewbox run --rw "$PWD" --workdir "$PWD" -- make -j2
   viewbox run --hide /etc/ssl --env LANG=C -- python3 -c 'import ssl'
   viewbox run --tmpfs /scratch:512M -- ./fill-scratch
+  viewbox run --rw "$PWD" --deny '**/*.pem' --allow "read:$PWD/ca.pem" -- make
   viewbox run --net host -- curl http://localhost:8080/   (unsafe: shares the host network)
   viewbox run --audit events.jsonl -- ./untrusted
   viewbox run --memory 256M --pids 64 --timeout 10m --report usage.json -- ./job
@@ -55,6 +57,44 @@ examples:
 When a limit ends the run, every process of the sandbox is killed, one line
 says which limit (`viewbox: killed: memory limit 256 MiB reached (peak 256
 MiB)`) and the exit status is 124.
+"""
+
+
+PATH_RULES_HELP = """\
+A rule is [ACCESS:]GLOB. ACCESS: read (open for reading, stat, list), write
+(create, change, delete, rename), exec (execve), or several joined by ","
+as in read,write; without it, all three. GLOB: an absolute path or one
+starting with **/, where * ? [...] match within one name, ** matches any
+number of directories, \\ escapes. Rules see the real path (symlinks and ..
+resolved). The last rule matching a path decides: the policy's rules, then
+every --deny, then --ask, then --allow. Field reference: policies/README.md."""
+
+LEARN_HELP = """\
+Runs CMD once under the base policy (default: the embedded `default`), with
+every filesystem and exec call audited, and writes OUT: a standalone policy
+that starts from an empty root and shows only what the run used, never more
+than the base showed. What was only read is read-only; files written and
+directories the command created, removed or renamed entries in are
+writable; system trees (/usr/lib/python3.11, /usr/lib/x86_64-linux-gnu,
+/usr/share/zoneinfo, ...) become one directory when several paths under one
+were used, while your own files stay precise (the files, or the directory
+the command listed or wrote in). Executables and their interpreters, /proc,
+/dev and a private /tmp are included when used. Paths the command probed
+that did not exist are left out. Network use is not learned yet: OUT has
+[net] mode = "none". OUT is checked by the policy loader before it is
+written; the exit status is the command's.
+
+examples:
+  viewbox learn -o job.toml --policy python -- python3 job.py in.csv out/
+      learn within `python` (the current directory writable); then replay:
+  viewbox run --policy job.toml -- python3 job.py in.csv out/
+  viewbox learn -o build.toml --policy ./base.toml -- make
+      within your own base policy, e.g. one extending "default" with rw = ["/src"]
+  viewbox learn -o build.toml --force -- make          replace build.toml
+
+The base policy bounds what the run may do: files it hides or makes read-only
+stay so. A command that reads a path only on some runs (another input, an
+error path) needs it added by hand, or a policy learned from such a run.
 """
 
 
@@ -75,6 +115,15 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
                    help="none: own network namespace, loopback only (default); host: share the host's (unsafe)")
     g.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
                    help="set K=V inside; a bare K copies the host's value (repeatable)")
+    r = p.add_argument_group("path rules (after the policy's [fs] deny/ask/allow)", description=PATH_RULES_HELP)
+    r.add_argument("--deny", action="append", default=[], metavar="[ACCESS:]GLOB",
+                   help="refuse that access to matching paths: the call fails with EACCES, "
+                        "e.g. '**/*.pem', 'write:/etc/**' (repeatable)")
+    r.add_argument("--ask", action="append", default=[], metavar="[ACCESS:]GLOB",
+                   help="ask on this terminal (without one: refuse), e.g. 'exec:/usr/bin/curl' (repeatable)")
+    r.add_argument("--allow", action="append", default=[], metavar="[ACCESS:]GLOB",
+                   help="let through what an earlier rule refuses or asks about, "
+                        "e.g. \"read:$PWD/ca.pem\" (repeatable)")
     q = p.add_argument_group("limits (override the policy's [limits])")
     q.add_argument("--memory", metavar="SIZE", help="memory of the whole sandbox, e.g. 256M")
     q.add_argument("--cpus", metavar="N", help="CPU cores, e.g. 0.5 (needs a cgroup)")
@@ -93,6 +142,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("hostname", "uid", "gid", "net", "memory", "cpus", "pids", "timeout", "disk"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
+    for key in ("deny", "ask", "allow"):  # globs, kept as written ("**/x" is no path to make absolute)
+        if getattr(args, key):
+            out[key] = list(getattr(args, key))
     if args.env:
         env: dict[str, str] = {}
         for item in args.env:
@@ -134,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--syscalls", action="store_true",
                       help="also list the syscalls the seccomp layer denies, and why")
 
+    learn = sub.add_parser("learn", help="run a command and write the policy it needs",
+                           description=LEARN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           usage="viewbox learn -o OUT [--policy BASE] [--force] -- CMD [ARGS...]")
+    learn.add_argument("-o", "--output", required=True, metavar="OUT", help="the policy file to write")
+    learn.add_argument("--policy", "-p", metavar="BASE",
+                       help="the policy the run happens in (default: default): a shipped name or a file")
+    learn.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    learn.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
     doctor = sub.add_parser("doctor", help="report what this kernel and user can enforce",
                             description="Probes namespaces, seccomp, Landlock, cgroups and pidfd for the "
                                         "current user and says what that means for policies.")
@@ -151,7 +212,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ViewboxError("no command given (usage: viewbox run [flags] -- CMD [ARGS...])")
     policy = load_policy(args.policy, overrides=_overrides(args), override_origin="cli")
     report = _open_report(args.report) if args.report else None
-    box = Sandbox(policy=policy, audit=args.audit)
+    # ask rules: a person at the terminal answers; without one they deny
+    from .ask import terminal_prompt
+    from .plan import RuleAction
+
+    box = Sandbox(policy=policy, audit=args.audit,
+                  on_request=terminal_prompt() if any(rule.action == RuleAction.ASK for rule in policy.fs.rules)
+                  else None)
     # Held back from the moment the command may exist until a handler can
     # forward them (the sandbox's init unblocks its own signals itself).
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
@@ -176,6 +243,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     assert usage is not None
     if usage.limit:
         print(f"viewbox: killed: {usage.reason}", file=sys.stderr)
+    elif proc.broker_lost:
+        print("viewbox: killed: the sandbox's broker, which performs its path calls, was gone", file=sys.stderr)
     status = LIMIT_EXIT_STATUS if usage.limit else 128 - returncode if returncode < 0 else returncode
     if report:
         with report:
@@ -232,6 +301,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_learn(args: argparse.Namespace) -> int:
+    from .learn import learn
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise ViewboxError("no command given (usage: viewbox learn -o OUT [--policy BASE] -- CMD [ARGS...])")
+    return learn(command, out=args.output, base=args.policy, force=args.force)
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import probe, render
 
@@ -251,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
-    handler = {"run": _cmd_run, "check": _cmd_check, "show": _cmd_show, "doctor": _cmd_doctor}[args.verb]
+    handler = {"run": _cmd_run, "check": _cmd_check, "show": _cmd_show, "doctor": _cmd_doctor,
+               "learn": _cmd_learn}[args.verb]
     try:
         return handler(args)
     except PolicyErrors as e:

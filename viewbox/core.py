@@ -38,6 +38,7 @@ class Usage:
     read_bytes: int         # filesystem input, in 512-byte blocks times 512
     write_bytes: int        # filesystem output, likewise
     wall_expired: bool      # the sandbox's init ended it at the plan's wall-time limit
+    broker_lost: bool = False  # its init ended it: the broker deciding path calls was gone
 
 
 class Child:
@@ -57,7 +58,8 @@ class Child:
         lib.vb_wait(self._c, wstatus, usage)
         self.pidfd = self.status_fd = -1
         return wstatus[0], Usage(usage.user_us / 1e6, usage.system_us / 1e6, usage.max_rss_kib * 1024,
-                                 usage.in_blocks * 512, usage.out_blocks * 512, bool(usage.wall_expired))
+                                 usage.in_blocks * 512, usage.out_blocks * 512, bool(usage.wall_expired),
+                                 bool(usage.broker_lost))
 
 
 def _cstr(keep: list[Any], text: str) -> Any:
@@ -76,6 +78,21 @@ def _cstr_array(keep: list[Any], items: Sequence[str]) -> Any:
 
 #: syscall families the supervisor sees when a run is audited (VB_FAMILY_*)
 AUDITED_FAMILIES = lib.VB_FAMILY_FS | lib.VB_FAMILY_EXEC
+#: VB_ACCESS_EXEC: a path rule about execution also interposes exec
+_ACCESS_EXEC = lib.VB_ACCESS_EXEC
+
+
+@record
+class Request:
+    """An access an ask rule holds until it is answered (csrc: struct vb_request)."""
+
+    token: int
+    sandbox: int
+    pid: int
+    syscall: str
+    access: int       # VB_ACCESS_* bits
+    path: str         # canonical path inside the view
+    rule: str         # where the ask rule was written
 
 
 class Supervisor:
@@ -97,6 +114,24 @@ class Supervisor:
         """How many sandboxes it serves now."""
         return int(lib.vb_supervisor_count(self._c))
 
+    @property
+    def request_fd(self) -> int:
+        """Readable while ask rules hold calls (an eventfd: read 8 bytes to rearm)."""
+        return int(lib.vb_supervisor_request_fd(self._c))
+
+    def next_request(self) -> Request | None:
+        """The oldest held call not yet handed out, or None."""
+        out = ffi.new("struct vb_request *")
+        if lib.vb_supervisor_next_request(self._c, out) != 0:
+            return None
+        return Request(out.token, out.sandbox_id, out.pid, ffi.string(out.syscall).decode(),
+                       out.access, os.fsdecode(ffi.string(out.path)),
+                       ffi.string(out.rule).decode(errors="replace"))
+
+    def answer(self, token: int, answer: int) -> bool:
+        """Answers a held call (VB_ANSWER_*); False if it no longer waits."""
+        return int(lib.vb_supervisor_answer(self._c, token, answer)) == 0
+
     def stop(self) -> None:
         lib.vb_supervisor_stop(self._c)
         self._thread.join()
@@ -108,11 +143,18 @@ _supervisor: Supervisor | None = None
 
 
 def supervisor() -> Supervisor:
-    """The process-wide supervisor, started on first use."""
+    """The process-wide supervisor, started on first use (from any thread: one only)."""
     global _supervisor
     if _supervisor is None:
-        _supervisor = Supervisor()
+        import threading
+
+        with _supervisor_lock.setdefault("lock", threading.Lock()):
+            if _supervisor is None:
+                _supervisor = Supervisor()
     return _supervisor
+
+
+_supervisor_lock: dict[str, Any] = {}
 
 
 _sandbox_ids = iter(range(1, 2**63))
@@ -125,12 +167,14 @@ def new_sandbox_id() -> int:
 
 def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
           map_all_ids: bool, cgroup_fd: int = -1, cgroup_procs_fds: Sequence[int] = (),
-          audit_fd: int = -1, sandbox_id: int = 0) -> Child:
+          audit_fd: int = -1, sandbox_id: int = 0, ask_upcall: bool = False) -> Child:
     """Spawns the sandbox described by `plan`; `fds` maps host fds to fd numbers inside.
     `cgroup_fd` (a cgroup v2 directory) or `cgroup_procs_fds` (open cgroup.procs
     files of cgroup v1 hierarchies) put the sandbox in its cgroups before it runs.
     With `audit_fd`, the supervisor sees the filesystem and exec calls and
-    writes one JSON line per call there.
+    writes one JSON line per call there. With path rules in the plan, it
+    emulates path calls through the sandbox's broker and decides them; ask
+    rules wait for `Supervisor.answer` when `ask_upcall`, else they deny.
 
     Returns once the command has been exec'd; raises SpawnError (or a
     subclass) naming the step that failed otherwise. The C structs only need
@@ -184,8 +228,22 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     p.cgroup_fd = cgroup_fd
     p.audit_fd = audit_fd
     p.sandbox_id = sandbox_id or new_sandbox_id()
-    if audit_fd >= 0:
-        p.interpose_families = AUDITED_FAMILIES
+    path_rules = ffi.new("struct vb_path_rule[]", max(1, len(plan.path_rules)))
+    keep.append(path_rules)
+    for i, path_rule in enumerate(plan.path_rules):
+        path_rules[i].glob = _cstr(keep, path_rule.glob)
+        path_rules[i].access = int(path_rule.access)
+        path_rules[i].action = int(path_rule.action)
+        path_rules[i].origin = _cstr(keep, path_rule.origin)
+    p.path_rules, p.n_path_rules = path_rules, len(plan.path_rules)
+    p.ask_upcall = int(ask_upcall)
+    families = AUDITED_FAMILIES if audit_fd >= 0 else 0
+    if plan.path_rules:
+        families |= lib.VB_FAMILY_FS
+        if any(rule.access & _ACCESS_EXEC for rule in plan.path_rules):
+            families |= lib.VB_FAMILY_EXEC
+    if families:
+        p.interpose_families = families
         p.supervisor = supervisor()._c
     procs = ffi.new("int[]", list(cgroup_procs_fds) or [-1])
     p.cgroup_procs_fds, p.n_cgroup_procs_fds = procs, len(cgroup_procs_fds)

@@ -43,6 +43,32 @@ class LandlockRule:
     access: int
 
 
+class Access(enum.IntFlag):
+    """Mirrors VB_ACCESS_*: the kinds of access a path rule covers."""
+
+    READ = 1    # open for reading, stat, access, readlink, listing a directory
+    WRITE = 2   # open for writing, create, truncate, unlink, rename, link, mkdir, symlink
+    EXEC = 4    # execve
+
+
+class RuleAction(enum.IntEnum):
+    """Mirrors VB_RULE_*: what a matching path rule decides."""
+
+    ALLOW = 1
+    DENY = 2
+    ASK = 3     # the caller's side decides (the API's on_request, the CLI's prompt)
+
+
+@record
+class PathRule:
+    """One per-path rule (layer 3): `glob` is absolute, over canonical paths inside the view."""
+
+    glob: str
+    access: Access
+    action: RuleAction
+    origin: str     # where it was written: "p.toml:7: [fs].deny[1]", "--deny", "api: deny"
+
+
 @record
 class Rlimit:
     resource: int
@@ -71,6 +97,8 @@ class Plan:
     degraded: tuple[str, ...] = ()
     # The command's wall-time limit in ms (0: none), held by the sandbox's init.
     wall_ms: int = 0
+    # Per-path rules in order: the last one matching a path and access decides.
+    path_rules: tuple[PathRule, ...] = ()
     # Extra fds passed in, host fd -> fd number inside (stdio is added at spawn).
     pass_fds: dict[int, int] = field(default_factory=dict)
 

@@ -5,20 +5,22 @@ compiles it into a Plan for that command and hands it to the C core.
 """
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import IO, Any
 
-from . import core
+from . import ask, core
 from ._record import field, record
 from .errors import SpawnError, TimeoutExpired, UnavailableLayer
 from .quota import LIMIT_EXIT_STATUS, QuotaSession, Usage
-from .plan import Plan
+from .plan import Plan, RuleAction
 from .policy import Policy, compile_policy, load_policy
 
 #: As in subprocess (same values): a new pipe for this stream, or /dev/null.
@@ -102,7 +104,7 @@ class Process:
 
     def __init__(self, child: core.Child, argv: tuple[str, ...], plan: Plan,
                  stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
-                 audit: _Audit, quota: QuotaSession) -> None:
+                 audit: _Audit, quota: QuotaSession, sandbox_id: int = 0) -> None:
         self._child = child
         self.argv = argv
         self.plan = plan
@@ -116,7 +118,9 @@ class Process:
         self.duration: float | None = None
         #: set when the command has ended: what the sandbox used (quota.Usage)
         self.usage: Usage | None = None
+        self.broker_lost = False
         self._audit = audit
+        self._sandbox_id = sandbox_id
         quota.start(child.pid)
 
     def poll(self) -> int | None:
@@ -161,6 +165,10 @@ class Process:
         self.duration = time.monotonic() - self.started
         self.returncode = os.waitstatus_to_exitcode(status)
         self.usage = self._quota.close(kernel_usage, self.duration)
+        #: the sandbox's init ended it because its broker (path rules) was gone
+        self.broker_lost = kernel_usage.broker_lost
+        ask.unregister(self._sandbox_id)
+        self._audit.end_calls()
         self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6),
                          usage=self.usage.to_dict())
 
@@ -214,15 +222,22 @@ class Sandbox:
     Overrides are the same as the CLI flags: ro, rw, hide, tmpfs (lists of
     paths, tmpfs items "PATH" or "PATH:SIZE"), workdir, hostname, uid, gid,
     net ("none" or "host"), env (a mapping added to the sandbox's
-    environment); and the limits: memory and disk (bytes, or "256M"), cpus
-    (cores, 0.5), pids, timeout (seconds, or "10m": [limits].wall). `audit`
-    names a file that receives JSON-lines events.
+    environment); per-path rules deny, ask, allow (lists of "[ACCESS:]GLOB");
+    and the limits: memory and disk (bytes, or "256M"), cpus (cores, 0.5),
+    pids, timeout (seconds, or "10m": [limits].wall).
+
+    `audit` is a file that receives JSON-lines events, or True: either way
+    `Result.events` has them, one "syscall" event per interposed call.
+    `on_request(request) -> Decision` answers the calls an ask rule holds
+    (without it, ask rules deny).
     Leaving the `with` block kills whatever it spawned that still runs."""
 
     def __init__(self, *, policy: str | os.PathLike[str] | Policy | None = None,
-                 audit: str | os.PathLike[str] | None = None, **overrides: Any) -> None:
+                 audit: str | os.PathLike[str] | bool | None = None,
+                 on_request: ask.OnRequest | None = None, **overrides: Any) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy, overrides=overrides)
         self._audit_path = audit
+        self._on_request = on_request
         self._processes: list[Process] = []
 
     def compile(self, argv: Sequence[str]) -> Plan:
@@ -252,20 +267,29 @@ class Sandbox:
         sandbox_id = core.new_sandbox_id()
         audit.emit("start", sandbox=sandbox_id, argv=list(argv), policy=self.policy.name,
                    layers=_layers(plan), degraded=list(plan.degraded), quota=quota.describe())
+        asks = bool(self._on_request) and any(rule.action == RuleAction.ASK for rule in plan.path_rules)
+        if asks:
+            assert self._on_request is not None
+            ask.register(sandbox_id, self._on_request)
         try:
             child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged,
-                               audit_fd=audit.fileno(), sandbox_id=sandbox_id, **quota.spawn_args())
+                               audit_fd=audit.call_fd(), sandbox_id=sandbox_id, ask_upcall=asks,
+                               **quota.spawn_args())
         except SpawnError as e:
+            ask.unregister(sandbox_id)
             quota.abort()
             ends.close_all()
+            audit.end_calls()
             audit.emit("error", sandbox=sandbox_id, message=str(e), exit_code=e.exit_code)
             audit.close()
             raise _explain(e) from None
         finally:
             ends.close_child_ends()
+        audit.calls_started()
         audit.emit("spawned", sandbox=sandbox_id, pid=child.pid)
         stdin_file, stdout_file, stderr_file = ends.parent_files()
-        proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota)
+        proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota,
+                       sandbox_id=sandbox_id)
         self._processes.append(proc)
         return proc
 
@@ -309,12 +333,13 @@ class Sandbox:
 
 def run(argv: Sequence[str], *, policy: str | os.PathLike[str] | Policy | None = None,
         input: bytes | None = None, capture_output: bool = True, timeout: float | None = None,
-        check: bool = False, audit: str | os.PathLike[str] | None = None, **overrides: Any) -> Result:
+        check: bool = False, audit: str | os.PathLike[str] | bool | None = None,
+        on_request: ask.OnRequest | None = None, **overrides: Any) -> Result:
     """Runs one command in a fresh sandbox and returns its Result.
 
         viewbox.run(["python3", "-c", "print(1)"], policy="python").stdout == b"1\\n"
     """
-    with Sandbox(policy=policy, audit=audit, **overrides) as box:
+    with Sandbox(policy=policy, audit=audit, on_request=on_request, **overrides) as box:
         return box.run(argv, input=input, capture_output=capture_output, timeout=timeout, check=check)
 
 
@@ -440,25 +465,77 @@ def _pump(stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] |
 
 
 class _Audit:
-    """Collects a process's events and appends them to the audit file, if any."""
+    """A process's events: viewbox's own (start, spawned, exit, error) and the
+    supervisor's, one per interposed call, which arrive on a pipe and are
+    read by a thread. Kept in `events`, and appended to the audit file, if any."""
 
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | bool | None) -> None:
         self.events: list[Event] = []
-        self._file = open(path, "a", encoding="utf-8", buffering=1) if path else None
+        self._enabled = bool(path)
+        self._file = open(path, "a", encoding="utf-8", buffering=1) if path and path is not True else None
+        self._lock = threading.Lock()
+        self._read_end = self._write_end = -1
+        self._reader: threading.Thread | None = None
 
     def emit(self, kind: str, **details: Any) -> None:
         event = Event(kind, time.time(), details)
-        self.events.append(event)
-        if self._file:
-            self._file.write(event.to_json() + "\n")
-            if kind in ("exit", "error"):
-                self.close()
+        with self._lock:
+            self.events.append(event)
+            if self._file:
+                self._file.write(event.to_json() + "\n")
+        if kind in ("exit", "error"):
+            self.close()
 
-    def fileno(self) -> int:
-        """The audit file's fd, for the supervisor's per-call events (-1: no audit file)."""
-        return self._file.fileno() if self._file else -1
+    def call_fd(self) -> int:
+        """Where the supervisor writes its per-call events (-1: not audited)."""
+        if not self._enabled:
+            return -1
+        self._read_end, self._write_end = os.pipe2(os.O_CLOEXEC)
+        try:  # room for bursts while this process is busy elsewhere
+            fcntl.fcntl(self._write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass
+        return self._write_end
+
+    def calls_started(self) -> None:
+        """The supervisor has its own copy of the pipe now: read until it closes it."""
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
+            self._reader = threading.Thread(target=self._read_calls, name="viewbox-audit", daemon=True)
+            self._reader.start()
+
+    def end_calls(self) -> None:
+        """Waits for the last per-call events (the supervisor closes its end once
+        every process of the sandbox is gone)."""
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
+        if self._reader:
+            self._reader.join(timeout=10)
+            self._reader = None
+        elif self._read_end >= 0:
+            os.close(self._read_end)
+            self._read_end = -1
+
+    def _read_calls(self) -> None:
+        import json
+
+        pending = b""
+        with open(self._read_end, "rb", buffering=0) as pipe:
+            self._read_end = -1
+            while chunk := pipe.read(1 << 16):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    record = json.loads(line)
+                    event = Event(record.pop("event"), record.pop("time"), record)
+                    with self._lock:
+                        self.events.append(event)
+                        if self._file:
+                            self._file.write(line.decode() + "\n")
 
     def close(self) -> None:
-        if self._file:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._file:
+                self._file.close()
+                self._file = None

@@ -2,7 +2,7 @@
 from viewbox.policy.compiler import compile_policy
 from viewbox.policy.loader import SHIPPED, PolicyRef, check_policy_file, load_policy, shipped_path
 from viewbox.policy.model import (
-    EnvTable, FsTable, IdentityTable, LimitsTable, NetTable, Origin, Policy, ProcessTable,
+    EnvTable, FsTable, GlobRule, IdentityTable, LimitsTable, NetTable, Origin, Policy, ProcessTable,
     SeccompTable, TmpfsMount, ViewboxTable,
 )
 from viewbox.policy.parser import render_policy
@@ -12,6 +12,7 @@ __all__ = [
     "SHIPPED",
     "EnvTable",
     "FsTable",
+    "GlobRule",
     "IdentityTable",
     "LimitsTable",
     "NetTable",

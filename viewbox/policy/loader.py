@@ -4,7 +4,10 @@ A policy is built from layers, each a set of checked values with origins:
 the files of its extends chain (depth first, in order), the file itself, then
 the overrides (CLI flags or API keywords). Merging a later layer onto an
 earlier one: scalars are replaced, lists append (duplicates dropped, the
-first kept), tables merge key by key.
+first kept), tables merge key by key. Path rules are one ordered list,
+[fs].rules: each layer's deny, then ask, then allow entries, then its own
+rules, appended; a rule given again moves to its later place, as the last
+matching rule is the one that decides.
 """
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import pathlib
 
+from viewbox._record import replace
 from viewbox.errors import PolicyError, PolicyErrors
 from viewbox.policy.model import (
-    EXTENDS, FIELDS, SCHEMA, TABLES, Entry, Item, Layer, Origin, OriginKey, Policy, Shape,
-    check_field, os_reason, quote,
+    EXTENDS, FIELDS, RULE_LISTS, SCHEMA, TABLES, Entry, Item, Layer, Origin, OriginKey, Policy,
+    Shape, check_field, os_reason, quote,
 )
 from viewbox.policy.parser import document_layer, parse_document
 
@@ -71,6 +75,9 @@ OVERRIDES: Mapping[str, str] = MappingProxyType({
     "rw": "fs.rw",
     "hide": "fs.hide",
     "tmpfs": "fs.tmpfs",
+    "deny": "fs.deny",
+    "ask": "fs.ask",
+    "allow": "fs.allow",
     "workdir": "process.workdir",
     "hostname": "identity.hostname",
     "uid": "identity.uid",
@@ -100,10 +107,27 @@ def _override_layer(overrides: Mapping[str, Any],
         errors += field_errors
         if entry is not None:
             layer[OVERRIDES[key]] = entry
-    return layer, errors
+    return fold_rules(layer), errors
 
 
 # --- merging -----------------------------------------------------------------
+
+RULES = "fs.rules"
+
+
+def fold_rules(layer: Layer) -> Layer:
+    """`layer` with its [fs].deny, ask and allow entries moved, in that order, into its
+    [fs].rules, ahead of the rules it has there: the one sequence in which its rules apply.
+    File values keep, in their origin, the field they were written in ("[fs].deny[1]")."""
+    items: list[Item] = []
+    for spec in (*RULE_LISTS, FIELDS[RULES]):
+        for index, item in enumerate(layer.pop(spec.name, [])):
+            origin = item.origin if item.origin.flag else replace(item.origin, label=spec.label(index))
+            items.append(Item(item.value, origin))
+    if items:
+        layer[RULES] = _merge_ordered([], items)
+    return layer
+
 
 def merge(base: Layer, top: Layer) -> Layer:
     """`top` applied onto `base` (neither changes)."""
@@ -112,11 +136,21 @@ def merge(base: Layer, top: Layer) -> Layer:
         spec = FIELDS[name]
         if spec.shape is Shape.SCALAR:
             merged[name] = entry
+        elif spec.shape is Shape.LIST and spec.ordered:
+            merged[name] = _merge_ordered(merged.get(name, []), entry)
         elif spec.shape is Shape.LIST:
             merged[name] = _merge_items(merged.get(name, []), entry, spec.identity)
         else:
             merged[name] = {**merged.get(name, {}), **entry}
     return merged
+
+
+def _merge_ordered(base: list[Item], top: list[Item]) -> list[Item]:
+    """`top` appended to `base`; an item given again keeps only its last place (where the last
+    matching rule decides, the earlier copy could never decide anything)."""
+    items = base + top
+    last = {item.value: index for index, item in enumerate(items)}
+    return [item for index, item in enumerate(items) if last[item.value] == index]
 
 
 def _merge_items(base: list[Item], top: list[Item], identity: Callable[[Any], Any] | None) -> list[Item]:
@@ -191,6 +225,7 @@ class _Loader:
             self.errors.append(err)
             return {}
         layer, errors = document_layer(data, locator, file)
+        layer = fold_rules(layer)
         self.errors += errors
 
         chain += ((file, os.path.realpath(file)),)
@@ -253,7 +288,8 @@ def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | 
 
     `ref` is a shipped policy name ("default" when None) or a path: a path when it is
     os.PathLike, contains "/" or ends in ".toml", or when no shipped policy has that
-    name but a file does. `overrides` keys: ro, rw, hide, tmpfs (lists of str), workdir,
+    name but a file does. `overrides` keys: ro, rw, hide, tmpfs, deny, ask, allow (lists of
+    str; deny, ask and allow take "[ACCESS:]GLOB" path rules), workdir,
     hostname, net (str), uid, gid (int), env (dict added to [env].set), memory, disk (size),
     cpus (cores), pids (int), timeout (duration: [limits].wall); None values are
     skipped; an unknown key raises TypeError. `override_origin="cli"` names their origins

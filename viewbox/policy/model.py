@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from viewbox._record import field, fields, record, replace
 from viewbox.errors import PolicyError
+from viewbox.plan import Access, RuleAction
 from viewbox.views.limits import SYSCALL_GROUPS
 
 SCHEMA_VERSION = 1
@@ -40,12 +41,16 @@ class Origin:
     file: str | None = None
     line: int | None = None
     flag: str | None = None  # "--ro" (CLI) or "api: ro" (Python keyword)
+    #: the field as the file wrote it ("[fs].deny[1]"), where the value now sits in another
+    #: (path rules, which all land in [fs].rules)
+    label: str | None = None
 
     def __str__(self) -> str:
         if self.flag:
             return self.flag
         if self.file:
-            return f"{self.file}:{self.line}" if self.line else self.file
+            where = f"{self.file}:{self.line}" if self.line else self.file
+            return f"{where}: {self.label}" if self.label else where
         return "default"
 
     def error(self, field_label: str, message: str) -> PolicyError:
@@ -125,6 +130,16 @@ def expand(template: str, *, cwd: str) -> str:
     return normalize(_PLACEHOLDER.sub(lambda match: values[match[1]], template))
 
 
+_GLOB_SPECIAL = re.compile(r"([\\*?\[])")
+
+
+def expand_glob(template: str, *, cwd: str) -> str:
+    """A checked glob with its placeholders filled in, normalised; the values are escaped, so a
+    directory named "a[1]" is matched as written."""
+    values = {"cwd": _GLOB_SPECIAL.sub(r"\\\1", cwd)}
+    return normalize(_PLACEHOLDER.sub(lambda match: values[match[1]], template))
+
+
 # --- checks: each takes a raw value, returns it typed, or raises FieldError ----
 
 class FieldError(ValueError):
@@ -194,14 +209,128 @@ def check_path(value: object) -> str:
         raise _expected("a path string", value)
     if "\0" in value:
         raise FieldError(f"path contains a NUL byte: {quote(value)}")
-    for name in _PLACEHOLDER.findall(value):
-        if name not in PLACEHOLDERS:
-            known = ", ".join(f"{{{known}}}" for known in PLACEHOLDERS)
-            raise FieldError(f"unknown placeholder {{{name}}} in {quote(value)} (known: {known})")
+    _check_placeholders(value)
     if not expand(value, cwd="/").startswith("/"):
         raise FieldError(f"path must be absolute, got {quote(value)}")
     # A template keeps its spelling: normpath("{cwd}/..") would lose the placeholder.
     return value if _PLACEHOLDER.search(value) else normalize(value)
+
+
+def _check_placeholders(value: str) -> None:
+    for name in _PLACEHOLDER.findall(value):
+        if name not in PLACEHOLDERS:
+            known = ", ".join(f"{{{known}}}" for known in PLACEHOLDERS)
+            raise FieldError(f"unknown placeholder {{{name}}} in {quote(value)} (known: {known})")
+
+
+# --- path rules: [fs].deny, ask, allow and rules -------------------------------
+
+#: access words of a rule, as written before its glob ("read,write:/etc/**")
+ACCESS_WORDS: Mapping[str, Access] = MappingProxyType(
+    {"read": Access.READ, "write": Access.WRITE, "exec": Access.EXEC})
+ALL_ACCESS = Access.READ | Access.WRITE | Access.EXEC
+#: the rule lists of [fs], in the order they apply within one layer
+RULE_ACTIONS: Mapping[str, RuleAction] = MappingProxyType(
+    {"deny": RuleAction.DENY, "ask": RuleAction.ASK, "allow": RuleAction.ALLOW})
+_ACCESS_PREFIX = re.compile(r"[\w, ]*")
+
+
+@record
+class GlobRule:
+    """One per-path rule as a policy holds it (its glob may still hold placeholders).
+
+    str() gives the form [fs].rules reads: "deny:/**/*.pem", "allow:read,exec:/opt/**".
+    """
+
+    action: RuleAction
+    access: Access
+    glob: str  # absolute and normalised, or a template holding placeholders ("{cwd}/**")
+
+    def __str__(self) -> str:
+        action = self.action.name.lower()
+        if self.access == ALL_ACCESS:
+            return f"{action}:{self.glob}"
+        words = ",".join(word for word, bit in ACCESS_WORDS.items() if self.access & bit)
+        return f"{action}:{words}:{self.glob}"
+
+
+def parse_glob_rule(value: object, action: RuleAction) -> GlobRule:
+    """A rule from "[ACCESS:]GLOB": ACCESS is read, write, exec joined by ","
+    (all three when left out); GLOB is absolute or starts with "**/"."""
+    if not isinstance(value, str):
+        raise _expected('a string "[ACCESS:]GLOB"', value)
+    if not value:
+        raise FieldError('empty rule (expected "[ACCESS:]GLOB", e.g. "**/*.pem" or "write:/etc/**")')
+    if "\0" in value:
+        raise FieldError(f"rule contains a NUL byte: {quote(value)}")
+    access, glob = ALL_ACCESS, value
+    prefix, colon, rest = value.partition(":")
+    if colon and _ACCESS_PREFIX.fullmatch(prefix):
+        access, glob = Access(0), rest
+        for word in prefix.split(","):
+            word = word.strip()
+            if word not in ACCESS_WORDS:
+                hint = did_you_mean(word, ACCESS_WORDS) or ' (access is read, write or exec, joined by ",")'
+                raise FieldError(f"unknown access {quote(word)} in {quote(value)}{hint}")
+            access |= ACCESS_WORDS[word]
+    if not glob:
+        raise FieldError(f"empty glob in {quote(value)}")
+    _check_placeholders(glob)
+    if glob.startswith("**/"):
+        glob = "/" + glob
+    if not expand(glob, cwd="/").startswith("/"):
+        raise FieldError(f'glob must be absolute ("/...") or start with "**/", got {quote(glob)}')
+    _check_glob_syntax(glob)
+    # A template keeps its spelling: the compiler normalises it once the placeholders are filled in.
+    return GlobRule(action, access, glob if _PLACEHOLDER.search(glob) else normalize(glob))
+
+
+def _check_glob_syntax(glob: str) -> None:
+    """The pattern as the C core reads it: '*' '?' '[...]' within a component, '**' only as
+    a whole component, '\\' escaping the next character."""
+    for part in glob.split("/"):
+        if part == "**":
+            continue
+        index = 0
+        while index < len(part):
+            char = part[index]
+            if char == "\\":
+                if index + 1 == len(part):
+                    raise FieldError(f'"\\" escapes nothing at the end of {quote(part)} in {quote(glob)}')
+                index += 2
+            elif char == "[":
+                end = index + 1
+                if part[end:end + 1] in ("!", "^"):
+                    end += 1
+                if part[end:end + 1] == "]":  # a "]" first is a member, not the end
+                    end += 1
+                while end < len(part) and part[end] != "]":
+                    end += 2 if part[end] == "\\" else 1
+                if end >= len(part):
+                    raise FieldError(f'unclosed "[" in {quote(part)} in {quote(glob)} (write "\\[" for a "[")')
+                index = end + 1
+            elif part.startswith("**", index):
+                raise FieldError(f'"**" must be a whole path component ("/a/**/b"), got {quote(part)} '
+                                 f"in {quote(glob)}")
+            else:
+                index += 1
+
+
+def check_rule(action: RuleAction) -> Check:
+    """An item of [fs].deny, ask or allow."""
+    return lambda value: parse_glob_rule(value, action)
+
+
+def check_ordered_rule(value: object) -> GlobRule:
+    """An item of [fs].rules: "ACTION:[ACCESS:]GLOB", ACTION deny, ask or allow."""
+    if not isinstance(value, str):
+        raise _expected('a string "ACTION:[ACCESS:]GLOB"', value)
+    action, colon, rule = value.partition(":")
+    if not colon or action not in RULE_ACTIONS:
+        hint = did_you_mean(action, RULE_ACTIONS) if colon else ""
+        raise FieldError(f'expected "ACTION:[ACCESS:]GLOB" with ACTION deny, ask or allow, '
+                         f"got {quote(value)}{hint}")
+    return parse_glob_rule(rule, RULE_ACTIONS[action])
 
 
 def check_reference(value: object) -> str:
@@ -352,6 +481,9 @@ class FieldSpec:
     key_check: Check | None = None     # TABLE: the keys
     #: LIST: items with equal identity are one item; a later one replaces an earlier (tmpfs by path)
     identity: Callable[[Any], Any] | None = None
+    #: LIST: the order is the meaning (path rules: the last match wins), so an item given
+    #: again moves to its later place instead of being dropped
+    ordered: bool = False
     #: SCALAR defaulting to None: what an unset value means (it depends on the run)
     unset: str | None = None
     table: str = ""
@@ -380,8 +512,10 @@ def _scalar(default: Any, check: Check, *, unset: str | None = None) -> Any:
     return field(default=default, metadata={_SPEC: FieldSpec(Shape.SCALAR, check, unset=unset)})
 
 
-def _list(check: Check, *, identity: Callable[[Any], Any] | None = None, key: str = "") -> Any:
-    return field(default=(), metadata={_SPEC: FieldSpec(Shape.LIST, check, identity=identity, key=key)})
+def _list(check: Check, *, identity: Callable[[Any], Any] | None = None, key: str = "",
+          ordered: bool = False) -> Any:
+    spec = FieldSpec(Shape.LIST, check, identity=identity, key=key, ordered=ordered)
+    return field(default=(), metadata={_SPEC: spec})
 
 
 def _table(key_check: Check, value_check: Check) -> Any:
@@ -411,6 +545,9 @@ class FsTable:
     tmpfs: tuple[TmpfsMount, ...] = _list(check_tmpfs, identity=lambda mount: mount.path)
     proc: bool = _scalar(True, check_boolean)
     dev: bool = _scalar(True, check_boolean)
+    #: per-path rules in the order they apply, the last match deciding: every layer's
+    #: deny, then ask, then allow entries (the loader folds them in), then its own rules
+    rules: tuple[GlobRule, ...] = _list(check_ordered_rule, ordered=True)
 
 
 @record
@@ -514,6 +651,11 @@ TABLES: Mapping[str, type] = MappingProxyType({
 })
 
 EXTENDS = FieldSpec(Shape.LIST, check_reference, table="viewbox", key="extends")
+#: [fs].deny, ask, allow: folded by the loader into [fs].rules, in this order within a layer
+RULE_LISTS = tuple(FieldSpec(Shape.LIST, check_rule(action), table="fs", key=key)
+                   for key, action in RULE_ACTIONS.items())
+#: fields without an attribute of their own: the loader consumes them
+_LOADER_FIELDS = (EXTENDS, *RULE_LISTS)
 
 
 def _table_schema(table: str, cls: type) -> dict[str, FieldSpec]:
@@ -522,8 +664,7 @@ def _table_schema(table: str, cls: type) -> dict[str, FieldSpec]:
         spec = table_field.metadata[_SPEC]
         key = spec.key or table_field.name
         specs[key] = replace(spec, table=table, key=key, attr=table_field.name)
-    if table == EXTENDS.table:
-        specs[EXTENDS.key] = EXTENDS
+    specs.update({spec.key: spec for spec in _LOADER_FIELDS if spec.table == table})
     return specs
 
 

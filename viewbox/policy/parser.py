@@ -12,8 +12,8 @@ from typing import Any
 
 from viewbox.errors import PolicyError
 from viewbox.policy.model import (
-    DEFAULT_ORIGIN, FIELDS, SCHEMA, Layer, Origin, Policy, Shape, TmpfsMount, check_field,
-    describe, did_you_mean, format_size, quote, toml_key,
+    DEFAULT_ORIGIN, FIELDS, SCHEMA, GlobRule, Layer, Origin, Policy, Shape, TmpfsMount,
+    check_field, describe, did_you_mean, format_size, quote, toml_key,
 )
 
 PathKey = tuple[str | int, ...]
@@ -300,6 +300,9 @@ def render_policy(policy: Policy) -> str:
                 if not value:
                     body.append(f"{key} = []")
                     continue
+                if spec.name == "fs.rules":
+                    body.append("# deny, ask and allow of every layer, in the order they apply: "
+                                "the last rule matching a path decides")
                 body.append(f"{key} = [")
                 body += [f"    {_toml_value(item)},{_from(policy.origin(spec.name, index))}"
                          for index, item in enumerate(value)]
@@ -325,6 +328,8 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, str):
         return quote(value)
+    if isinstance(value, GlobRule):
+        return quote(str(value))
     if isinstance(value, TmpfsMount):
         return f"{{ path = {quote(value.path)}, size = {quote(format_size(value.size))} }}"
     raise TypeError(f"no TOML form for {value!r}")

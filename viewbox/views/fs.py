@@ -2,7 +2,8 @@
 
 The C core applies the mount ops in order inside the sandbox's mount
 namespace; Landlock then restricts access beneath those mounts again, so a
-mistake in one layer is still held by the other.
+mistake in one layer is still held by the other. Per-path rules ([fs].deny,
+ask, allow) go to the supervisor, which decides path calls at syscall time.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from viewbox._record import record
 from typing import TYPE_CHECKING
 
 from viewbox.errors import PolicyError, PolicyErrors, UnavailableLayer
-from viewbox.plan import Base, LandlockRule, MountKind, MountOp
-from viewbox.policy.model import FIELDS, expand, os_reason
+from viewbox.plan import Base, LandlockRule, MountKind, MountOp, PathRule
+from viewbox.policy.model import FIELDS, expand, expand_glob, os_reason
 
 if TYPE_CHECKING:
     from viewbox.policy.model import Policy
@@ -92,7 +93,7 @@ class _Listed:
     size: int = 0  # tmpfs bytes
 
 
-# Plan fields owned by this view: base, mounts, workdir, landlock_*, degraded.
+# Plan fields owned by this view: base, mounts, workdir, path_rules, landlock_*, degraded.
 def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
     base = Base.HOST if policy.fs.base == "host" else Base.EMPTY
     handled = handled_access(context.landlock_abi)
@@ -111,6 +112,12 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         mount = _mount(listed, policy, handled, optional, errors)
         if mount is not None:
             placed.append(mount)
+    if policy.fs.rules and not policy.fs.proc:
+        # the broker names what a call reached by its /proc/self/fd link: no /proc, no decision
+        where = policy.origin("fs.proc")
+        errors.append(PolicyError("per-path rules ([fs].deny, ask, allow, rules) need /proc in the view: "
+                                  "set proc = true or drop the rules",
+                                  file=where.file, line=where.line, field="[fs].proc"))
     if errors:
         raise PolicyErrors(errors)
     # Parents first, so `hide = ["/home"]` with `rw = ["/home/u/proj"]` shows the project in an empty
@@ -122,6 +129,7 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         "base": base,
         "mounts": mounts,
         "workdir": _workdir(policy, context.cwd, base, mounts),
+        "path_rules": _path_rules(policy, context.cwd),
     }
     if context.landlock_abi < 1:
         if "landlock" not in policy.viewbox.accept_degraded:
@@ -199,6 +207,13 @@ def _mount(listed: _Listed, policy: Policy, handled: int, optional: set[str],
     # symlink's own path: the view has no symlinks of its own, and the plan names the real source.
     source = os.path.realpath(target)
     return MountOp(MountKind.BIND, target, source=source, readonly=readonly), [(target, rights)]
+
+
+def _path_rules(policy: Policy, cwd: str) -> tuple[PathRule, ...]:
+    """[fs].rules for the C core, in order, placeholders filled in, each naming where it was written."""
+    return tuple(PathRule(expand_glob(rule.glob, cwd=cwd), rule.access, rule.action,
+                          str(policy.origin("fs.rules", index)))
+                 for index, rule in enumerate(policy.fs.rules))
 
 
 def _depth(path: str) -> int:

@@ -1,0 +1,91 @@
+/* The supervisor's parts (supervisor.c: the loop; sys_fs.c: the handlers;
+ * audit.c: the events). Internal to the C core. */
+#ifndef VIEWBOX_SUPERVISE_H
+#define VIEWBOX_SUPERVISE_H
+
+#include <linux/seccomp.h>
+#include <stdint.h>
+
+#include "broker.h"
+#include "internal.h"
+
+struct served;
+
+#define VB_WAIT_BROKER 1   /* sent to the broker, its reply not yet in */
+#define VB_WAIT_ANSWER 2   /* an ask rule holds it until the asking side answers */
+
+/* One intercepted call, from SECCOMP_IOCTL_NOTIF_RECV to its answer. */
+struct vb_call {
+    struct served *sandbox;
+    struct seccomp_notif notif;              /* the kernel's record (pid, nr, args) */
+    const struct vb_interpose_info *row;     /* its row of the syscall table */
+    uint64_t token;                          /* names it to the broker and the asker */
+    struct vb_broker_request request;        /* the arguments, copied once */
+    int fds[2];                              /* dirfds attached to the request, or -1 */
+    uint64_t out_addr;                       /* where a result struct goes in the caller */
+    int waiting;                             /* VB_WAIT_*: where it is now */
+    unsigned asked;                          /* VB_ANSWER_* once an ask was answered, + 1 */
+    unsigned asked_access;                   /* what the ask rule held it for */
+    int asked_rule;
+    struct vb_call *next;
+};
+
+/* What a handler decides (DESIGN.md: every handler returns an explicit decision). */
+enum vb_decision_kind {
+    VB_DECIDE_ERRNO,     /* fail with `value` (an errno) */
+    VB_DECIDE_RETURN,    /* succeed, returning `value` */
+    VB_DECIDE_BROKER,    /* the request is ready: the broker performs and the rules decide */
+    VB_DECIDE_CONTINUE,  /* let the kernel run it as it is: only where layers 0-2 hold the
+                            outcome, each use marked SAFETY */
+};
+
+struct vb_decision {
+    enum vb_decision_kind kind;
+    int64_t value;
+};
+
+typedef struct vb_decision (*vb_handler)(struct vb_call *call);
+
+/* The interposed rows of syscall_table.h (seccomp.c), with their handlers. */
+struct vb_interpose_info {
+    const char *name;
+    int nr;
+    uint64_t family;
+    const char *args;      /* how to decode each argument, see syscall_table.h */
+    const char *note;
+    vb_handler handler;    /* sys_<name>, used when the sandbox has path rules */
+};
+const struct vb_interpose_info *vb_interpose_table(size_t *count);
+const struct vb_interpose_info *vb_interpose_row(int nr);
+
+/* The handlers, one per interposed syscall (sys_fs.c). */
+#define VB_SYSCALL(name, group, how, mask, note)
+#define VB_IOCTL(request, name, group, note)
+#define VB_INTERPOSE(name, family, args, note) struct vb_decision sys_##name(struct vb_call *call);
+#include "syscall_table.h"
+#undef VB_SYSCALL
+#undef VB_IOCTL
+#undef VB_INTERPOSE
+
+/* --- tracee access (supervisor.c) --------------------------------------- */
+
+/* Copies the NUL-terminated string at `addr` of the calling thread. 0 or -errno. */
+int vb_read_string(const struct vb_call *call, uint64_t addr, char *out, size_t cap);
+/* Copies `len` bytes at `addr`. 0 or -errno. */
+int vb_read_memory(const struct vb_call *call, uint64_t addr, void *out, size_t len);
+/* Copies `len` bytes to `addr` in the calling thread, once the call is still valid. */
+int vb_write_memory(const struct vb_call *call, uint64_t addr, const void *data, size_t len);
+/* An O_PATH fd, in this process, for the directory a relative path of the
+ * call starts from: the caller's working directory (AT_FDCWD) or its fd
+ * `dirfd`. -errno (EBADF for an fd it does not have). */
+int vb_open_dirfd(const struct vb_call *call, int dirfd);
+
+/* --- audit (audit.c) ----------------------------------------------------- */
+
+/* One JSON line for the call on `audit_fd`: time, pid, syscall, decoded
+ * arguments (paths from the call's own copies when it has them), the
+ * decision, the rule that made it, the object reached and the result. */
+void vb_audit_call(int audit_fd, uint64_t sandbox_id, const struct vb_call *call, const char *decision,
+                   const char *rule, const char *resolved, int64_t result);
+
+#endif
