@@ -371,6 +371,8 @@ __attribute__((noreturn)) static void run_broker(const struct vb_plan *plan)
         FAIL(errno, "start the broker's session");
     if (chdir("/") != 0)
         FAIL(errno, "broker: enter the view's root");
+    /* what it creates gets the mode the supervisor computed with the caller's own umask */
+    umask(0);
     set_identity(plan);
     for (size_t i = 0; i < plan->n_fds; i++)
         close(plan->fds[i].child_fd); /* the command's, placed by the init for Landlock's sake */

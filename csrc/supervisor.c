@@ -41,6 +41,10 @@
 #ifndef SECCOMP_ADDFD_FLAG_SEND
 #define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
 #endif
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS /* Linux 6.6 */
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
 
 /* Requests a sandbox may have at its broker at once. Both directions of the
  * socket must hold them all (a request is ~12 KiB, a reply ~8 KiB, the
@@ -212,6 +216,11 @@ int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const
             if (!(s->origins[i] = strdup(plan->path_rules[i].origin ? plan->path_rules[i].origin : "")))
                 goto fail;
     }
+    /* The caller waits for us and we for it: ask the kernel to hand the CPU
+     * over on each wake-up instead of waking the other side on another CPU
+     * (an inter-processor interrupt, dear in a VM). Older kernels: EINVAL, fine. */
+    uint64_t sync_wake = SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP;
+    ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, sync_wake);
     if (broker >= 0) {
         /* room for MAX_AT_BROKER requests, as far as the system lets us */
         int bytes = 1 << 20;

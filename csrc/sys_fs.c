@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -96,6 +97,28 @@ static int rewrite_self(const struct vb_call *call, char *path)
     return 0;
 }
 
+/* The caller's umask (the broker creates with umask 0): from the Umask:
+ * line of its status, read only for calls that create. */
+static int apply_umask(struct vb_call *call)
+{
+    char path[64], text[4096];
+    snprintf(path, sizeof path, "/proc/%u/status", call->notif.pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return -EIO;
+    text[n] = '\0';
+    const char *line = strstr(text, "\nUmask:");
+    if (!line)
+        return -EIO;
+    unsigned mask = (unsigned)strtoul(line + 7, NULL, 8);
+    call->request.mode &= ~(uint64_t)(mask & 0777);
+    return 0;
+}
+
 /* Readies `which` path of the request (VB_DIRFD_PATH or VB_DIRFD_PATH2): an
  * absolute path resolves from the view's root (the broker's root); a
  * relative or empty one from `dirfd`, opened here from the caller's pid and
@@ -146,7 +169,8 @@ static struct vb_decision open_call(struct vb_call *call, int dirfd, uint64_t fl
     int creates = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
     call->request.flags = flags;
     call->request.mode = creates ? mode & 07777 : 0; /* open() ignores the mode otherwise */
-    return request(call, VB_OP_OPEN, dirfd);
+    int rc = creates ? apply_umask(call) : 0;
+    return rc < 0 ? ERRNO(-rc) : request(call, VB_OP_OPEN, dirfd);
 }
 
 /* open(path, flags, mode): opens a file. */
@@ -171,7 +195,9 @@ struct vb_decision sys_openat(struct vb_call *call)
  * size checked) with the arguments, and the kernel checks its fields again. */
 struct vb_decision sys_openat2(struct vb_call *call)
 {
-    return request(call, VB_OP_OPEN, (int)ARG(0));
+    int creates = (call->request.flags & O_CREAT) || (call->request.flags & O_TMPFILE) == O_TMPFILE;
+    int rc = creates ? apply_umask(call) : 0;
+    return rc < 0 ? ERRNO(-rc) : request(call, VB_OP_OPEN, (int)ARG(0));
 }
 
 /* --- metadata ----------------------------------------------------------------------- */
@@ -305,14 +331,16 @@ struct vb_decision sys_unlinkat(struct vb_call *call)
 struct vb_decision sys_mkdir(struct vb_call *call)
 {
     call->request.mode = ARG(1) & 07777;
-    return request(call, VB_OP_MKDIR, AT_FDCWD);
+    int rc = apply_umask(call);
+    return rc < 0 ? ERRNO(-rc) : request(call, VB_OP_MKDIR, AT_FDCWD);
 }
 
 /* mkdirat(dirfd, path, mode): mkdir() from a directory. */
 struct vb_decision sys_mkdirat(struct vb_call *call)
 {
     call->request.mode = ARG(2) & 07777;
-    return request(call, VB_OP_MKDIR, (int)ARG(0));
+    int rc = apply_umask(call);
+    return rc < 0 ? ERRNO(-rc) : request(call, VB_OP_MKDIR, (int)ARG(0));
 }
 
 /* rename(old, new): moves a name. */

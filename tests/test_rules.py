@@ -179,3 +179,12 @@ def test_race_never_reaches_a_denied_file(mode: str, as_user: Caller, shared_dir
     assert done.returncode == 0 and "LEAK" not in done.stdout, done.stdout + done.stderr
     counts = dict(item.split("=") for item in done.stdout.split())
     assert int(counts["ok"]) > 100 and int(counts["refused"]) > 100, counts  # both sides of the race ran
+
+
+def test_created_files_keep_the_callers_umask(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """The broker creates them, but with the mode the caller would have got."""
+    work = _work(shared_dir)
+    script = f"umask 077; echo x > {work}/f; mkdir {work}/d; stat -c '%a' {work}/f {work}/d"
+    plain = as_user.run(["--rw", str(work), "--", "sh", "-c", script.replace("/f", "/f0").replace("/d", "/d0")])
+    ruled = as_user.run(["--rw", str(work), "--deny", "**/*.secret", "--", "sh", "-c", script])
+    assert plain.stdout.split() == ruled.stdout.split() == ["600", "700"], ruled.stderr

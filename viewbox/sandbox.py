@@ -279,6 +279,7 @@ class Sandbox:
             ask.unregister(sandbox_id)
             quota.abort()
             ends.close_all()
+            audit.calls_started()  # the calls it made before failing (e.g. the PATH search) are in
             audit.end_calls()
             audit.emit("error", sandbox=sandbox_id, message=str(e), exit_code=e.exit_code)
             audit.close()
