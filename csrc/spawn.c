@@ -494,10 +494,20 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
                 report(status_fd, status, 0, 0);
             if (pid == broker) {
                 /* The broker exits when its supervisor lets the sandbox go, which
-                 * happens when the command's last process ended: then the command's
-                 * status is waiting here too, and the run ended on its own. */
-                if (waitpid(command, &status, WNOHANG) == command)
-                    report(status_fd, status, 0, 0);
+                 * happens as the command's last process ends: give the command a
+                 * moment to finish exiting, so a run that ended on its own is not
+                 * reported as killed. Until then its path calls fail (the
+                 * supervisor answers EACCES without a broker): nothing is decided
+                 * meanwhile. */
+                struct timespec grace = {0, 200 * 1000 * 1000};
+                sigset_t chld;
+                sigemptyset(&chld);
+                sigaddset(&chld, SIGCHLD);
+                for (int tries = 0; tries < 5; tries++) {
+                    if (waitpid(command, &status, WNOHANG) == command)
+                        report(status_fd, status, 0, 0);
+                    sigtimedwait(&chld, NULL, &grace);
+                }
                 end_sandbox(command, status_fd, 0, 1);
             }
         }
