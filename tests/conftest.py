@@ -35,9 +35,10 @@ ATTACKS = TESTS / "attacks"
 INSIDE_PYTHON = SYSTEM_PYTHON
 
 #: The environment viewbox itself is started with (the command inside gets a clean one anyway).
+#: The sanitizer build (README: VIEWBOX_SANITIZE=1) needs its runtime in every viewbox process.
+SANITIZER_ENV = {k: v for k, v in os.environ.items() if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
 HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-            # the sanitizer build (README: VIEWBOX_SANITIZE=1) reaches the viewbox processes
-            **{k: v for k, v in os.environ.items() if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}}
+            **SANITIZER_ENV}
 
 # Where the viewbox under test is imported from, for root's `python -m viewbox`.
 _PACKAGE_PARENT = str(pathlib.Path(viewbox.__file__).resolve().parent.parent)
@@ -75,6 +76,7 @@ class Caller:
 
     def viewbox_env(self, env: dict[str, str] | None) -> dict[str, str]:
         out = dict(HOST_ENV if env is None else env)
+        out.update(SANITIZER_ENV)
         out["PYTHONPATH"] = _PACKAGE_PARENT if self.uid == 0 else unpriv._shared_pythonpath()
         return out
 

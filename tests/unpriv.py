@@ -75,6 +75,8 @@ def run_unprivileged(args: list[str], **kw: Any) -> subprocess.CompletedProcess[
     an `env` given is used with PYTHONPATH added."""
     env = dict(kw.pop("env", {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}))
     env["PYTHONPATH"] = _shared_pythonpath()
+    # the sanitizer build (README) needs its runtime in the viewbox process too
+    env.update({k: v for k, v in os.environ.items() if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")})
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
     kw.setdefault("timeout", 60)
