@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 from conftest import INSIDE_PYTHON, Caller, live_processes, unique, wait_until
 
@@ -161,3 +162,36 @@ def test_a_sandbox_dying_mid_call_leaves_the_others_served(shared_dir: pathlib.P
     release.set()
     assert wait_until(lambda: core.supervisor().serving == 0, 10)
     assert _open_fds() <= before  # nothing leaked (fds of calls, brokers, listeners)
+
+
+def test_the_cli_asks_on_its_terminal(shared_dir: pathlib.Path) -> None:
+    """`viewbox run` with an ask rule and a terminal: the question appears there and the answer counts."""
+    import pty
+
+    (shared_dir / "asked.txt").write_text("the answer\n")
+    caller = Caller("root")
+    argv = caller.viewbox_argv(["run", "--ro", str(shared_dir), "--ask", f"read:{shared_dir}/asked.txt", "--",
+                                "sh", "-c", f"cat {shared_dir}/asked.txt; cat {shared_dir}/asked.txt"])
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal
+        os.chdir("/")
+        os.execve(argv[0], argv, caller.viewbox_env(None))
+    seen = b""
+    answers = iter([b"o\n", b"n\n"])  # once, then deny
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the child is gone
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if seen.count(b"allow [o]nce") > seen.count(b"\n[answered]"):
+            os.write(terminal, next(answers))
+            seen += b"\n[answered]"
+    _, status = os.waitpid(pid, 0)
+    text = seen.decode(errors="replace")
+    assert text.count("wants to read") == 2 and f"{shared_dir}/asked.txt" in text, text
+    assert "the answer" in text and "Permission denied" in text, text
+    assert os.waitstatus_to_exitcode(status) == 1  # the second cat was denied

@@ -104,18 +104,19 @@ def _answer(supervisor: core.Supervisor, callback: OnRequest | None, held: core.
 def terminal_prompt() -> OnRequest | None:
     """For the CLI: a callback that asks on the controlling terminal, or None
     when there is none (ask rules then deny)."""
-    try:
-        tty = open("/dev/tty", "r+", encoding="utf-8", errors="replace")
+    try:  # a terminal is not seekable: one stream each way
+        tty_in = open("/dev/tty", encoding="utf-8", errors="replace")
+        tty_out = open("/dev/tty", "w", encoding="utf-8", errors="replace")
     except OSError:
         return None
     prompt_lock = threading.Lock()
 
     def on_request(request: Request) -> Decision:
         with prompt_lock:  # one question at a time on one terminal
-            tty.write(f"viewbox: {request.syscall} wants to {'/'.join(request.access)} {request.path}\n"
-                      f"  (rule {request.rule})  allow [o]nce, [a]lways, or [D]eny? ")
-            tty.flush()
-            reply = tty.readline().strip().lower()
+            tty_out.write(f"viewbox: {request.syscall} wants to {'/'.join(request.access)} {request.path}\n"
+                          f"  (rule {request.rule})  allow [o]nce, [a]lways, or [D]eny? ")
+            tty_out.flush()
+            reply = tty_in.readline().strip().lower()
         if reply in ("o", "once", "y", "yes"):
             return Decision.ALLOW_ONCE
         if reply in ("a", "always"):
