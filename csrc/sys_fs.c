@@ -24,20 +24,30 @@ static struct vb_decision decide(enum vb_decision_kind kind, int64_t value)
 #define BROKER decide(VB_DECIDE_BROKER, 0)
 #define ERRNO(e) decide(VB_DECIDE_ERRNO, (e))
 
-/* The caller's pid and tid inside its pid namespace (the notification names
- * them as this process sees them): the last fields of NStgid / NSpid. */
-static int ids_inside(const struct vb_call *call, unsigned *tgid, unsigned *tid)
+/* The calling thread's /proc/PID/status, NUL-terminated, into `text`. */
+static int read_status(const struct vb_call *call, char *text, size_t cap)
 {
-    char path[64], text[4096];
+    char path[64];
     snprintf(path, sizeof path, "/proc/%u/status", call->notif.pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    ssize_t n = read(fd, text, sizeof text - 1);
+    ssize_t n = read(fd, text, cap - 1);
     close(fd);
     if (n <= 0)
         return -EIO;
     text[n] = '\0';
+    return 0;
+}
+
+/* The caller's pid and tid inside its pid namespace (the notification names
+ * them as this process sees them): the last fields of NStgid / NSpid. */
+static int ids_inside(const struct vb_call *call, unsigned *tgid, unsigned *tid)
+{
+    char text[4096];
+    int rc = read_status(call, text, sizeof text);
+    if (rc < 0)
+        return rc;
     const char *names[2] = {"\nNStgid:", "\nNSpid:"};
     unsigned *out[2] = {tgid, tid};
     for (int i = 0; i < 2; i++) {
@@ -101,16 +111,10 @@ static int rewrite_self(const struct vb_call *call, char *path)
  * line of its status, read only for calls that create. */
 static int apply_umask(struct vb_call *call)
 {
-    char path[64], text[4096];
-    snprintf(path, sizeof path, "/proc/%u/status", call->notif.pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return -EIO;
-    text[n] = '\0';
+    char text[4096];
+    int rc = read_status(call, text, sizeof text);
+    if (rc < 0)
+        return rc;
     const char *line = strstr(text, "\nUmask:");
     if (!line)
         return -EIO;

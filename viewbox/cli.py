@@ -6,10 +6,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import PolicyErrors, ViewboxError
+
+if TYPE_CHECKING:
+    from .sandbox import Process, Sandbox
 
 #: signals `viewbox run` passes on to the command
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -202,6 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def spawn_forwarding_signals(box: Sandbox, argv: Sequence[str]) -> Process:
+    """Spawns `argv`, forwarding the FORWARDED signals this process gets to it;
+    they are held back from the moment the command may exist until the handler
+    is in place (the sandbox's init unblocks its own signals itself)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        proc = box.spawn(argv)
+        for sig in FORWARDED:
+            signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    for message in proc.plan.degraded:
+        print(f"viewbox: running degraded: {message}", file=sys.stderr)
+    return proc
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .policy import load_policy
     from .quota import LIMIT_EXIT_STATUS, limits_dict
@@ -219,11 +238,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     box = Sandbox(policy=policy, audit=args.audit,
                   on_request=terminal_prompt() if any(rule.action == RuleAction.ASK for rule in policy.fs.rules)
                   else None)
-    # Held back from the moment the command may exist until a handler can
-    # forward them (the sandbox's init unblocks its own signals itself).
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
-        proc = box.spawn(command)
+        proc = spawn_forwarding_signals(box, command)
     except ViewboxError as e:
         if report:
             with report:
@@ -231,13 +247,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
                 json.dump({"argv": command, "exit_status": e.exit_code, "error": str(e)}, report, indent=2)
         raise
-    else:
-        for sig in FORWARDED:
-            signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
-    for message in proc.plan.degraded:
-        print(f"viewbox: running degraded: {message}", file=sys.stderr)
     returncode = proc.wait()
     usage = proc.usage
     assert usage is not None

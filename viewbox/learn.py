@@ -43,9 +43,8 @@ from typing import Any
 from .errors import ViewboxError
 from .plan import Base, MountKind, MountOp, Plan
 from .policy import Policy, load_policy
-from .policy.model import (
-    SCHEMA, TABLES, TmpfsMount, expand, format_size, normalize, parse_size, quote, toml_key,
-)
+from .policy.model import SCHEMA, TABLES, expand, format_size, normalize, parse_size, quote, toml_key
+from .policy.parser import toml_value
 
 # What a run needed of a path.
 READ = 1      # a file read, executed or looked at: the file itself
@@ -632,17 +631,6 @@ def _keep_base_restrictions(learned: Learned, base_plan: Plan) -> None:
 
 # --- rendering ------------------------------------------------------------------
 
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return quote(value)
-    if isinstance(value, TmpfsMount):
-        return quote(f"{value.path}:{format_size(value.size)}")
-    return quote(str(value))  # path rules read back from their str() ("deny:/**/*.pem")
-
 
 #: fields the learned policy sets itself
 _OWN_FIELDS = {"viewbox.version", "viewbox.description", "fs.base", "fs.ro", "fs.rw", "fs.hide",
@@ -668,12 +656,12 @@ def _kept_from_base(policy: Policy, cwd: str) -> dict[str, list[str]]:
                 value = format_size(value)
             lines = out.setdefault(table, [])
             if isinstance(value, Mapping):
-                items = ", ".join(f"{toml_key(k)} = {_toml(v)}" for k, v in value.items())
+                items = ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items())
                 lines.append(f"{toml_key(key)} = {{ {items} }}")
             elif isinstance(value, tuple):
-                lines.append(f"{toml_key(key)} = [{', '.join(_toml(item) for item in value)}]")
+                lines.append(f"{toml_key(key)} = [{', '.join(toml_value(item) for item in value)}]")
             else:
-                lines.append(f"{toml_key(key)} = {_toml(value)}")
+                lines.append(f"{toml_key(key)} = {toml_value(value)}")
     return out
 
 
@@ -740,8 +728,8 @@ def render(learned: Learned, usage: Usage, *, argv: Sequence[str], base: Policy,
     # Per-path rules (kept from the base) are decided by the broker, which needs /proc.
     rules = bool(getattr(base.fs, "rules", ()))
     proc_why = "used" if learned.proc else "needed by the path rules" if rules else "not used"
-    lines.append(f"proc = {_toml(learned.proc or rules)}  # {proc_why}")
-    lines.append(f"dev = {_toml(learned.dev)}" + ("  # used" if learned.dev else "  # not used"))
+    lines.append(f"proc = {toml_value(learned.proc or rules)}  # {proc_why}")
+    lines.append(f"dev = {toml_value(learned.dev)}" + ("  # used" if learned.dev else "  # not used"))
     lines += _from_base(kept.pop("fs", []))
     lines += ["", "[net]",
               "# Network use is not learned yet (a later version will learn endpoints):",
@@ -776,7 +764,7 @@ def read_events(path: str) -> Iterator[dict[str, Any]]:
 def learn(argv: Sequence[str], *, out: str, base: str | None = None, force: bool = False) -> int:
     """Runs `argv` under the policy `base` (default: "default"), audited, writes the learned
     policy to `out` and returns the command's exit status (as `viewbox run` would)."""
-    from .cli import FORWARDED
+    from .cli import FORWARDED, spawn_forwarding_signals
     from .quota import LIMIT_EXIT_STATUS
     from .sandbox import Sandbox
 
@@ -795,15 +783,7 @@ def learn(argv: Sequence[str], *, out: str, base: str | None = None, force: bool
         audit = os.path.join(private, "audit.jsonl")
         box = Sandbox(policy=policy, audit=audit)
         plan = box.compile(argv)
-        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-        try:
-            proc = box.spawn(argv)
-            for sig in FORWARDED:
-                signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
-        for message in proc.plan.degraded:
-            print(f"viewbox: running degraded: {message}", file=sys.stderr)
+        proc = spawn_forwarding_signals(box, argv)
         returncode = proc.wait()
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)

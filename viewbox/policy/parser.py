@@ -295,7 +295,7 @@ def render_policy(policy: Policy) -> str:
                     continue
                 if spec.name == "net.mode" and value == "host":
                     body.append("# UNSAFE: shares the host network")
-                body.append(f"{key} = {_toml_value(value)}{_from(policy.origin(spec.name))}")
+                body.append(f"{key} = {toml_value(value)}{_from(policy.origin(spec.name))}")
             elif spec.shape is Shape.LIST:
                 if not value:
                     body.append(f"{key} = []")
@@ -304,14 +304,14 @@ def render_policy(policy: Policy) -> str:
                     body.append("# deny, ask and allow of every layer, in the order they apply: "
                                 "the last rule matching a path decides")
                 body.append(f"{key} = [")
-                body += [f"    {_toml_value(item)},{_from(policy.origin(spec.name, index))}"
+                body += [f"    {toml_value(item)},{_from(policy.origin(spec.name, index))}"
                          for index, item in enumerate(value)]
                 body.append("]")
             elif not value:
                 body.append(f"{key} = {{}}")
             else:
                 subtables += ["", f"[{table}.{key}]"]
-                subtables += [f"{toml_key(name)} = {_toml_value(item)}{_from(policy.origin(spec.name, name))}"
+                subtables += [f"{toml_key(name)} = {toml_value(item)}{_from(policy.origin(spec.name, name))}"
                               for name, item in value.items()]
         lines += ["", f"[{table}]", *body, *subtables]
     return "\n".join(lines) + "\n"
@@ -321,7 +321,8 @@ def _from(origin: Origin) -> str:
     return "  # default" if origin == DEFAULT_ORIGIN else f"  # from {origin}"
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
+    """A value of a policy field in TOML, as `viewbox show` and `viewbox learn` write it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
