@@ -131,7 +131,7 @@ def probe() -> Probe:
         *_namespace_layers(privileged, userns),
         _seccomp_layer(notify_err),
         _seccomp_notify_layer(notify_err),
-        _seccomp_addfd_layer(notify_err),
+        seccomp_addfd_layer(notify_err),
         _landlock_layer(abi),
         _cgroups_layer(cgroup),
         _pidfd_layer(probe_pidfd()),
@@ -316,18 +316,18 @@ def _kernel_version() -> tuple[int, int]:
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
-def _seccomp_addfd_layer(notify_err: int) -> Layer:
+def seccomp_addfd_layer(notify_err: int) -> Layer:
     version = _kernel_version()
     # No harmless way to call SECCOMP_IOCTL_NOTIF_ADDFD without a trapped
     # syscall, so this one is read off the kernel version.
     where = f"from the kernel version ({version[0]}.{version[1]})"
-    missing = "the supervisor cannot open files on the sandbox's behalf (emulated opens)"
+    missing = "per-path rules cannot run: their opens are emulated and the fd installed with ADDFD"
     if notify_err:
         return Layer("seccomp-addfd", False, "needs seccomp user notification", missing)
     if version >= (5, 14):
         return Layer("seccomp-addfd", True,
                      f"SECCOMP_IOCTL_NOTIF_ADDFD with ADDFD_FLAG_SEND (>= 5.14), {where}",
-                     "the supervisor opens files itself and installs them atomically")
+                     "per-path rules: the broker opens as the command, the supervisor installs the fd atomically")
     if version >= (5, 9):
         return Layer("seccomp-addfd", False,
                      f"ADDFD exists (>= 5.9) but ADDFD_FLAG_SEND needs >= 5.14, {where}", missing)

@@ -112,6 +112,12 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         mount = _mount(listed, policy, handled, optional, errors)
         if mount is not None:
             placed.append(mount)
+    if policy.fs.rules:
+        from viewbox.doctor import seccomp_addfd_layer  # the kernel version only: cheap
+
+        addfd = seccomp_addfd_layer(0)
+        if not addfd.available:
+            raise UnavailableLayer("seccomp ADDFD", addfd.detail, addfd.consequence)
     if policy.fs.rules and not policy.fs.proc:
         # the broker names what a call reached by its /proc/self/fd link: no /proc, no decision
         where = policy.origin("fs.proc")
