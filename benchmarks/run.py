@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """viewbox benchmarks: viewbox side by side with native, bubblewrap and PRoot.
 
-    python benchmarks/run.py [--quick] [--json FILE] [--dir DIR]
+    python benchmarks/run.py [--quick] [--json FILE] [--dir DIR] [--checkout] [--only SECTION]
 
 Measures, in one run and with the tools interleaved round-robin (so machine
 noise falls on every column alike), the targets of DESIGN.md section 6:
@@ -11,13 +11,22 @@ noise falls on every column alike), the targets of DESIGN.md section 6:
   2. API spawn: `box.run(["/bin/true"])` from a warm Python process
   3. import-heavy Python script: /usr/bin/python3 importing ~100 stdlib modules
   4. file-heavy shell workload: `find DIR -type f | xargs cat` over 20,000 files
+  5. one interposed system call: a small C program (syscall_loop.c, built
+     with gcc at run time) times fstat(fd), stat(path) and open+close(path)
+     in a loop; the round trip is its time per call minus the native one;
+     and, natively, the floor: a bare seccomp user-notification round trip
+     (a thread answering CONTINUE), the kernel's part of any such round trip
 
-and prints a table of medians, with ratios to native. Standard library only.
-See benchmarks/README.md for how to read the table.
+viewbox is measured twice: plain (no per-path rules: nothing is interposed)
+and "vb+rules", with `--deny '**/*.secret'`, a rule that matches no file of
+any workload, so every file system path call is interposed, emulated and
+allowed. Prints a table of medians, with ratios to native. Standard library
+only. See benchmarks/README.md for how to read the table.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -30,12 +39,20 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = "/usr/bin/python3"
-TOOLS = ("native", "viewbox", "bwrap", "proot")
-TARGETS = {"true": 40.0, "api": 5.0, "python": 1.10, "files": 1.10}
+TOOLS = ("native", "viewbox", "vb+rules", "bwrap", "proot")
+#: ms for "true" and "api"; ratios to native for "python", "files" (plain
+#: viewbox) and "files_rules" (vb+rules); µs for "roundtrip" (vb+rules fstat).
+TARGETS = {"true": 40.0, "api": 5.0, "python": 1.10, "files": 1.10, "files_rules": 1.5, "roundtrip": 5.0}
+
+#: The per-path rule of the "vb+rules" column: it matches nothing in any
+#: workload, so every path call is interposed and then allowed (the cost of
+#: the mechanism, not of refusing).
+RULE = "**/*.secret"
 
 #: The environment every workload starts with, whatever the tool (viewbox
 #: builds its own from PATH, LANG, TERM, HOME plus --env; the others inherit
@@ -67,6 +84,18 @@ import xml.dom.minidom, xml.etree.ElementTree, xml.sax, xmlrpc.client, zipfile, 
 """
 
 FILE_DIRS, FILES_PER_DIR = 200, 100
+
+#: Section 5: the modes of syscall_loop.c and their labels in the table.
+SYSCALL_MODES = {
+    "fstat": ("fstat(fd)", "interposed fstat (supervisor only)"),
+    "stat": ("stat(path)", "interposed stat (through the broker)"),
+    "open": ("open+close(path)", "interposed open"),
+}
+#: proot takes 20-120 µs a call: it makes this many times fewer calls a batch
+#: (the figure is per call, so the count only changes its noise).
+PROOT_CALLS_DIVISOR = 10
+
+SECTIONS = ("true", "api", "python", "files", "syscall")
 
 
 # --- tools ---------------------------------------------------------------
@@ -125,14 +154,19 @@ def _shebang(path: str) -> str:
     return first[2:].split()[0] if first.startswith("#!") and first[2:].split() else ""
 
 
-def make_tools() -> dict[str, Tool]:
+def make_tools(checkout: bool = False) -> dict[str, Tool]:
     tools = {"native": Tool("native", version=platform.release())}
 
-    launcher, launcher_env, described = viewbox_launcher()
+    if checkout:
+        launcher, launcher_env = [sys.executable, "-m", "viewbox"], {"PYTHONPATH": REPO}
+        described = f"{sys.executable} -m viewbox (PYTHONPATH={REPO}; --checkout)"
+    else:
+        launcher, launcher_env, described = viewbox_launcher()
 
-    def viewbox_prefix(binds: list[str], inner_env: dict[str, str]) -> list[str]:
+    def viewbox_prefix(binds: list[str], inner_env: dict[str, str], rules: Sequence[str] = ()) -> list[str]:
         flags = [f for path in binds for f in ("--ro", path)]
         flags += [f for key, value in inner_env.items() for f in ("--env", f"{key}={value}")]
+        flags += [f for glob in rules for f in ("--deny", glob)]
         return launcher + ["run"] + flags + ["--"]
 
     # viewbox's own Python start must not run without its pyc cache, so the
@@ -140,6 +174,11 @@ def make_tools() -> dict[str, Tool]:
     env = {k: v for k, v in WORKLOAD_ENV.items() if k not in INNER_ENV_KEYS} | launcher_env
     interpreter = sys.executable if launcher[0] == sys.executable else _shebang(launcher[0])
     tools["viewbox"] = Tool("viewbox", viewbox_prefix, env, version=described, interpreter=interpreter)
+    def rules_prefix(binds: list[str], inner_env: dict[str, str]) -> list[str]:
+        return viewbox_prefix(binds, inner_env, [RULE])
+
+    tools["vb+rules"] = Tool("vb+rules", rules_prefix, env, version=f"the same CLI, with --deny '{RULE}'",
+                             interpreter=interpreter)
 
     if shutil.which("bwrap"):
         tools["bwrap"] = Tool("bwrap", lambda binds, inner_env: [
@@ -180,8 +219,9 @@ def timed_run(argv: list[str], env: dict[str, str], cwd: str, timeout: float) ->
 
 @dataclass
 class Series:
-    samples: list[float] = field(default_factory=list)  # milliseconds
+    samples: list[float] = field(default_factory=list)  # in `unit`
     error: str = ""
+    unit: str = "ms"
 
     @property
     def ok(self) -> bool:
@@ -202,22 +242,24 @@ class Series:
         if self.error:
             out["error"] = self.error
         if self.ok:
-            out.update(median_ms=round(self.median, 3), p90_ms=round(self.p90, 3),
-                       samples_ms=[round(s, 3) for s in self.samples])
+            u = self.unit
+            out.update({f"median_{u}": round(self.median, 3), f"p90_{u}": round(self.p90, 3),
+                        f"samples_{u}": [round(s, 3) for s in self.samples]})
         return out
 
 
 def interleave(cases: dict[str, Callable[[], float] | str], runs: int, budget: float,
                min_runs: int, label: str, warm_up: bool = True,
-               caps: dict[str, int] | None = None) -> dict[str, Series]:
+               caps: dict[str, int] | None = None, unit: str = "ms", scale: float = 1000) -> dict[str, Series]:
     """Times every case `runs` times, round-robin (the order rotating each
     round), after one untimed warm-up each unless `warm_up` is false. A case
-    given as a string is an error to report, not to run. Stops early once
+    is a callable returning seconds (stored times `scale`, in `unit`: ms by
+    default), or a string: an error to report, not to run. Stops early once
     `budget` seconds are spent and every case has `min_runs` samples.
     `caps` limits the rounds of named cases (a slow peer in a quick run).
     A case that fails keeps its error and drops out; the others go on."""
     caps = caps or {}
-    series = {name: Series(error=case if isinstance(case, str) else "") for name, case in cases.items()}
+    series = {name: Series(error=case if isinstance(case, str) else "", unit=unit) for name, case in cases.items()}
     live = [name for name, case in cases.items() if not isinstance(case, str)]
 
     def attempt(name: str) -> float | None:
@@ -236,9 +278,9 @@ def interleave(cases: dict[str, Callable[[], float] | str], runs: int, budget: f
         order = live[i % len(live):] + live[:i % len(live)] if live else []
         for name in order:
             if name in live and len(series[name].samples) < caps.get(name, runs):
-                seconds = attempt(name)
-                if seconds is not None:
-                    series[name].samples.append(seconds * 1000)
+                value = attempt(name)
+                if value is not None:
+                    series[name].samples.append(value * scale)
         if sys.stderr.isatty():
             print(f"\r  {label}: round {i + 1}/{runs}", end="", file=sys.stderr, flush=True)
         if time.monotonic() - start > budget and i + 1 >= min_runs:
@@ -256,12 +298,13 @@ def tool_cases(tools: dict[str, Tool], command: list[str], cwd: str, timeout: fl
             cases[name] = tool.missing
             continue
         argv = tool.argv(command, binds, inner_env)
-        cases[name] = lambda argv=argv, env=tool.env: timed_run(argv, env, cwd, timeout)
+        cases[name] = functools.partial(timed_run, argv, tool.env, cwd, timeout)
     return cases
 
 
 def api_cases() -> dict[str, Callable[[], float] | str]:
-    """box.run(["/bin/true"]) from this warm process, against a plain
+    """box.run(["/bin/true"]) from this warm process (a Sandbox without rules,
+    and one with the rule of the vb+rules column), against a plain
     subprocess.run of the same command with the same output capture."""
     def native() -> float:
         start = time.perf_counter()
@@ -272,22 +315,74 @@ def api_cases() -> dict[str, Callable[[], float] | str]:
         return elapsed
 
     cases: dict[str, Callable[[], float] | str] = {"native": native}
+    variants: tuple[tuple[str, dict[str, Any]], ...] = (("viewbox", {}), ("vb+rules", {"deny": [RULE]}))
+    for name, overrides in variants:
+        try:
+            import viewbox
+            box = viewbox.Sandbox(**overrides)
+        except Exception as e:  # noqa: BLE001
+            cases[name] = f"{type(e).__name__}: {e}"
+            continue
+
+        def sandboxed(box: "viewbox.Sandbox" = box) -> float:
+            start = time.perf_counter()
+            result = box.run(["/bin/true"])
+            elapsed = time.perf_counter() - start
+            if result.returncode:
+                raise RunFailed(f"exit {result.returncode}: {_first_line((result.stderr or b'').decode(errors='replace'))}")
+            return elapsed
+
+        cases[name] = sandboxed
+    return cases
+
+
+def build_syscall_loop(work: str) -> str:
+    """Compiles syscall_loop.c into `work` (visible inside every tool);
+    returns the binary's path. Raises RunFailed if it cannot."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "syscall_loop.c")
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise RunFailed("no gcc (or cc) on PATH to build syscall_loop.c")
+    binary = os.path.join(work, "syscall_loop")
+    p = subprocess.run([cc, "-O2", "-Wall", "-pthread", "-o", binary, source], capture_output=True, text=True)
+    if p.returncode:
+        raise RunFailed(f"building syscall_loop.c: {_first_line(p.stderr) or f'exit {p.returncode}'}")
+    return binary
+
+
+def per_call_run(argv: list[str], env: dict[str, str], cwd: str, timeout: float) -> float:
+    """Runs syscall_loop under a tool; returns the µs per call it printed."""
     try:
-        import viewbox
-        box = viewbox.Sandbox()
-    except Exception as e:  # noqa: BLE001
-        cases["viewbox"] = f"{type(e).__name__}: {e}"
-        return cases
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, cwd=cwd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RunFailed(f"timed out after {timeout:g} s") from None
+    except OSError as e:
+        raise RunFailed(f"{argv[0]}: {e.strerror}") from None
+    err = _first_line(p.stderr.decode(errors="replace"))
+    if p.returncode != 0:
+        raise RunFailed(f"exit {p.returncode}" + (f": {err}" if err else ""))
+    try:
+        return float(p.stdout.decode().split()[-1]) / 1000
+    except (ValueError, IndexError):
+        raise RunFailed(f"no ns-per-call figure in its output {p.stdout[:80]!r}" + (f" ({err})" if err else "")) from None
 
-    def sandboxed() -> float:
-        start = time.perf_counter()
-        result = box.run(["/bin/true"])
-        elapsed = time.perf_counter() - start
-        if result.returncode:
-            raise RunFailed(f"exit {result.returncode}: {_first_line((result.stderr or b'').decode(errors='replace'))}")
-        return elapsed
 
-    cases["viewbox"] = sandboxed
+def syscall_cases(tools: dict[str, Tool], binary: str, target: str, calls: int, cwd: str,
+                  binds: Sequence[str]) -> dict[str, Callable[[], float] | str]:
+    """One case per (mode, tool), named "MODE:TOOL": a batch of `calls` calls
+    (proot: calls / PROOT_CALLS_DIVISOR) in one run of syscall_loop; and
+    "notify:native", the bare user-notification floor, natively."""
+    cases: dict[str, Callable[[], float] | str] = {
+        "notify:native": functools.partial(per_call_run, [binary, "notify", str(calls), target],
+                                           tools["native"].env, cwd, 300)}
+    for mode in SYSCALL_MODES:
+        for name, tool in tools.items():
+            if tool.missing:
+                cases[f"{mode}:{name}"] = tool.missing
+                continue
+            n = max(1, calls // PROOT_CALLS_DIVISOR) if name == "proot" else calls
+            argv = tool.argv([binary, mode, str(n), target], binds)
+            cases[f"{mode}:{name}"] = functools.partial(per_call_run, argv, tool.env, cwd, 300)
     return cases
 
 
@@ -333,15 +428,16 @@ def ratio(a: float, b: float) -> float | None:
     return a / b if b > 0 else None
 
 
-def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_info: dict[str, int]) -> tuple[str, dict]:
-    width = 15
-    LABEL = 50
+def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_info: dict[str, int],
+           calls: int = 0) -> tuple[str, dict[str, Any]]:
+    width = 11
+    LABEL = 52
     lines: list[str] = []
-    errors: list[str] = []
-    derived: dict[str, dict[str, float | None]] = {}
+    errors: dict[tuple[str, str], list[str]] = {}  # (column, message) -> the sections it failed
+    derived: dict[str, Any] = {}
 
     def row(label: str, cells: list[str], target: str = "") -> None:
-        lines.append(f"{label:<{LABEL}}" + "".join(f"{c:>{width}}" for c in cells) + f"  {target}")
+        lines.append((f"{label:<{LABEL}}" + "".join(f"{c:>{width}}" for c in cells) + f"  {target}").rstrip())
 
     def values(section: str, getter: Callable[[Series], str]) -> list[str]:
         out = []
@@ -353,12 +449,14 @@ def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_i
                 out.append(getter(s))
             else:
                 out.append(cell_error(s))
-                if s.error and s.error != "not installed" and f"{section}/{name}: {s.error}" not in errors:
-                    errors.append(f"{section}/{name}: {s.error}")
+                if s.error and s.error != "not installed":
+                    where = errors.setdefault((name, s.error), [])
+                    if section not in where:
+                        where.append(section)
         return out
 
-    def verdict(value: float | None, target: float, unit: str) -> str:
-        stated = f"target <= {target:g} ms" if unit else f"target <= {target:.2f}"
+    def verdict(value: float | None, target: float, unit: str, who: str = "target") -> str:
+        stated = f"{who} <= {target:g} {unit}" if unit else f"{who} <= {target:.2f}"
         if value is None:
             return f"{stated}: no figure"
         return f"{stated}: {'ok' if value <= target else 'MISSED'}"
@@ -367,27 +465,43 @@ def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_i
         s = results.get(section, {}).get(name)
         return s if s is not None and s.ok else None
 
+    def cells_of(section: str, d: dict[str, float | None], fmt: str, skip: Sequence[str] = ()) -> list[str]:
+        out = []
+        for name in TOOLS:
+            s = results[section].get(name)
+            if name in skip:
+                out.append("")
+            elif d.get(name) is not None:
+                out.append(format(d[name], fmt))
+            else:
+                out.append(cell_error(s) if s else "n/a")
+        return out
+
     row("", list(TOOLS))
-    lines.append("-" * (LABEL + width * len(TOOLS) + 24))
+    lines.append("-" * (LABEL + width * len(TOOLS) + 40))
 
-    vb = get("true", "viewbox")
-    row(f"1. run -- /bin/true, median ms (n={runs_info['true']})", values("true", fmt_ms),
-        verdict(vb.median if vb else None, TARGETS["true"], "ms"))
-    row("   p90 ms", values("true", lambda s: f"{s.p90:.1f}"))
-    floor = results["true"].get("interpreter")
-    if floor is not None:
-        cell = f"{floor.median:.1f}" if floor.ok else "error"
-        if floor.error:
-            errors.append(f"true/interpreter: {floor.error}")
-        row("   of which: its Python's `-c pass`, median ms", ["", cell, "", ""])
+    if "true" in results:
+        vb = get("true", "viewbox")
+        row(f"1. run -- /bin/true, median ms (n={runs_info['true']})", values("true", fmt_ms),
+            verdict(vb.median if vb else None, TARGETS["true"], "ms"))
+        row("   p90 ms", values("true", lambda s: f"{s.p90:.1f}"))
+        floor = results["true"].get("interpreter")
+        if floor is not None:
+            cell = f"{floor.median:.1f}" if floor.ok else "error"
+            if floor.error:
+                errors.setdefault(("interpreter", floor.error), []).append("true")
+            row("   of which: its Python's `-c pass`, median ms", ["", cell, cell, "", ""])
 
-    vb = get("api", "viewbox")
-    row(f"2. API box.run([/bin/true]), median ms (n={runs_info['api']})",
-        values("api", fmt_ms), verdict(vb.median if vb else None, TARGETS["api"], "ms"))
-    row("   p90 ms", values("api", lambda s: f"{s.p90:.1f}"))
+    if "api" in results:
+        vb = get("api", "viewbox")
+        row(f"2. API box.run([/bin/true]), median ms (n={runs_info['api']})",
+            values("api", fmt_ms), verdict(vb.median if vb else None, TARGETS["api"], "ms"))
+        row("   p90 ms", values("api", lambda s: f"{s.p90:.1f}"))
 
     for section, title in (("python", "3. import-heavy python3"),
                            ("files", f"4. find|xargs cat {FILE_DIRS * FILES_PER_DIR:,} files")):
+        if section not in results:
+            continue
         row(f"{title}, median ms (n={runs_info[section]})", values(section, fmt_ms))
         native = get(section, "native")
         native_true = get("true", "native")
@@ -399,21 +513,56 @@ def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_i
             net[name] = (ratio(s.median - t.median, native.median - native_true.median)
                          if s and t and native and native_true else None)
         derived[section] = {"ratio": ratios, "ratio_startup_subtracted": net}
+        target = ""
+        if section in ("python", "files"):
+            target = verdict(ratios["viewbox"], TARGETS[section], "")
+        if section == "files":
+            target += "; " + verdict(ratios["vb+rules"], TARGETS["files_rules"], "", who="vb+rules")
+        row("   ratio to native (headline)", cells_of(section, ratios, ".2f"), target)
+        row("   ratio, start-up of `true` subtracted", cells_of(section, net, ".2f"))
 
-        def show(d: dict[str, float | None]) -> list[str]:
-            out = []
+    sections = [f"syscall:{mode}" for mode in (*SYSCALL_MODES, "notify") if f"syscall:{mode}" in results]
+    if sections:
+        n = max(runs_info[s] for s in sections)
+        proot_calls = max(1, calls // PROOT_CALLS_DIVISOR)
+        row(f"5. one call in a loop, median µs per call (n={n})",
+            ["", "", "", "", ""], f"(batches of {calls:,} calls; proot {proot_calls:,})")
+        for mode, (what, _) in SYSCALL_MODES.items():
+            if f"syscall:{mode}" in results:
+                row(f"   {what}", values(f"syscall:{mode}", lambda s: f"{s.median:.2f}"))
+        row("   round trip = per call minus native, µs:", [""] * len(TOOLS))
+        derived["syscall"] = {}
+        for mode, (_, interposed) in SYSCALL_MODES.items():
+            section = f"syscall:{mode}"
+            if section not in results:
+                continue
+            native = get(section, "native")
+            diff: dict[str, float | None] = {}
             for name in TOOLS:
-                s = results[section].get(name)
-                out.append(f"{d[name]:.2f}" if d[name] is not None else cell_error(s) if s else "n/a")
-            return out
-
-        row("   ratio to native (headline)", show(ratios), verdict(ratios["viewbox"], TARGETS[section], ""))
-        row("   ratio, start-up of `true` subtracted", show(net))
+                s = get(section, name)
+                diff[name] = s.median - native.median if s and native else None
+            derived["syscall"][mode] = {"per_call_us": {name: (round(s.median, 3) if (s := get(section, name)) else None)
+                                                        for name in TOOLS},
+                                        "round_trip_us": {k: None if v is None else round(v, 3) for k, v in diff.items()}}
+            target = ""
+            if mode == "fstat":
+                target = verdict(diff["vb+rules"], TARGETS["roundtrip"], "µs", who="vb+rules")
+            row(f"   {interposed}", cells_of(section, diff, ".2f", skip=("native",)), target)
+        floor, fstat = get("syscall:notify", "native"), get("syscall:fstat", "native")
+        if "syscall:notify" in results:
+            s = results["syscall:notify"]["native"]
+            value = floor.median - fstat.median if floor and fstat else None
+            derived["syscall"]["notify_floor_us"] = None if value is None else round(value, 3)
+            if s.error:
+                errors.setdefault(("native", s.error), []).append("syscall:notify")
+            row("   floor: bare notify -> CONTINUE, no viewbox",
+                ["", "", f"{value:.2f}" if value is not None else cell_error(s), "", ""],
+                "(the kernel's part of any round trip here)")
 
     if errors:
         lines.append("")
         lines.append("errors:")
-        lines.extend(f"  {e}" for e in errors)
+        lines.extend(f"  {name} in {', '.join(where)}: {message}" for (name, message), where in errors.items())
     return "\n".join(lines), derived
 
 
@@ -422,21 +571,30 @@ def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="See benchmarks/README.md for what each row means.")
-    parser.add_argument("--quick", action="store_true", help="fewer runs (under ~40 s on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="fewer runs (about a minute on 2 cores)")
     parser.add_argument("--json", metavar="FILE", help="also write every sample and figure to FILE")
     parser.add_argument("--dir", metavar="DIR", default="/var/tmp",
                         help="where to make the temporary work tree (default /var/tmp; not /tmp, "
                              "which the default policy replaces with a tmpfs)")
+    parser.add_argument("--checkout", action="store_true",
+                        help="time `python -m viewbox` on this checkout even if a `viewbox` "
+                             "console script is installed (e.g. an older `pip install .`)")
+    parser.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
+                        help=f"run only this section (repeatable): {', '.join(SECTIONS)}")
     args = parser.parse_args(argv)
+    only = set(args.only or SECTIONS)
 
     # per section: (runs, time budget in seconds after which to stop, fewest runs even so);
     # proot makes the file workload ~20x slower, so that section takes most of the time
-    plan = ({"true": (10, 5, 5), "api": (30, 3, 10), "python": (5, 5, 3), "files": (2, 10, 2)} if args.quick else
-            {"true": (30, 20, 10), "api": (100, 10, 30), "python": (20, 40, 5), "files": (12, 80, 3)})
+    plan = ({"true": (10, 5, 5), "api": (30, 3, 10), "python": (5, 5, 3), "files": (2, 10, 2),
+             "syscall": (5, 10, 3)} if args.quick else
+            {"true": (30, 20, 10), "api": (100, 10, 30), "python": (20, 40, 5), "files": (12, 80, 3),
+             "syscall": (20, 150, 5)})
+    calls = 5_000 if args.quick else 20_000  # per batch of section 5 (proot: a tenth)
 
     if os.path.isfile(os.path.join(REPO, "viewbox", "__init__.py")):
         sys.path.insert(0, REPO)  # the API figures are of this checkout
-    tools = make_tools()
+    tools = make_tools(args.checkout)
     info = machine()
     try:
         import viewbox
@@ -456,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"          the CLI imports {info['viewbox_cli_package']} (interpreter {vb.interpreter})")
         checkout = os.path.join(REPO, "viewbox")
         if where.returncode == 0 and os.path.realpath(info["viewbox_cli_package"]) != os.path.realpath(checkout):
-            print(f"          note: not this checkout ({checkout}); `pip install .` to refresh it")
+            print(f"          note: not this checkout ({checkout}); `pip install .` to refresh it, or --checkout")
+    print(f"vb+rules: {tools['vb+rules'].version}")
     for name in ("bwrap", "proot"):
         t = tools[name]
         print(f"{name + ':':<10}{t.missing or t.version}")
@@ -466,53 +625,77 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Series]] = {}
     work = tempfile.mkdtemp(prefix="viewbox-bench-", dir=args.dir)
     try:
-        cases = tool_cases(tools, ["/bin/true"], work, 30)
-        if tools["viewbox"].interpreter:  # the floor under viewbox's start-up: its Python doing nothing
-            floor = [tools["viewbox"].interpreter, "-c", "pass"]
-            cases["interpreter"] = lambda: timed_run(floor, tools["viewbox"].env, work, 30)
-        results["true"] = interleave(cases, *plan["true"], label="1/4 /bin/true")
-        results["api"] = interleave(api_cases(), *plan["api"], label="2/4 API spawn")
+        if "true" in only:
+            cases = tool_cases(tools, ["/bin/true"], work, 30)
+            if tools["viewbox"].interpreter:  # the floor under viewbox's start-up: its Python doing nothing
+                floor = [tools["viewbox"].interpreter, "-c", "pass"]
+                cases["interpreter"] = lambda: timed_run(floor, tools["viewbox"].env, work, 30)
+            results["true"] = interleave(cases, *plan["true"], label="1/5 /bin/true")
+        if "api" in only:
+            results["api"] = interleave(api_cases(), *plan["api"], label="2/5 API spawn")
 
-        script = os.path.join(work, "imports.py")
-        with open(script, "w") as f:
-            f.write(IMPORT_HEAVY)
-        warm = subprocess.run([PYTHON, script], capture_output=True, text=True, cwd=work)  # fills the pyc cache
-        if warm.returncode:
-            print(f"warning: native warm-up of {script} failed: {_first_line(warm.stderr)}", file=sys.stderr)
         inner_env = {k: WORKLOAD_ENV[k] for k in INNER_ENV_KEYS}
-        results["python"] = interleave(tool_cases(tools, [PYTHON, script], work, 120, [work], inner_env),
-                                       *plan["python"], label="3/4 import-heavy python")
+        if "python" in only:
+            script = os.path.join(work, "imports.py")
+            with open(script, "w") as f:
+                f.write(IMPORT_HEAVY)
+            warm = subprocess.run([PYTHON, script], capture_output=True, text=True, cwd=work)  # fills the pyc cache
+            if warm.returncode:
+                print(f"warning: native warm-up of {script} failed: {_first_line(warm.stderr)}", file=sys.stderr)
+            results["python"] = interleave(tool_cases(tools, [PYTHON, script], work, 120, [work], inner_env),
+                                           *plan["python"], label="3/5 import-heavy python")
 
-        tree = os.path.join(work, "tree")
-        print(f"  creating {FILE_DIRS * FILES_PER_DIR:,} files in {tree}", file=sys.stderr)
-        try:
-            os.mkdir(tree)
-            make_file_tree(tree)
-        except OSError as e:
-            results["files"] = {name: Series(error=tools[name].missing or f"creating the tree: {e}") for name in TOOLS}
-        else:
-            command = ["/bin/sh", "-c", f"find {tree} -type f | xargs cat > /dev/null"]
-            # No warm-up round: writing the tree has just filled the page cache,
-            # and a round under proot costs several seconds (so --quick takes one).
-            results["files"] = interleave(tool_cases(tools, command, work, 300, [work], inner_env),
-                                          *plan["files"], label="4/4 find | xargs cat", warm_up=False,
-                                          caps={"proot": 1} if args.quick else None)
+        if "files" in only:
+            tree = os.path.join(work, "tree")
+            print(f"  creating {FILE_DIRS * FILES_PER_DIR:,} files in {tree}", file=sys.stderr)
+            try:
+                os.mkdir(tree)
+                make_file_tree(tree)
+            except OSError as e:
+                results["files"] = {name: Series(error=tools[name].missing or f"creating the tree: {e}")
+                                    for name in TOOLS}
+            else:
+                command = ["/bin/sh", "-c", f"find {tree} -type f | xargs cat > /dev/null"]
+                # No warm-up round: writing the tree has just filled the page cache,
+                # and a round under proot costs several seconds (so --quick takes one).
+                results["files"] = interleave(tool_cases(tools, command, work, 300, [work], inner_env),
+                                              *plan["files"], label="4/5 find | xargs cat", warm_up=False,
+                                              caps={"proot": 1} if args.quick else None)
+
+        if "syscall" in only:
+            target = os.path.join(work, "target.txt")  # what stat and open name; fstat's fd is open on it
+            with open(target, "w") as f:
+                f.write("syscall_loop target\n")
+            try:
+                binary = build_syscall_loop(work)
+            except RunFailed as e:
+                for mode in SYSCALL_MODES:
+                    results[f"syscall:{mode}"] = {name: Series(error=tools[name].missing or str(e), unit="us")
+                                                  for name in TOOLS}
+            else:
+                series = interleave(syscall_cases(tools, binary, target, calls, work, [work]),
+                                    *plan["syscall"], label="5/5 one call in a loop", unit="us", scale=1)
+                for mode in SYSCALL_MODES:
+                    results[f"syscall:{mode}"] = {name: series[f"{mode}:{name}"] for name in TOOLS}
+                results["syscall:notify"] = {"native": series["notify:native"]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
 
     runs_info = {section: max((len(s.samples) for s in series.values()), default=0)
                  for section, series in results.items()}
-    table, derived = report(tools, results, runs_info)
+    table, derived = report(tools, results, runs_info, calls)
     print()
     print(table)
-    print(f"\n(all figures wall-clock; medians over interleaved runs; total {elapsed:.0f} s)")
+    print(f"\n(medians over interleaved runs; rows 1-4 wall-clock of the whole command, row 5 timed inside "
+          f"the loop; total {elapsed:.0f} s)")
 
     if args.json:
         doc = {
             "machine": info,
             "tools": {name: {"version": t.version, "missing": t.missing} for name, t in tools.items()},
             "quick": args.quick,
+            "syscall_calls_per_batch": {"proot": max(1, calls // PROOT_CALLS_DIVISOR), "others": calls},
             "targets": TARGETS,
             "results": {section: {name: s.to_json() for name, s in series.items()}
                         for section, series in results.items()},
