@@ -939,15 +939,29 @@ int vb_supervisor_run(struct vb_supervisor *sup)
     if (!notif)
         return -ENOMEM;
     int rc = 0, stop = 0;
+    struct timespec last_event;
+    clock_gettime(CLOCK_MONOTONIC, &last_event);
     while (!stop) {
         struct epoll_event events[32];
-        int n = epoll_wait(sup->epoll_fd, events, 32, -1);
+        /* Calls come in bursts: for SPIN_NS after the last event, poll
+         * instead of sleeping, so the next call of the burst is taken at once
+         * rather than after a wake-up (see await_broker_briefly). */
+        int n = epoll_wait(sup->epoll_fd, events, 32, 0);
+        if (n == 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            long idle = (now.tv_sec - last_event.tv_sec) * 1000000000L + (now.tv_nsec - last_event.tv_nsec);
+            if (sup->spin && idle < SPIN_NS)
+                continue;
+            n = epoll_wait(sup->epoll_fd, events, 32, -1);
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             rc = -errno;
             break;
         }
+        clock_gettime(CLOCK_MONOTONIC, &last_event);
         struct served *graveyard = NULL;
         for (int i = 0; i < n; i++) {
             struct watch *w = events[i].data.ptr;
