@@ -188,3 +188,51 @@ def test_created_files_keep_the_callers_umask(as_user: Caller, shared_dir: pathl
     plain = as_user.run(["--rw", str(work), "--", "sh", "-c", script.replace("/f", "/f0").replace("/d", "/d0")])
     ruled = as_user.run(["--rw", str(work), "--deny", "**/*.secret", "--", "sh", "-c", script])
     assert plain.stdout.split() == ruled.stdout.split() == ["600", "700"], ruled.stderr
+
+
+BROKER_PROBE = textwrap.dedent("""
+    import os, sys
+    token = open(sys.argv[1], "rb").read().strip()  # not on a command line: the init keeps viewbox's
+    found = []
+    for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+        for name in ("environ", "cmdline"):
+            try:
+                if token in open(f"/proc/{pid}/{name}", "rb").read():
+                    found.append(f"{pid}/{name}")
+            except OSError:
+                pass
+        try:  # the memory, where the maps say it is
+            maps = open(f"/proc/{pid}/maps").read().splitlines()
+            with open(f"/proc/{pid}/mem", "rb") as mem:
+                for line in maps:
+                    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                    if "[stack]" in line or hi - lo <= 1 << 20:
+                        try:
+                            if token in os.pread(mem.fileno(), hi - lo, lo):
+                                found.append(f"{pid}/mem")
+                                break
+                        except (OSError, OverflowError):  # unreadable, or above the signed offsets
+                            pass
+        except OSError:
+            pass
+    print(" ".join(found) or "none")
+""")
+
+
+def test_the_broker_gives_nothing_of_the_host_away(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """The broker is a copy of the viewbox process: its memory and environment are the host's.
+    Nothing inside may read them, neither directly nor by asking the broker to open them."""
+    token = "vbsecret-" + os.urandom(8).hex()
+    script = shared_dir / "probe.py"
+    script.write_text(BROKER_PROBE)
+    token_file = shared_dir / "token"
+    token_file.write_text(token)
+    # natively, the probe finds the token in a sibling process of the same user: it works
+    sibling = f"VB_HOST_TOKEN={token} sleep 5 & sleep 0.2; {INSIDE_PYTHON} {script} {token_file}; kill $!"
+    native = as_user.native(["sh", "-c", sibling])
+    assert "environ" in native.stdout and "mem" in native.stdout, native.stdout + native.stderr
+    env = {**as_user.viewbox_env(None), "VB_HOST_TOKEN": token}  # viewbox's own environment
+    done = as_user.run(["--ro", str(shared_dir), "--deny", "**/*.secret", "--",
+                        INSIDE_PYTHON, str(script), str(token_file)], env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
