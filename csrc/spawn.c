@@ -514,6 +514,45 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
     }
 }
 
+/* The init is a copy of the caller, its command line included, and
+ * /proc/PID/cmdline is readable by everyone in the pid namespace, dumpable or
+ * not: `viewbox run --rw /home/alice/... -- ...` would be there for the
+ * command to read. Overwrites that memory (this process's copy) with a name. */
+static void scrub_command_line(void)
+{
+    char text[2048];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return;
+    text[n] = '\0';
+    const char *p = strrchr(text, ')');
+    if (!p)
+        return;
+    /* after "pid (comm)" come fields 3 onwards; arg_start and arg_end are 48 and 49 */
+    unsigned long values[2] = {0, 0};
+    int field = 2;
+    for (p++; *p && field < 49; p++) {
+        if (*p == ' ') {
+            field++;
+            if (field == 48 || field == 49) {
+                unsigned long v = 0;
+                for (const char *d = p + 1; *d >= '0' && *d <= '9'; d++)
+                    v = v * 10 + (unsigned long)(*d - '0');
+                values[field - 48] = v;
+            }
+        }
+    }
+    char *start = (char *)(uintptr_t)values[0], *end = (char *)(uintptr_t)values[1];
+    static const char name[] = "viewbox-init";
+    if (!start || end <= start + sizeof name)
+        return;
+    memset(start, 0, (size_t)(end - start));
+    memcpy(start, name, sizeof name);
+}
+
 __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int err_w, int status_w, int sync_r,
                                                int listener_sock, int broker_sock)
 {
@@ -524,6 +563,7 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
      * reads EOF below. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
         FAIL(errno, "set the parent-death signal");
+    scrub_command_line();
     char go = 0;
     while (read(sync_r, &go, 1) < 0 && errno == EINTR)
         ;

@@ -160,8 +160,8 @@ def _state(pid: str) -> str:
 def live_processes(marker: str) -> list[int]:
     """Host pids of live (not zombie) processes with `marker` in their argv, this one excepted.
 
-    A sandbox's init is a clone of the viewbox process and keeps its argv, so
-    it shows up too when the marker is on the viewbox command line."""
+    A sandbox's init is a clone of the viewbox process but overwrites its copy
+    of viewbox's argv (/proc/1/cmdline reads "viewbox-init"): it does not show up."""
     needle = marker.encode()
     own = os.getpid()
     return sorted(int(pid) for pid in os.listdir("/proc")

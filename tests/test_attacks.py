@@ -430,3 +430,15 @@ def test_kill_all_spares_the_host(as_user: Caller, attack_dir: pathlib.Path) -> 
         assert done.returncode != 0 and bystander.poll() is None
     finally:
         stop(bystander)
+
+
+def test_the_init_does_not_show_viewbox_s_command_line(as_user: Caller) -> None:
+    """The sandbox's init is a copy of viewbox: its /proc/PID/cmdline (readable by all, dumpable
+    or not) must not tell the command how viewbox was started (host paths, flags)."""
+    marker = unique("host-argv")
+    parent = f"import os; print(open(f'/proc/{{os.getppid()}}/cmdline').read())"
+    native = as_user.native(["sh", "-c", f'{INSIDE_PYTHON} -c "{parent}"; : {marker}'])
+    assert marker in native.stdout, native  # natively a child reads its parent's command line
+    done = as_user.run(["--hostname", marker, "--", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"])
+    assert done.returncode == 0, done.stderr
+    assert marker not in done.stdout and "--hostname" not in done.stdout, done.stdout

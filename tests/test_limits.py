@@ -307,7 +307,7 @@ def test_sigkill_of_viewbox_leaves_nothing_and_the_cgroup_is_swept(root: Caller)
     proc = root.popen(["run", "--memory", "256M", "--", "sh", "-c", f"sleep 100; : {marker}"])
     name = f"{quota.CGROUP_PREFIX}{proc.pid}-1"
     try:
-        assert wait_until(lambda: len(live_processes(marker)) >= 2, 5)  # init and the command
+        assert wait_until(lambda: len(live_processes(marker)) >= 2, 5)  # viewbox and the command
         made = {path for path in cgroups_left(of_live_viewbox=True) if os.path.basename(path) == name}
         assert made, "the sandbox has a cgroup"
         proc.send_signal(signal.SIGKILL)

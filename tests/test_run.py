@@ -46,7 +46,7 @@ def _pid_ns(pid: int | str) -> str | None:
 
 def sandbox_members(marker: str) -> tuple[str | None, list[int]]:
     """(pid namespace, its live processes) of the sandbox whose viewbox command line holds
-    `marker`: its init is a clone of the viewbox process, in a pid namespace of its own."""
+    `marker` (the command's own argv has it too), in a pid namespace of its own."""
     own_ns = _pid_ns("self")
     namespaces = {_pid_ns(pid) for pid in live_processes(marker)} - {own_ns, None}
     if len(namespaces) != 1:
