@@ -1573,6 +1573,9 @@ static int64_t sys_exec(int dfd)
     if (rc < 0)
         return rc;
     rc = decide_object(&o, VB_ACCESS_EXEC);
+    /* what was checked, so the supervisor can verify what the kernel then ran */
+    if (rc == 0 && (o.have_st || fstat(o.fd, &o.st) == 0))
+        rep.u.st = o.st;
     drop(&o);
     return rc;
 }

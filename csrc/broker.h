@@ -44,7 +44,8 @@ enum vb_broker_op {
     VB_OP_LINK,       /* link, linkat: path -> path2, at_flags (AT_SYMLINK_FOLLOW, AT_EMPTY_PATH) */
     VB_OP_SYMLINK,    /* symlink, symlinkat: a link at path2 whose text is path (path is not resolved) */
     VB_OP_TRUNCATE,   /* truncate: size = the new length */
-    VB_OP_EXEC,       /* execve, execveat: decide only (the kernel then runs it); at_flags */
+    VB_OP_EXEC,       /* execve, execveat: decide only (the kernel then runs it); at_flags;
+                         reply: u.st of the program checked */
 };
 
 /* dirfds: which of `path` / `path2` start from an attached fd. A path with

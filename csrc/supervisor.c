@@ -22,6 +22,7 @@
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,18 @@ struct grant {
     char *path;
 };
 
+/* An exec the rules allowed and the kernel then ran by its path again: which
+ * program that turned out to be is verified at the process's next call. The
+ * exec may come from any thread; once it succeeds the process's only thread
+ * has the tgid as its id, so a check is keyed by both. */
+struct exec_check {
+    uint32_t tid, tgid;              /* host ids of the exec'ing thread and its process */
+    unsigned long long started;      /* the process's start time: a reused pid is another process */
+    dev_t before_dev, checked_dev;   /* /proc/TGID/exe before; the program checked */
+    ino_t before_ino, checked_ino;
+    struct exec_check *next;
+};
+
 /* One sandbox. Built by vb_supervisor_add (the spawning thread), then owned
  * by the loop thread. */
 struct served {
@@ -83,6 +96,7 @@ struct served {
     struct grant *always;
     size_t n_always;
     int at_broker;             /* requests sent, not yet answered */
+    struct exec_check *exec_checks;
     struct vb_call *backlog;   /* requests waiting for a slot, oldest first */
     int dead;
     struct served *next;       /* every served sandbox, for stop and answers */
@@ -187,8 +201,17 @@ static void close_served_fds(struct served *s)
     s->listener = s->broker = s->audit_fd = -1;
 }
 
+static void forget_exec(struct exec_check **at)
+{
+    struct exec_check *c = *at;
+    *at = c->next;
+    free(c);
+}
+
 static void free_served(struct served *s)
 {
+    while (s->exec_checks)
+        forget_exec(&s->exec_checks);
     for (size_t i = 0; i < s->n_rules; i++)
         free(s->origins[i]);
     free(s->origins);
@@ -536,6 +559,110 @@ static void remember_always(struct served *s, const char *path, unsigned access)
     s->always[s->n_always++] = (struct grant){access, copy};
 }
 
+static int exe_of(uint32_t pid, struct stat *st)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%u/exe", pid);
+    return stat(path, st);
+}
+
+/* Reads /proc/PID/FILE into `text`, NUL-terminated: 0, or -1 if it is gone. */
+static int read_proc(uint32_t pid, const char *file, char *text, size_t cap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%u/%s", pid, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, text, cap - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    text[n] = '\0';
+    return 0;
+}
+
+/* The process of thread `tid` (its Tgid) and when that process started (field
+ * 22 of /proc/TGID/stat, clock ticks since boot; a thread that execs takes the
+ * process's start time over, so it stays the same across an exec): 0, or -1
+ * if it is gone. */
+static int process_of(uint32_t tid, uint32_t *tgid, unsigned long long *started)
+{
+    char text[1024];
+    if (read_proc(tid, "status", text, sizeof text) != 0)
+        return -1;
+    const char *line = strstr(text, "\nTgid:");
+    if (!line || !(*tgid = (uint32_t)strtoul(line + 6, NULL, 10)))
+        return -1;
+    if (read_proc(*tgid, "stat", text, sizeof text) != 0)
+        return -1;
+    const char *after_name = strrchr(text, ')'); /* the name may hold spaces and parentheses */
+    /* after the name, fields 3-21: state ppid pgrp session tty_nr tpgid flags minflt
+     * cminflt majflt cmajflt utime stime cutime cstime priority nice num_threads itrealvalue */
+    if (!after_name ||
+        sscanf(after_name + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+               started) != 1)
+        return -1;
+    return 0;
+}
+
+/* An allowed exec is about to run: note what ran before and what was checked. */
+static void remember_exec(struct served *s, const struct vb_call *call, const struct stat *checked)
+{
+    struct stat before;
+    uint32_t tgid;
+    unsigned long long started;
+    if (process_of(call->notif.pid, &tgid, &started) != 0 || exe_of(tgid, &before) != 0)
+        return; /* gone already: nothing will run */
+    struct exec_check *c = calloc(1, sizeof *c);
+    if (!c) {
+        /* cannot verify this exec afterwards, so it may not run at all */
+        kill((pid_t)tgid, SIGKILL);
+        return;
+    }
+    for (struct exec_check **at = &s->exec_checks; *at;) /* the newest exec of a process is the one to verify */
+        if ((*at)->tgid == tgid)
+            forget_exec(at);
+        else
+            at = &(*at)->next;
+    *c = (struct exec_check){call->notif.pid, tgid, started, before.st_dev, checked->st_dev,
+                             before.st_ino, checked->st_ino, s->exec_checks};
+    s->exec_checks = c;
+}
+
+/* A thread with a pending exec check calls: its process runs the program
+ * checked (verified: forgotten), or still the one from before (the exec has not
+ * happened yet, or failed: kept), or another one: the path was swapped between
+ * the check and the exec, and the process is killed before this call returns.
+ * A dynamically linked program gets no further than its loader's first open. */
+static void verify_exec(struct served *s, const struct vb_call *call)
+{
+    for (struct exec_check **at = &s->exec_checks; *at; at = &(*at)->next) {
+        struct exec_check *c = *at;
+        if (c->tid != call->notif.pid && c->tgid != call->notif.pid)
+            continue;
+        uint32_t tgid;
+        unsigned long long started;
+        struct stat now;
+        if (process_of(call->notif.pid, &tgid, &started) != 0 || tgid != c->tgid || started != c->started) {
+            forget_exec(at); /* that process ended; the id now names another */
+            return;
+        }
+        if (exe_of(c->tgid, &now) != 0)
+            return;
+        if (now.st_dev == c->checked_dev && now.st_ino == c->checked_ino) {
+            forget_exec(at);
+        } else if (!(now.st_dev == c->before_dev && now.st_ino == c->before_ino)) {
+            kill((pid_t)c->tgid, SIGKILL);
+            vb_audit_call(s->audit_fd, s->id, call, "kill",
+                          "exec rules: the program that ran is not the one checked (its path changed)", NULL,
+                          INT64_MIN);
+            forget_exec(at);
+        }
+        return;
+    }
+}
+
 /* An ask rule holds the call: put the question to the asking side. */
 static void ask(struct vb_supervisor *sup, struct vb_call *call, const struct vb_broker_reply *reply)
 {
@@ -639,9 +766,12 @@ static void complete(struct vb_supervisor *sup, struct vb_call *call, const stru
              * when it runs the program. The broker resolved the same path with
              * the command's rights and the rules allowed what it reached; a
              * thread of the caller rewriting the path between that check and
-             * the exec could run another program than the one checked. Only
-             * exec rules depend on this check (README: per-path rules, limits);
-             * mounts and Landlock (layers 0-1) still hold every other access. */
+             * the exec could run another program than the one checked. That is
+             * verified after the fact (remember_exec: the process is killed at
+             * its next interposed call if it runs something else), and only
+             * exec rules depend on it (README: per-path rules, limits); mounts
+             * and Landlock (layers 0-1) still hold every other access. */
+            remember_exec(s, call, &reply->u.st);
             vb_audit_call(s->audit_fd, s->id, call, decision, rule, reply->canonical, 0);
             send_response(call, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
             free_call(call);
@@ -822,6 +952,8 @@ static void receive(struct vb_supervisor *sup, struct served *s, struct seccomp_
         finish(call, -ENOSYS, "deny", "not in the syscall table", NULL); /* cannot happen: the filter is built from it */
         return;
     }
+    if (s->exec_checks)
+        verify_exec(s, call);
     int copied = copy_arguments(call);
 
     if (!s->emulate) {

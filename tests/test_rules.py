@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import textwrap
 
@@ -236,3 +237,21 @@ def test_the_broker_gives_nothing_of_the_host_away(as_user: Caller, shared_dir: 
                         INSIDE_PYTHON, str(script), str(token_file)], env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "none"
+
+
+def test_exec_rule_race_is_caught_after_the_fact(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """execve cannot be emulated: a thread flipping the path may win between the check and
+    the exec. What then ran is verified at its next call and killed before it gets far."""
+    binary = shared_dir / "exec_race"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(ATTACKS / "exec_race.c")], check=True)
+    bins = shared_dir / "bins"
+    bins.mkdir(mode=0o755)
+    shutil.copy("/bin/true", bins / "allowed")
+    shutil.copy("/bin/echo", bins / "denied")  # prints its argument, if it gets that far
+    native = as_user.native([str(binary), "2", str(bins / "allowed"), str(bins / "denied")])
+    assert "DENIED-PROGRAM-RAN" in native.stdout, "natively the race must run the denied program"
+    done = as_user.run(["--ro", str(shared_dir), "--deny", "exec:**/bins/denied", "--",
+                        str(binary), "5", str(bins / "allowed"), str(bins / "denied")], timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "DENIED-PROGRAM-RAN" not in done.stdout
+    assert int(done.stderr.split("children=")[1].split()[0]) > 20  # the race really ran
