@@ -208,10 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
 def spawn_forwarding_signals(box: Sandbox, argv: Sequence[str]) -> Process:
     """Spawns `argv`, forwarding the FORWARDED signals this process gets to it;
     they are held back from the moment the command may exist until the handler
-    is in place (the sandbox's init unblocks its own signals itself)."""
+    is in place (the sandbox's init unblocks its own signals itself). Python runs
+    a handler between bytecodes: a signal arriving just before `wait` blocks in
+    poll() is seen there through the wakeup fd, not when the command ends."""
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         proc = box.spawn(argv)
+        wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+        proc.wakeup_fd = wakeup_r
         for sig in FORWARDED:
             signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
     finally:

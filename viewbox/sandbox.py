@@ -121,6 +121,9 @@ class Process:
         self.broker_lost = False
         self._audit = audit
         self._sandbox_id = sandbox_id
+        #: the read end of signal.set_wakeup_fd(), or None: a signal arriving just before
+        #: `wait` blocks would otherwise wait with its Python handler until the command ends
+        self.wakeup_fd: int | None = None
         quota.start(child.pid)
 
     def poll(self) -> int | None:
@@ -149,9 +152,9 @@ class Process:
                 step = pause
             else:
                 step = left if pause is None else min(pause, left)
-            if _readable(self._child.status_fd, step):
+            if _readable(self._child.status_fd, step, self.wakeup_fd):
                 return True
-            if left is not None and step is not None and step >= left:
+            if deadline is not None and time.monotonic() >= deadline:
                 return False
 
     def _watch(self) -> float | None:
@@ -346,10 +349,21 @@ def run(argv: Sequence[str], *, policy: str | os.PathLike[str] | Policy | None =
 
 # --- helpers -------------------------------------------------------------
 
-def _readable(fd: int, timeout: float | None) -> bool:
+def _readable(fd: int, timeout: float | None, wakeup_fd: int | None = None) -> bool:
+    """Whether `fd` became readable within `timeout`; bytes on `wakeup_fd` (signal.set_wakeup_fd)
+    end the wait early, returning False, so that the signal's Python handler runs."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))))
+    if wakeup_fd is not None:
+        poller.register(wakeup_fd, select.POLLIN)
+    ready = poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
+    if wakeup_fd is not None and any(got == wakeup_fd for got, _ in ready):
+        try:
+            while os.read(wakeup_fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+    return any(got == fd for got, _ in ready)
 
 
 def _layers(plan: Plan) -> dict[str, Any]:
