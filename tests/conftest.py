@@ -34,11 +34,11 @@ ATTACKS = TESTS / "attacks"
 #: but the interpreter running the tests may live under /root, which the view hides.
 INSIDE_PYTHON = SYSTEM_PYTHON
 
-#: The environment viewbox itself is started with (the command inside gets a clean one anyway).
-#: The sanitizer build (README: VIEWBOX_SANITIZE=1) needs its runtime in every viewbox process.
+#: The environment of native runs and of viewbox itself (the command inside gets a clean one anyway).
+HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+#: The sanitizer build (README: VIEWBOX_SANITIZE=1) needs its runtime in every viewbox process,
+#: and only there: a native run measured against one inside must not carry it.
 SANITIZER_ENV = {k: v for k, v in os.environ.items() if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
-HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-            **SANITIZER_ENV}
 
 # Where the viewbox under test is imported from, for root's `python -m viewbox`.
 _PACKAGE_PARENT = str(pathlib.Path(viewbox.__file__).resolve().parent.parent)

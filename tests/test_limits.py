@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import viewbox
-from conftest import INSIDE_PYTHON, Caller, live_processes, mountinfo, stop, unique, wait_until
+from conftest import HOST_ENV, INSIDE_PYTHON, Caller, live_processes, mountinfo, stop, unique, wait_until
 from viewbox import quota
 from viewbox.doctor import probe
 
@@ -364,7 +364,9 @@ ALLOCATES_100M = ("import time\nb = bytearray(100 << 20)\nfor i in range(0, len(
 
 
 def _time_v(argv: list[str]) -> dict[str, float]:
-    done = subprocess.run(["/usr/bin/time", "-v", *argv], capture_output=True, text=True, check=True)
+    # HOST_ENV: without the sanitizer runtime a sanitizer build of viewbox runs with (conftest)
+    done = subprocess.run(["/usr/bin/time", "-v", *argv], capture_output=True, text=True, check=True,
+                          env=dict(HOST_ENV))
     values = dict(re.findall(r"^\s*(.+?): (\S+)$", done.stderr, re.MULTILINE))
     return {"cpu": float(values["User time (seconds)"]) + float(values["System time (seconds)"]),
             "max_rss": int(values["Maximum resident set size (kbytes)"]) * 1024}
