@@ -1041,12 +1041,98 @@ static void scan_hard_links(const struct vb_plan *plan)
     }
 }
 
+/* --- the wire format (broker.h) ----------------------------------------- */
+
+/* Appends `text` up to and with its NUL. */
+static size_t put_string(char *wire, size_t at, const char *text, size_t cap)
+{
+    size_t len = strnlen(text, cap - 1);
+    memcpy(wire + at, text, len);
+    wire[at + len] = '\0';
+    return at + len + 1;
+}
+
+/* Takes a NUL-terminated string at `*at` into `out` (capacity `cap`). */
+static int take_string(const char *wire, size_t len, size_t *at, char *out, size_t cap)
+{
+    const char *end = *at < len ? memchr(wire + *at, '\0', len - *at) : NULL;
+    if (!end || (size_t)(end - (wire + *at)) >= cap)
+        return -EINVAL;
+    size_t n = (size_t)(end - (wire + *at));
+    memcpy(out, wire + *at, n + 1);
+    *at += n + 1;
+    return 0;
+}
+
+size_t vb_wire_pack_request(const struct vb_broker_request *r, char *wire)
+{
+    size_t at = offsetof(struct vb_broker_request, granted);
+    memcpy(wire, r, at);
+    at = put_string(wire, at, r->granted, sizeof r->granted);
+    at = put_string(wire, at, r->path, sizeof r->path);
+    return put_string(wire, at, r->path2, sizeof r->path2);
+}
+
+int vb_wire_unpack_request(const char *wire, size_t len, struct vb_broker_request *r)
+{
+    size_t at = offsetof(struct vb_broker_request, granted);
+    if (len < at)
+        return -EINVAL;
+    memcpy(r, wire, at);
+    if (take_string(wire, len, &at, r->granted, sizeof r->granted) || take_string(wire, len, &at, r->path, sizeof r->path) ||
+        take_string(wire, len, &at, r->path2, sizeof r->path2) || at != len)
+        return -EINVAL;
+    return 0;
+}
+
+/* How many bytes of `u` an operation's reply fills. */
+static size_t payload_of(const struct vb_broker_reply *r, int op)
+{
+    if (r->result < 0)
+        return 0;
+    switch (op) {
+    case VB_OP_STAT:
+    case VB_OP_EXEC:
+        return sizeof r->u.st;
+    case VB_OP_STATX:
+        return sizeof r->u.stx;
+    case VB_OP_READLINK:
+        return (size_t)r->result < sizeof r->u.link ? (size_t)r->result : sizeof r->u.link;
+    default:
+        return 0;
+    }
+}
+
+size_t vb_wire_pack_reply(const struct vb_broker_reply *r, int op, char *wire)
+{
+    size_t at = offsetof(struct vb_broker_reply, canonical);
+    memcpy(wire, r, at);
+    at = put_string(wire, at, r->canonical, sizeof r->canonical);
+    size_t payload = payload_of(r, op);
+    memcpy(wire + at, &r->u, payload);
+    return at + payload;
+}
+
+int vb_wire_unpack_reply(const char *wire, size_t len, struct vb_broker_reply *r)
+{
+    size_t at = offsetof(struct vb_broker_reply, canonical);
+    if (len < at)
+        return -EINVAL;
+    memcpy(r, wire, at);
+    if (take_string(wire, len, &at, r->canonical, sizeof r->canonical) || len - at > sizeof r->u)
+        return -EINVAL;
+    memcpy(&r->u, wire + at, len - at);
+    return 0;
+}
+
 /* --- replies ----------------------------------------------------------- */
+
+static char wire[VB_WIRE_MAX];
 
 static void send_reply(int fd)
 {
     for (;;) {
-        struct iovec iov = {.iov_base = &rep, .iov_len = sizeof rep};
+        struct iovec iov = {.iov_base = wire, .iov_len = vb_wire_pack_reply(&rep, req.op, wire)};
         union {
             char buf[CMSG_SPACE(sizeof(int))];
             struct cmsghdr align;
@@ -1584,11 +1670,6 @@ static int64_t sys_exec(int dfd)
 
 #define MAX_RECV_FDS 4 /* room for more than a request may carry, to tell a bad one */
 
-static int valid_string(const char *s)
-{
-    return memchr(s, '\0', PATH_MAX) != NULL;
-}
-
 static void serve(int dfd1, int dfd2)
 {
     int fd = -1, replied = 0;
@@ -1699,7 +1780,7 @@ __attribute__((noreturn)) void vb_broker_run(const struct vb_plan *plan, int soc
     scan_hard_links(plan);
 
     for (;;) {
-        struct iovec iov = {.iov_base = &req, .iov_len = sizeof req};
+        struct iovec iov = {.iov_base = wire, .iov_len = sizeof wire};
         union {
             char buf[CMSG_SPACE(sizeof(int) * MAX_RECV_FDS)];
             struct cmsghdr align;
@@ -1731,14 +1812,14 @@ __attribute__((noreturn)) void vb_broker_run(const struct vb_plan *plan, int soc
             }
         }
 
+        int malformed = vb_wire_unpack_request(wire, (size_t)n, &req) != 0;
         memset(&rep, 0, sizeof rep);
-        rep.token = (size_t)n >= sizeof req.token ? req.token : 0;
+        rep.token = malformed ? 0 : req.token;
         rep.rule = -1;
         int expected = ((req.dirfds & VB_DIRFD_PATH) != 0) + ((req.dirfds & VB_DIRFD_PATH2) != 0);
-        if ((size_t)n != sizeof req || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+        if (malformed || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
             (req.dirfds & ~(VB_DIRFD_PATH | VB_DIRFD_PATH2)) || nfds != expected || req.op < VB_OP_OPEN ||
-            req.op > VB_OP_EXEC || !valid_string(req.path) || !valid_string(req.path2) ||
-            !valid_string(req.granted)) {
+            req.op > VB_OP_EXEC) {
             rep.result = -EINVAL;
             send_reply(-1);
         } else {

@@ -20,6 +20,12 @@
  * VB_OP_OPEN carries exactly one fd. Requests may be answered out of order
  * (an open of a FIFO waits for its peer in a forked helper), so replies name
  * their request by `token`.
+ *
+ * On the wire the structs below travel packed (vb_wire_*): the fixed fields,
+ * then each string up to its NUL, then (replies) only the bytes of `u` the
+ * operation fills. A call's strings are short; the structs hold PATH_MAX for
+ * each, and copying 20 KiB through the socket per call cost more than the
+ * call itself.
  */
 #ifndef VIEWBOX_BROKER_H
 #define VIEWBOX_BROKER_H
@@ -86,6 +92,15 @@ struct vb_broker_reply {
         char link[PATH_MAX];
     } u;
 };
+
+/* The packed forms (broker.c). pack: fills `wire` (capacity VB_WIRE_MAX),
+ * returns its length. unpack: fills the struct from a message of `len` bytes,
+ * every string NUL-terminated within it; 0, or -EINVAL for a malformed one. */
+#define VB_WIRE_MAX (sizeof(struct vb_broker_request) + sizeof(struct vb_broker_reply))
+size_t vb_wire_pack_request(const struct vb_broker_request *req, char *wire);
+int vb_wire_unpack_request(const char *wire, size_t len, struct vb_broker_request *req);
+size_t vb_wire_pack_reply(const struct vb_broker_reply *rep, int op, char *wire);
+int vb_wire_unpack_reply(const char *wire, size_t len, struct vb_broker_reply *rep);
 
 /* broker.c: the broker's loop. Runs in the broker process after spawn.c
  * gave it the command's identity, Landlock domain and seccomp baseline;

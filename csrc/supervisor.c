@@ -468,7 +468,9 @@ static struct vb_call *find_call(struct vb_supervisor *sup, uint64_t token, int 
 
 static int send_request(struct served *s, struct vb_call *call)
 {
-    struct iovec iov = {&call->request, sizeof call->request};
+    static char wire[VB_WIRE_MAX]; /* the loop thread's alone */
+    size_t len = vb_wire_pack_request(&call->request, wire);
+    struct iovec iov = {wire, len};
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(2 * sizeof(int))];
@@ -491,7 +493,7 @@ static int send_request(struct served *s, struct vb_call *call)
     ssize_t sent;
     while ((sent = sendmsg(s->broker, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
         ;
-    return sent == (ssize_t)sizeof call->request ? 0 : -(sent < 0 ? errno : EIO);
+    return sent == (ssize_t)len ? 0 : -(sent < 0 ? errno : EIO);
 }
 
 /* Hands the call to the broker, or queues it while the broker has enough. */
@@ -757,6 +759,10 @@ static void complete(struct vb_supervisor *sup, struct vb_call *call, const stru
             result = vb_write_memory(call, call->out_addr, &reply->u.stx, sizeof reply->u.stx);
             break;
         case VB_OP_READLINK: {
+            if ((size_t)reply->result > sizeof reply->u.link || (uint64_t)reply->result > call->request.size) {
+                result = -EIO; /* more than was asked for, or than a reply holds: not a broker's answer */
+                break;
+            }
             int w = vb_write_memory(call, call->out_addr, reply->u.link, (size_t)reply->result);
             result = w < 0 ? w : reply->result;
             break;
@@ -791,7 +797,8 @@ static void complete(struct vb_supervisor *sup, struct vb_call *call, const stru
 static int broker_reply(struct vb_supervisor *sup, struct served *s)
 {
     struct vb_broker_reply *reply = sup->reply;
-    struct iovec iov = {reply, sizeof *reply};
+    static char wire[VB_WIRE_MAX]; /* the loop thread's alone */
+    struct iovec iov = {wire, sizeof wire};
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(2 * sizeof(int))];
@@ -806,7 +813,8 @@ static int broker_reply(struct vb_supervisor *sup, struct served *s)
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
             for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) && nfds < 2; k++)
                 memcpy(&fds[nfds++], CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-    struct vb_call *call = n == (ssize_t)sizeof *reply ? find_call(sup, reply->token, VB_WAIT_BROKER) : NULL;
+    int malformed = (msg.msg_flags & MSG_TRUNC) || vb_wire_unpack_reply(wire, (size_t)n, reply) != 0;
+    struct vb_call *call = malformed ? NULL : find_call(sup, reply->token, VB_WAIT_BROKER);
     if (nfds > 1 || !call || call->sandbox != s) {
         /* not a reply we wait for (or malformed): keep nothing of it */
         for (int i = 0; i < nfds; i++)
