@@ -97,6 +97,7 @@ struct served {
     size_t n_always;
     int at_broker;             /* requests sent, not yet answered */
     struct exec_check *exec_checks;
+    size_t n_exec_checks;
     struct vb_call *backlog;   /* requests waiting for a slot, oldest first */
     int dead;
     struct served *next;       /* every served sandbox, for stop and answers */
@@ -608,28 +609,54 @@ static int process_of(uint32_t tid, uint32_t *tgid, unsigned long long *started)
     return 0;
 }
 
-/* An allowed exec is about to run: note what ran before and what was checked. */
-static void remember_exec(struct served *s, const struct vb_call *call, const struct stat *checked)
+/* Pending exec checks a sandbox may have: one per process that exec'd and has
+ * not made an interposed call since. A process that ended (or never calls
+ * again: a static program) leaves its check behind; past this many, checks of
+ * processes that are gone are swept, and if as many live processes still
+ * wait to be verified, a further exec is refused (EAGAIN) rather than run
+ * unverified. */
+#define MAX_EXEC_CHECKS 4096
+
+static void sweep_exec_checks(struct served *s)
+{
+    for (struct exec_check **at = &s->exec_checks; *at;) {
+        uint32_t tgid;
+        unsigned long long started;
+        if (process_of((*at)->tgid, &tgid, &started) != 0 || tgid != (*at)->tgid || started != (*at)->started) {
+            forget_exec(at);
+            s->n_exec_checks--;
+        } else {
+            at = &(*at)->next;
+        }
+    }
+}
+
+/* An allowed exec is about to run: note what ran before and what was checked.
+ * 0, or -errno when the exec must not run (it could not be verified). */
+static int remember_exec(struct served *s, const struct vb_call *call, const struct stat *checked)
 {
     struct stat before;
     uint32_t tgid;
     unsigned long long started;
     if (process_of(call->notif.pid, &tgid, &started) != 0 || exe_of(tgid, &before) != 0)
-        return; /* gone already: nothing will run */
-    struct exec_check *c = calloc(1, sizeof *c);
-    if (!c) {
-        /* cannot verify this exec afterwards, so it may not run at all */
-        kill((pid_t)tgid, SIGKILL);
-        return;
-    }
+        return 0; /* gone already: nothing will run */
     for (struct exec_check **at = &s->exec_checks; *at;) /* the newest exec of a process is the one to verify */
-        if ((*at)->tgid == tgid)
+        if ((*at)->tgid == tgid) {
             forget_exec(at);
-        else
+            s->n_exec_checks--;
+        } else {
             at = &(*at)->next;
+        }
+    if (s->n_exec_checks >= MAX_EXEC_CHECKS)
+        sweep_exec_checks(s);
+    struct exec_check *c = s->n_exec_checks < MAX_EXEC_CHECKS ? calloc(1, sizeof *c) : NULL;
+    if (!c)
+        return -EAGAIN;
     *c = (struct exec_check){call->notif.pid, tgid, started, before.st_dev, checked->st_dev,
                              before.st_ino, checked->st_ino, s->exec_checks};
     s->exec_checks = c;
+    s->n_exec_checks++;
+    return 0;
 }
 
 /* A thread with a pending exec check calls: its process runs the program
@@ -647,19 +674,23 @@ static void verify_exec(struct served *s, const struct vb_call *call)
         unsigned long long started;
         struct stat now;
         if (process_of(call->notif.pid, &tgid, &started) != 0 || tgid != c->tgid || started != c->started) {
-            forget_exec(at); /* that process ended; the id now names another */
+            /* that process ended; the id now names another */
+            forget_exec(at);
+            s->n_exec_checks--;
             return;
         }
         if (exe_of(c->tgid, &now) != 0)
             return;
         if (now.st_dev == c->checked_dev && now.st_ino == c->checked_ino) {
             forget_exec(at);
+            s->n_exec_checks--;
         } else if (!(now.st_dev == c->before_dev && now.st_ino == c->before_ino)) {
             kill((pid_t)c->tgid, SIGKILL);
             vb_audit_call(s->audit_fd, s->id, call, "kill",
                           "exec rules: the program that ran is not the one checked (its path changed)", NULL,
                           INT64_MIN);
             forget_exec(at);
+            s->n_exec_checks--;
         }
         return;
     }
@@ -777,7 +808,12 @@ static void complete(struct vb_supervisor *sup, struct vb_call *call, const stru
              * its next interposed call if it runs something else), and only
              * exec rules depend on it (README: per-path rules, limits); mounts
              * and Landlock (layers 0-1) still hold every other access. */
-            remember_exec(s, call, &reply->u.st);
+            if (remember_exec(s, call, &reply->u.st) != 0) {
+                result = -EAGAIN;
+                vb_strlcat(rule, " (too many execs wait to be verified)", sizeof rule);
+                decision = "deny";
+                break;
+            }
             vb_audit_call(s->audit_fd, s->id, call, decision, rule, reply->canonical, 0);
             send_response(call, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
             free_call(call);
