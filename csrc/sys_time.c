@@ -1,0 +1,695 @@
+/* The time view: each sandbox's own clock, kept by the sandbox's init.
+ *
+ * The sandbox's clock is a line through the host's CLOCK_MONOTONIC:
+ *
+ *     elapsed  = rate * (host MONOTONIC - origin)      (frozen: the sleeps taken so far)
+ *     REALTIME = real_base + elapsed                   (tracking: host REALTIME + offset)
+ *     MONOTONIC = BOOTTIME = mono_base + elapsed
+ *
+ * Who answers what:
+ *  - a time namespace (made by the init for its children) carries the
+ *    MONOTONIC/BOOTTIME offset, so with rate 1 and no freeze those clocks run
+ *    natively and /proc/uptime starts near zero with them;
+ *  - the init traces the command (PTRACE_SEIZE, following forks, clones and
+ *    execs). At each exec it turns AT_SYSINFO_EHDR into AT_IGNORE in the new
+ *    program's auxiliary vector, so glibc and Go find no vDSO and make real
+ *    system calls for the time;
+ *  - the seccomp filter sends those calls (VB_TIME rows of syscall_table.h)
+ *    to the init with SECCOMP_RET_TRACE; sys_<name>() below answers a clock
+ *    read by writing the sandbox's time into the caller and skipping the
+ *    call, and rewrites a wait's timeout (scaled by the rate, an absolute
+ *    virtual deadline made relative) in a copy below the caller's stack
+ *    pointer, then lets the kernel wait natively (signals and restarts
+ *    behave as always).
+ *
+ * SAFETY: every CONTINUE here runs a call the seccomp filter would otherwise
+ * have allowed untouched; the tracer grants nothing and only changes
+ * timeouts and time stamps of the caller's own calls, so layers 0-2 hold the
+ * outcome (DESIGN.md rule 1). What the tracer reads from the caller (a
+ * timespec) decides only how long the caller itself waits.
+ *
+ * Everything here runs in the init: no malloc, no stdio (it is a copy of a
+ * multi-threaded caller), only system calls. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "supervise.h"
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+#define NS 1000000000LL
+#define AT_IGNORE_ 1
+#define AT_SYSINFO_EHDR_ 33
+
+static int64_t host_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * NS + ts.tv_nsec;
+}
+
+uint64_t vb_time_traps(const struct vb_plan *plan)
+{
+    if (!plan->time_view)
+        return 0;
+    uint64_t traps = VB_TRAP_CLOCK_REAL | VB_TRAP_DEADLINES | VB_TRAP_STAMPS;
+    if (plan->time_rate != 1.0 || plan->time_frozen)
+        traps |= VB_TRAP_CLOCK_MONO | VB_TRAP_TIMEOUTS;
+    return traps;
+}
+
+void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock)
+{
+    memset(clock, 0, sizeof *clock);
+    clock->origin_mono = host_ns(CLOCK_MONOTONIC);
+    int64_t real = host_ns(CLOCK_REALTIME);
+    clock->rate = plan->time_rate > 0 ? plan->time_rate : 1.0;
+    clock->frozen = plan->time_frozen;
+    clock->offset = plan->time_offset_ns;
+    clock->real_base = plan->time_has_start ? plan->time_start_ns : real + plan->time_offset_ns;
+    clock->track = !plan->time_has_start && clock->rate == 1.0 && !clock->frozen;
+    /* a fresh machine: the host's uptime is not the sandbox's to see */
+    clock->mono_base = 0;
+}
+
+static int64_t elapsed(const struct vb_clock *clock)
+{
+    if (clock->frozen)
+        return clock->jumped;
+    int64_t real = host_ns(CLOCK_MONOTONIC) - clock->origin_mono;
+    return clock->rate == 1.0 ? real : (int64_t)((double)real * clock->rate);
+}
+
+/* 1 for the clocks the view virtualizes (CPU-time clocks are not). */
+static int is_real_clock(int64_t id)
+{
+    return id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE || id == CLOCK_REALTIME_ALARM || id == CLOCK_TAI;
+}
+
+static int is_mono_clock(int64_t id)
+{
+    return id == CLOCK_MONOTONIC || id == CLOCK_MONOTONIC_RAW || id == CLOCK_MONOTONIC_COARSE ||
+           id == CLOCK_BOOTTIME || id == CLOCK_BOOTTIME_ALARM;
+}
+
+/* The sandbox's reading of clock `id` (one it virtualizes), ns. */
+static int64_t clock_read(const struct vb_clock *clock, int64_t id)
+{
+    if (is_mono_clock(id))
+        return clock->mono_base + elapsed(clock);
+    int64_t real = clock->track ? host_ns(CLOCK_REALTIME) + clock->offset : clock->real_base + elapsed(clock);
+    if (id == CLOCK_TAI)
+        real += host_ns(CLOCK_TAI) - host_ns(CLOCK_REALTIME);
+    return real;
+}
+
+/* --- in the init, before the command ------------------------------------------ */
+
+void vb_time_namespace(const struct vb_clock *clock)
+{
+    if (unshare(CLONE_NEWTIME) != 0)
+        vb_child_fail(errno, VB_EXIT_SETUP, "time view: create a time namespace (unshare CLONE_NEWTIME)", NULL);
+    /* offset = mono_base - origin, as "<secs> <nanosecs>" with 0 <= nanosecs < 1e9 */
+    int64_t lines[2] = {clock->mono_base - clock->origin_mono, 0};
+    int64_t boot = host_ns(CLOCK_BOOTTIME) - (host_ns(CLOCK_MONOTONIC) - clock->origin_mono);
+    lines[1] = clock->mono_base - boot;
+    static const char *const names[2] = {"monotonic ", "boottime "};
+    char text[128];
+    text[0] = '\0';
+    for (int i = 0; i < 2; i++) {
+        int64_t secs = lines[i] / NS, nsecs = lines[i] % NS;
+        if (nsecs < 0) {
+            secs--;
+            nsecs += NS;
+        }
+        char num[2][24];
+        int64_t v[2] = {secs, nsecs};
+        for (int k = 0; k < 2; k++) {
+            char digits[24];
+            int len = 0, neg = v[k] < 0;
+            uint64_t u = neg ? (uint64_t)(-v[k]) : (uint64_t)v[k];
+            do
+                digits[len++] = (char)('0' + u % 10);
+            while ((u /= 10) != 0);
+            int at = 0;
+            if (neg)
+                num[k][at++] = '-';
+            while (len)
+                num[k][at++] = digits[--len];
+            num[k][at] = '\0';
+        }
+        vb_strlcat(text, names[i], sizeof text);
+        vb_strlcat(text, num[0], sizeof text);
+        vb_strlcat(text, " ", sizeof text);
+        vb_strlcat(text, num[1], sizeof text);
+        vb_strlcat(text, "\n", sizeof text);
+    }
+    int fd = open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+        vb_child_fail(errno, VB_EXIT_SETUP, "time view: write /proc/self/timens_offsets", NULL);
+    close(fd);
+}
+
+void vb_time_trace(pid_t command, int go_w)
+{
+    long options = PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP | PTRACE_O_TRACEEXEC | PTRACE_O_TRACEFORK |
+                   PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE;
+    if (ptrace(PTRACE_SEIZE, command, 0, options) != 0) {
+        int err = errno;
+        kill(command, SIGKILL);
+        vb_child_fail(err, VB_EXIT_SETUP, "time view: trace the command (ptrace; kernel.yama.ptrace_scope 3 forbids it)",
+                      NULL);
+    }
+    ssize_t n = write(go_w, "g", 1);
+    (void)n;
+    close(go_w);
+}
+
+#if defined(__x86_64__) /* vb_spawn refuses a time view elsewhere */
+
+/* --- tracee memory: PTRACE_PEEKDATA/POKEDATA, word by word (lengths are multiples of 8) */
+
+struct vb_tracee {
+    pid_t pid;
+    struct user_regs_struct regs;
+    struct vb_clock *clock;
+    int changed;               /* regs to write back before it resumes */
+};
+
+static int tracee_read(const struct vb_tracee *t, uint64_t addr, void *out, size_t len)
+{
+    for (size_t at = 0; at < len; at += 8) {
+        errno = 0;
+        long word = ptrace(PTRACE_PEEKDATA, t->pid, (void *)(uintptr_t)(addr + at), 0);
+        if (errno)
+            return -EFAULT;
+        memcpy((char *)out + at, &word, 8);
+    }
+    return 0;
+}
+
+static int tracee_write(const struct vb_tracee *t, uint64_t addr, const void *data, size_t len)
+{
+    for (size_t at = 0; at < len; at += 8) {
+        long word;
+        memcpy(&word, (const char *)data + at, 8);
+        if (ptrace(PTRACE_POKEDATA, t->pid, (void *)(uintptr_t)(addr + at), (void *)word) != 0)
+            return -EFAULT;
+    }
+    return 0;
+}
+
+/* A copy of a rewritten argument goes below the caller's stack pointer,
+ * past the 128-byte red zone the ABI lets leaf code use: memory the caller
+ * does not hold anything in during a system call. At most 64 bytes. */
+static uint64_t scratch(struct vb_tracee *t)
+{
+    return (t->regs.rsp - 128 - 64) & ~(uint64_t)15;
+}
+
+/* Writes `data` to the scratch area and returns its address (0 on failure). */
+static uint64_t put_scratch(struct vb_tracee *t, const void *data, size_t len)
+{
+    uint64_t at = scratch(t);
+    return tracee_write(t, at, data, len) == 0 ? at : 0;
+}
+
+static struct vb_decision decide(enum vb_decision_kind kind, int64_t value)
+{
+    struct vb_decision d = {kind, value};
+    return d;
+}
+
+#define RETURN(v) decide(VB_DECIDE_RETURN, (v))
+#define CONTINUE decide(VB_DECIDE_CONTINUE, 0)
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * NS + ts->tv_nsec;
+}
+
+static struct timespec ns_ts(int64_t ns)
+{
+    if (ns < 0)
+        ns = 0;
+    struct timespec ts = {(time_t)(ns / NS), (long)(ns % NS)};
+    return ts;
+}
+
+static int valid_ts(const struct timespec *ts)
+{
+    return ts->tv_sec >= 0 && ts->tv_nsec >= 0 && ts->tv_nsec < NS;
+}
+
+/* A real wait for `virtual_ns` of the sandbox's time. */
+static int64_t scale(const struct vb_clock *clock, int64_t virtual_ns)
+{
+    if (clock->rate == 1.0 || virtual_ns <= 0)
+        return virtual_ns;
+    double real = (double)virtual_ns / clock->rate;
+    return real > 9.2e18 ? INT64_MAX : (int64_t)real;
+}
+
+/* Rewrites the relative timespec at `*arg` (NULL: none) to its real duration. */
+static struct vb_decision scale_timespec_arg(struct vb_tracee *t, unsigned long long *arg)
+{
+    struct timespec ts;
+    if (!*arg || t->clock->rate == 1.0 || tracee_read(t, *arg, &ts, sizeof ts) != 0 || !valid_ts(&ts))
+        return CONTINUE; /* the kernel reports the fault or EINVAL itself */
+    struct timespec real = ns_ts(scale(t->clock, ts_ns(&ts)));
+    uint64_t copy = put_scratch(t, &real, sizeof real);
+    if (copy) {
+        *arg = copy;
+        t->changed = 1;
+    }
+    return CONTINUE;
+}
+
+/* Rewrites the int millisecond timeout in `*arg` (< 0: forever). */
+static struct vb_decision scale_ms_arg(struct vb_tracee *t, unsigned long long *arg)
+{
+    int ms = (int)*arg;
+    if (ms > 0 && t->clock->rate != 1.0) {
+        int64_t real = (scale(t->clock, (int64_t)ms * 1000000) + 999999) / 1000000;
+        *arg = (unsigned long long)(real > INT32_MAX ? INT32_MAX : (real < 1 ? 1 : real));
+        t->changed = 1;
+    }
+    return CONTINUE;
+}
+
+/* --- the handlers, one per VB_TIME row -------------------------------------------- */
+
+/* clock_gettime(id, tp): the sandbox's time for the clocks it virtualizes */
+struct vb_decision sys_clock_gettime(struct vb_tracee *t)
+{
+    int64_t id = (int32_t)t->regs.rdi;
+    if (!is_real_clock(id) && !is_mono_clock(id))
+        return CONTINUE;
+    struct timespec ts = ns_ts(clock_read(t->clock, id));
+    return RETURN(tracee_write(t, t->regs.rsi, &ts, sizeof ts));
+}
+
+/* gettimeofday(tv, tz): the sandbox's CLOCK_REALTIME; the host's (UTC) zone */
+struct vb_decision sys_gettimeofday(struct vb_tracee *t)
+{
+    if (t->regs.rdi) {
+        int64_t now = clock_read(t->clock, CLOCK_REALTIME);
+        struct timeval tv = {(time_t)(now / NS), (suseconds_t)(now % NS / 1000)};
+        if (tracee_write(t, t->regs.rdi, &tv, sizeof tv) != 0)
+            return RETURN(-EFAULT);
+    }
+    if (t->regs.rsi) {
+        struct timezone tz = {0, 0};
+        if (tracee_write(t, t->regs.rsi, &tz, sizeof tz) != 0)
+            return RETURN(-EFAULT);
+    }
+    return RETURN(0);
+}
+
+/* time(tloc): the sandbox's CLOCK_REALTIME in seconds */
+struct vb_decision sys_time(struct vb_tracee *t)
+{
+    int64_t secs = clock_read(t->clock, CLOCK_REALTIME) / NS;
+    if (t->regs.rdi && tracee_write(t, t->regs.rdi, &secs, sizeof secs) != 0)
+        return RETURN(-EFAULT);
+    return RETURN(secs);
+}
+
+/* A sleep of `virtual_ns`: frozen, the clock jumps by it and the call returns
+ * at once; otherwise the kernel sleeps the real duration (a relative copy). */
+static struct vb_decision sleep_for(struct vb_tracee *t, int64_t virtual_ns, unsigned long long *ts_arg)
+{
+    if (t->clock->frozen) {
+        if (virtual_ns > 0)
+            t->clock->jumped += virtual_ns;
+        return RETURN(0);
+    }
+    struct timespec real = ns_ts(scale(t->clock, virtual_ns));
+    uint64_t copy = put_scratch(t, &real, sizeof real);
+    if (!copy)
+        return CONTINUE;
+    *ts_arg = copy;
+    t->changed = 1;
+    return CONTINUE;
+}
+
+/* nanosleep(req, rem) */
+struct vb_decision sys_nanosleep(struct vb_tracee *t)
+{
+    struct timespec req;
+    if (tracee_read(t, t->regs.rdi, &req, sizeof req) != 0 || !valid_ts(&req))
+        return CONTINUE; /* EFAULT or EINVAL from the kernel */
+    return sleep_for(t, ts_ns(&req), &t->regs.rdi);
+}
+
+/* clock_nanosleep(id, flags, req, rem): an absolute deadline on the sandbox's
+ * clock becomes the relative sleep it means */
+struct vb_decision sys_clock_nanosleep(struct vb_tracee *t)
+{
+    int64_t id = (int32_t)t->regs.rdi;
+    struct timespec req;
+    if ((!is_real_clock(id) && !is_mono_clock(id)) || tracee_read(t, t->regs.rdx, &req, sizeof req) != 0 ||
+        !valid_ts(&req))
+        return CONTINUE;
+    int64_t wait = ts_ns(&req);
+    if (t->regs.rsi & TIMER_ABSTIME) {
+        wait -= clock_read(t->clock, id);
+        t->regs.rsi &= ~(unsigned long long)TIMER_ABSTIME;
+        t->changed = 1;
+    } else if (t->clock->rate == 1.0 && !t->clock->frozen) {
+        return CONTINUE;
+    }
+    return sleep_for(t, wait, &t->regs.rdx);
+}
+
+/* The clock of timerfd `fd` of the caller, from /proc/PID/fdinfo (MONOTONIC if unreadable). */
+static int64_t timerfd_clock(const struct vb_tracee *t, int fd)
+{
+    char path[64] = "/proc/", num[2][16];
+    int v[2] = {t->pid, fd};
+    for (int k = 0; k < 2; k++) {
+        char digits[16];
+        int len = 0;
+        unsigned u = (unsigned)v[k];
+        do
+            digits[len++] = (char)('0' + u % 10);
+        while ((u /= 10) != 0);
+        int at = 0;
+        while (len)
+            num[k][at++] = digits[--len];
+        num[k][at] = '\0';
+    }
+    vb_strlcat(path, num[0], sizeof path);
+    vb_strlcat(path, "/fdinfo/", sizeof path);
+    vb_strlcat(path, num[1], sizeof path);
+    char text[512];
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = f >= 0 ? read(f, text, sizeof text - 1) : -1;
+    if (f >= 0)
+        close(f);
+    if (n <= 0)
+        return CLOCK_MONOTONIC;
+    text[n] = '\0';
+    const char *p = strstr(text, "clockid:");
+    if (!p)
+        return CLOCK_MONOTONIC;
+    p += 8;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    int64_t id = 0;
+    while (*p >= '0' && *p <= '9')
+        id = id * 10 + (*p++ - '0');
+    return id;
+}
+
+#ifndef TFD_TIMER_ABSTIME
+#define TFD_TIMER_ABSTIME 1
+#endif
+#define TFD_TIMER_CANCEL_ON_SET_ 2
+
+/* timerfd_settime(fd, flags, new, old): a deadline on the sandbox's clock
+ * becomes relative; both times are scaled by the rate */
+struct vb_decision sys_timerfd_settime(struct vb_tracee *t)
+{
+    struct itimerspec its;
+    if (tracee_read(t, t->regs.rdx, &its, sizeof its) != 0 || !valid_ts(&its.it_value) ||
+        !valid_ts(&its.it_interval))
+        return CONTINUE;
+    int armed = its.it_value.tv_sec || its.it_value.tv_nsec;
+    int absolute = (t->regs.rsi & TFD_TIMER_ABSTIME) != 0;
+    if (!armed || (!absolute && t->clock->rate == 1.0))
+        return CONTINUE;
+    int64_t value = ts_ns(&its.it_value);
+    if (absolute) {
+        int64_t id = timerfd_clock(t, (int)t->regs.rdi);
+        if (!is_real_clock(id) && !is_mono_clock(id))
+            return CONTINUE;
+        value -= clock_read(t->clock, id);
+        if (value <= 0)
+            value = 1; /* already passed: fires at once (0 would disarm it) */
+        t->regs.rsi &= ~(unsigned long long)(TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET_);
+    }
+    struct itimerspec real;
+    real.it_value = ns_ts(scale(t->clock, value));
+    if (!real.it_value.tv_sec && !real.it_value.tv_nsec)
+        real.it_value.tv_nsec = 1;
+    real.it_interval = ns_ts(scale(t->clock, ts_ns(&its.it_interval)));
+    uint64_t copy = put_scratch(t, &real, sizeof real);
+    if (copy) {
+        t->regs.rdx = copy;
+        t->changed = 1;
+    }
+    return CONTINUE;
+}
+
+/* select(n, r, w, e, timeval *timeout) */
+struct vb_decision sys_select(struct vb_tracee *t)
+{
+    struct timeval tv;
+    if (!t->regs.r8 || t->clock->rate == 1.0 || tracee_read(t, t->regs.r8, &tv, sizeof tv) != 0 ||
+        tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000)
+        return CONTINUE;
+    int64_t real = scale(t->clock, (int64_t)tv.tv_sec * NS + (int64_t)tv.tv_usec * 1000);
+    struct timeval copy = {(time_t)(real / NS), (suseconds_t)(real % NS / 1000)};
+    uint64_t at = put_scratch(t, &copy, sizeof copy);
+    if (at) {
+        t->regs.r8 = at;
+        t->changed = 1;
+    }
+    return CONTINUE;
+}
+
+/* pselect6(n, r, w, e, timespec *timeout, sigmask) */
+struct vb_decision sys_pselect6(struct vb_tracee *t)
+{
+    return scale_timespec_arg(t, &t->regs.r8);
+}
+
+/* poll(fds, n, int ms) */
+struct vb_decision sys_poll(struct vb_tracee *t)
+{
+    return scale_ms_arg(t, &t->regs.rdx);
+}
+
+/* ppoll(fds, n, timespec *timeout, sigmask, size) */
+struct vb_decision sys_ppoll(struct vb_tracee *t)
+{
+    return scale_timespec_arg(t, &t->regs.rdx);
+}
+
+/* epoll_wait(epfd, events, max, int ms) */
+struct vb_decision sys_epoll_wait(struct vb_tracee *t)
+{
+    return scale_ms_arg(t, &t->regs.r10);
+}
+
+/* epoll_pwait(epfd, events, max, int ms, sigmask, size) */
+struct vb_decision sys_epoll_pwait(struct vb_tracee *t)
+{
+    return scale_ms_arg(t, &t->regs.r10);
+}
+
+/* epoll_pwait2(epfd, events, max, timespec *timeout, sigmask, size) */
+struct vb_decision sys_epoll_pwait2(struct vb_tracee *t)
+{
+    return scale_timespec_arg(t, &t->regs.r10);
+}
+
+/* alarm(secs): becomes setitimer(ITIMER_REAL) for the real duration (it then returns 0) */
+struct vb_decision sys_alarm(struct vb_tracee *t)
+{
+    unsigned secs = (unsigned)t->regs.rdi;
+    if (!secs || t->clock->rate == 1.0 || t->clock->frozen)
+        return CONTINUE;
+    int64_t real = scale(t->clock, (int64_t)secs * NS);
+    struct itimerval it = {{0, 0}, {(time_t)(real / NS), (suseconds_t)(real % NS / 1000)}};
+    if (!it.it_value.tv_sec && !it.it_value.tv_usec)
+        it.it_value.tv_usec = 1;
+    uint64_t at = put_scratch(t, &it, sizeof it);
+    if (!at)
+        return CONTINUE;
+    t->regs.orig_rax = __NR_setitimer;
+    t->regs.rdi = ITIMER_REAL;
+    t->regs.rsi = at;
+    t->regs.rdx = 0;
+    t->changed = 1;
+    return CONTINUE;
+}
+
+/* setitimer(which, new, old): ITIMER_REAL counts the sandbox's time */
+struct vb_decision sys_setitimer(struct vb_tracee *t)
+{
+    struct itimerval it;
+    if (t->regs.rdi != ITIMER_REAL || !t->regs.rsi || t->clock->rate == 1.0 || t->clock->frozen ||
+        tracee_read(t, t->regs.rsi, &it, sizeof it) != 0)
+        return CONTINUE;
+    struct timeval *parts[2] = {&it.it_interval, &it.it_value};
+    for (int i = 0; i < 2; i++) {
+        if (parts[i]->tv_sec < 0 || parts[i]->tv_usec < 0 || parts[i]->tv_usec >= 1000000)
+            return CONTINUE;
+        int armed = parts[i]->tv_sec || parts[i]->tv_usec;
+        int64_t real = scale(t->clock, (int64_t)parts[i]->tv_sec * NS + (int64_t)parts[i]->tv_usec * 1000);
+        parts[i]->tv_sec = (time_t)(real / NS);
+        parts[i]->tv_usec = (suseconds_t)(real % NS / 1000);
+        if (armed && !parts[i]->tv_sec && !parts[i]->tv_usec)
+            parts[i]->tv_usec = 1;
+    }
+    uint64_t at = put_scratch(t, &it, sizeof it);
+    if (at) {
+        t->regs.rsi = at;
+        t->changed = 1;
+    }
+    return CONTINUE;
+}
+
+#ifndef UTIME_NOW
+#define UTIME_NOW ((1l << 30) - 1l)
+#endif
+
+/* utimensat(dirfd, path, times, flags): "now" is the sandbox's now */
+struct vb_decision sys_utimensat(struct vb_tracee *t)
+{
+    struct timespec times[2];
+    struct timespec now = ns_ts(clock_read(t->clock, CLOCK_REALTIME));
+    if (!t->regs.rdx) {
+        times[0] = times[1] = now;
+    } else {
+        if (tracee_read(t, t->regs.rdx, times, sizeof times) != 0)
+            return CONTINUE;
+        if (times[0].tv_nsec != UTIME_NOW && times[1].tv_nsec != UTIME_NOW)
+            return CONTINUE;
+        for (int i = 0; i < 2; i++)
+            if (times[i].tv_nsec == UTIME_NOW)
+                times[i] = now;
+    }
+    uint64_t at = put_scratch(t, times, sizeof times);
+    if (at) {
+        t->regs.rdx = at;
+        t->changed = 1;
+    }
+    return CONTINUE;
+}
+
+/* --- the tracer ------------------------------------------------------------------------ */
+
+typedef struct vb_decision (*vb_time_handler)(struct vb_tracee *t);
+
+static const struct {
+    int nr;
+    vb_time_handler handler;
+} handlers[] = {
+#define VB_SYSCALL(name, group, how, mask, note)
+#define VB_IOCTL(request, name, group, note)
+#define VB_INTERPOSE(name, family, args, note)
+#define VB_TIME(name, trap, note) {__NR_##name, sys_##name},
+#include "syscall_table.h"
+#undef VB_SYSCALL
+#undef VB_IOCTL
+#undef VB_INTERPOSE
+#undef VB_TIME
+};
+
+static void on_trapped_call(struct vb_clock *clock, pid_t pid)
+{
+    struct vb_tracee t = {.pid = pid, .clock = clock};
+    if (ptrace(PTRACE_GETREGS, pid, 0, &t.regs) != 0)
+        return;
+    struct vb_decision d = CONTINUE;
+    for (size_t i = 0; i < VB_ARRAY_LEN(handlers); i++)
+        if ((unsigned long long)handlers[i].nr == t.regs.orig_rax) {
+            d = handlers[i].handler(&t);
+            break;
+        }
+    if (d.kind == VB_DECIDE_RETURN) {
+        t.regs.orig_rax = (unsigned long long)-1; /* skipped: the caller gets rax */
+        t.regs.rax = (unsigned long long)d.value;
+        t.changed = 1;
+    }
+    if (t.changed)
+        ptrace(PTRACE_SETREGS, pid, 0, &t.regs);
+}
+
+/* A new program: hide the vDSO from it (AT_SYSINFO_EHDR -> AT_IGNORE), so
+ * its libc or runtime makes real system calls for the time. The stack holds
+ * argc, argv[], NULL, envp[], NULL, then the auxv pairs. */
+static void on_exec(pid_t pid)
+{
+    struct vb_tracee t = {.pid = pid};
+    if (ptrace(PTRACE_GETREGS, pid, 0, &t.regs) != 0)
+        return;
+    uint64_t at = t.regs.rsp, word;
+    if (tracee_read(&t, at, &word, 8) != 0)
+        return;
+    at += 8 * (word + 2); /* past argc, argv[] and its NULL */
+    for (int n = 0; n < (1 << 20); n++, at += 8) { /* envp[] up to its NULL */
+        if (tracee_read(&t, at, &word, 8) != 0)
+            return;
+        if (!word)
+            break;
+    }
+    at += 8;
+    for (int n = 0; n < 256; n++, at += 16) {
+        if (tracee_read(&t, at, &word, 8) != 0 || word == 0 /* AT_NULL */)
+            return;
+        if (word == AT_SYSINFO_EHDR_) {
+            uint64_t ignore = AT_IGNORE_;
+            tracee_write(&t, at, &ignore, 8);
+            return;
+        }
+    }
+}
+
+void vb_time_on_stop(struct vb_clock *clock, pid_t pid, int status)
+{
+    int sig = WSTOPSIG(status);
+    int event = (unsigned)status >> 16;
+    int inject = 0;
+    switch (event) {
+    case PTRACE_EVENT_SECCOMP:
+        on_trapped_call(clock, pid);
+        break;
+    case PTRACE_EVENT_EXEC:
+        on_exec(pid);
+        break;
+    case PTRACE_EVENT_FORK:
+    case PTRACE_EVENT_VFORK:
+    case PTRACE_EVENT_CLONE:
+        break; /* the new thread or process is traced too, and stops on its own */
+    case PTRACE_EVENT_STOP:
+        if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+            /* a group stop: stay stopped, yet let SIGCONT and SIGKILL through */
+            ptrace(PTRACE_LISTEN, pid, 0, 0);
+            return;
+        }
+        break; /* a new tracee's first stop */
+    default:
+        inject = sig; /* a signal on its way: deliver it */
+        break;
+    }
+    ptrace(PTRACE_CONT, pid, 0, (void *)(uintptr_t)inject);
+}
+
+#else
+
+void vb_time_on_stop(struct vb_clock *clock, pid_t pid, int status)
+{
+    ptrace(PTRACE_CONT, pid, 0, 0);
+}
+
+#endif
