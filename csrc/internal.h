@@ -61,6 +61,8 @@ void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock);
 /* In the init, before it forks anything: a time namespace for its children
  * whose MONOTONIC and BOOTTIME start at the clock's mono_base. */
 void vb_time_namespace(const struct vb_clock *clock);
+/* In the init, once the view is built: /proc/stat with the sandbox's boot instant. */
+void vb_time_proc_stat(const struct vb_clock *clock);
 /* In the init: trace the just-forked command, which waits on `go_w`'s pipe
  * until this is done (the write end is closed here). */
 void vb_time_trace(pid_t command, int go_w);

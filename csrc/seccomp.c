@@ -77,9 +77,13 @@ static const struct vb_time_row time_rows[] = {
 #undef VB_TIME
 };
 
-static const uint32_t real_clock_ids[] = {CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI};
-static const uint32_t mono_clock_ids[] = {CLOCK_MONOTONIC, CLOCK_MONOTONIC_RAW, CLOCK_MONOTONIC_COARSE,
-                                          CLOCK_BOOTTIME, CLOCK_BOOTTIME_ALARM};
+/* MONOTONIC_RAW goes with the REALTIME ids: the time namespace shifts it by
+ * MONOTONIC's offset, but it drifts from MONOTONIC (NTP), so natively it
+ * would not agree with the sandbox's MONOTONIC, and could even be negative. */
+static const uint32_t real_clock_ids[] = {CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI,
+                                          CLOCK_MONOTONIC_RAW};
+static const uint32_t mono_clock_ids[] = {CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME,
+                                          CLOCK_BOOTTIME_ALARM};
 
 static const struct vb_interpose_info interpose_rows[] = {
 #define VB_SYSCALL(name, group, how, mask, note)

@@ -595,6 +595,8 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
     if (clock)
         vb_time_namespace(clock); /* before the host's /proc is gone */
     vb_build_view(plan);
+    if (clock)
+        vb_time_proc_stat(clock);
     if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) != 0)
         FAIL(errno, "set the hostname ", plan->hostname);
     if (plan->unshare_net)

@@ -36,7 +36,9 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -84,8 +86,8 @@ void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock)
     clock->offset = plan->time_offset_ns;
     clock->real_base = plan->time_has_start ? plan->time_start_ns : real + plan->time_offset_ns;
     clock->track = !plan->time_has_start && clock->rate == 1.0 && !clock->frozen;
-    /* a fresh machine: the host's uptime is not the sandbox's to see */
-    clock->mono_base = 0;
+    /* a fresh machine, up for a second: the host's uptime is not the sandbox's to see */
+    clock->mono_base = NS;
 }
 
 static int64_t elapsed(const struct vb_clock *clock)
@@ -121,6 +123,23 @@ static int64_t clock_read(const struct vb_clock *clock, int64_t id)
 
 /* --- in the init, before the command ------------------------------------------ */
 
+/* Decimal digits of `v` into `out` (cap >= 24). */
+static void format_int(int64_t v, char *out)
+{
+    char digits[24];
+    int len = 0, at = 0;
+    uint64_t u = v < 0 ? (uint64_t)(-v) : (uint64_t)v;
+    do
+        digits[len++] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        out[at++] = '-';
+    while (len)
+        out[at++] = digits[--len];
+    out[at] = '\0';
+}
+
+
 void vb_time_namespace(const struct vb_clock *clock)
 {
     if (unshare(CLONE_NEWTIME) != 0)
@@ -139,21 +158,8 @@ void vb_time_namespace(const struct vb_clock *clock)
             nsecs += NS;
         }
         char num[2][24];
-        int64_t v[2] = {secs, nsecs};
-        for (int k = 0; k < 2; k++) {
-            char digits[24];
-            int len = 0, neg = v[k] < 0;
-            uint64_t u = neg ? (uint64_t)(-v[k]) : (uint64_t)v[k];
-            do
-                digits[len++] = (char)('0' + u % 10);
-            while ((u /= 10) != 0);
-            int at = 0;
-            if (neg)
-                num[k][at++] = '-';
-            while (len)
-                num[k][at++] = digits[--len];
-            num[k][at] = '\0';
-        }
+        format_int(secs, num[0]);
+        format_int(nsecs, num[1]);
         vb_strlcat(text, names[i], sizeof text);
         vb_strlcat(text, num[0], sizeof text);
         vb_strlcat(text, " ", sizeof text);
@@ -164,6 +170,62 @@ void vb_time_namespace(const struct vb_clock *clock)
     if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
         vb_child_fail(errno, VB_EXIT_SETUP, "time view: write /proc/self/timens_offsets", NULL);
     close(fd);
+}
+
+/* /proc/stat's btime is the host's boot instant, made so that btime plus
+ * the (namespaced) uptime is the host's realtime: a way around the view. It
+ * is replaced by a copy whose btime is the sandbox's boot instant (its
+ * start minus mono_base); the copy is a snapshot, so its CPU counters stay
+ * as they were at the start. A read-only file on a private tmpfs, mounted
+ * over /proc/stat; skipped when the view has no /proc. */
+void vb_time_proc_stat(const struct vb_clock *clock)
+{
+    static char text[1 << 16], out[(1 << 16) + 64];
+    int f = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return;
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof text - 1 && (n = read(f, text + len, sizeof text - 1 - len)) > 0)
+        len += (size_t)n;
+    close(f);
+    text[len] = '\0';
+    size_t o = 0;
+    for (char *line = text; *line;) {
+        char *end = strchr(line, '\n');
+        size_t l = end ? (size_t)(end - line) + 1 : strlen(line);
+        if (strncmp(line, "btime ", 6) == 0) {
+            char num[24];
+            format_int((clock->real_base - clock->mono_base) / NS, num);
+            memcpy(out + o, "btime ", 6);
+            o += 6;
+            memcpy(out + o, num, strlen(num));
+            o += strlen(num);
+            out[o++] = '\n';
+        } else {
+            memcpy(out + o, line, l);
+            o += l;
+        }
+        line += l;
+    }
+    int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+    if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "size", "128k", 0) != 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0)
+        vb_child_fail(errno, VB_EXIT_SETUP, "time view: a tmpfs for /proc/stat", NULL);
+    int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    close(fs);
+    int file = mnt >= 0 ? openat(mnt, "stat", O_CREAT | O_WRONLY | O_CLOEXEC, 0444) : -1;
+    struct timespec start[2] = {{(time_t)(clock->real_base / NS), 0}, {(time_t)(clock->real_base / NS), 0}};
+    if (file < 0 || write(file, out, o) != (ssize_t)o || futimens(file, start) != 0)
+        vb_child_fail(errno, VB_EXIT_SETUP, "time view: write the sandbox's /proc/stat", NULL);
+    close(file);
+    int tree = (int)syscall(SYS_open_tree, mnt, "stat", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (tree < 0 || syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &ro, sizeof ro) != 0 ||
+        syscall(SYS_move_mount, tree, "", AT_FDCWD, "/proc/stat", MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        vb_child_fail(errno, VB_EXIT_SETUP, "time view: mount the sandbox's /proc/stat", NULL);
+    close(tree);
+    close(mnt);
 }
 
 void vb_time_trace(pid_t command, int go_w)
