@@ -55,6 +55,7 @@ struct vb_clock {
     double rate;
     int frozen;
     int64_t jumped;            /* frozen: what the sandbox's sleeps moved it */
+    int spin;                  /* more than one CPU: the init waits for tracees awake a moment */
 };
 /* In the caller, before clone: the clock's origin, read from the host's clocks. */
 void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock);

@@ -88,6 +88,8 @@ void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock)
     clock->track = !plan->time_has_start && clock->rate == 1.0 && !clock->frozen;
     /* a fresh machine, up for a second: the host's uptime is not the sandbox's to see */
     clock->mono_base = NS;
+    cpu_set_t cpus;
+    clock->spin = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 1;
 }
 
 static int64_t elapsed(const struct vb_clock *clock)
