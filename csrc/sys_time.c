@@ -522,6 +522,37 @@ struct vb_decision sys_timerfd_settime(struct vb_tracee *t)
     return CONTINUE;
 }
 
+#define FUTEX_CMD(op) ((op) & 0x7f)
+#define FUTEX_CLOCK_REALTIME_ 256
+
+/* futex(uaddr, op, val, timeout, ...): FUTEX_WAIT's relative timeout is
+ * scaled; the absolute deadlines of the other waits, on the sandbox's
+ * REALTIME or MONOTONIC, become the host's deadline meaning the same wait */
+struct vb_decision sys_futex(struct vb_tracee *t)
+{
+    int cmd = FUTEX_CMD((int)t->regs.rsi);
+    if (cmd == 0) /* FUTEX_WAIT */
+        return t->clock->frozen ? CONTINUE : scale_timespec_arg(t, &t->regs.r10);
+    struct timespec deadline;
+    if (tracee_read(t, t->regs.r10, &deadline, sizeof deadline) != 0 || !valid_ts(&deadline))
+        return CONTINUE;
+    int realtime = cmd == 6 /* LOCK_PI */ || (t->regs.rsi & FUTEX_CLOCK_REALTIME_);
+    if (!realtime && t->clock->rate == 1.0 && !t->clock->frozen)
+        return CONTINUE; /* the time namespace already maps MONOTONIC deadlines */
+    int64_t left = ts_ns(&deadline) - clock_read(t->clock, realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC);
+    int64_t wait = left > 0 ? (t->clock->frozen ? left : scale(t->clock, left)) : 0;
+    /* the kernel reads a MONOTONIC deadline in the caller's time namespace */
+    int64_t now = realtime ? host_ns(CLOCK_REALTIME)
+                           : host_ns(CLOCK_MONOTONIC) + t->clock->mono_base - t->clock->origin_mono;
+    struct timespec host = ns_ts(now + wait);
+    uint64_t copy = put_scratch(t, &host, sizeof host);
+    if (copy) {
+        t->regs.r10 = copy;
+        t->changed = 1;
+    }
+    return CONTINUE;
+}
+
 /* select(n, r, w, e, timeval *timeout) */
 struct vb_decision sys_select(struct vb_tracee *t)
 {

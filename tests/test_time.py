@@ -36,7 +36,7 @@ func main() { fmt.Println(time.Now().UTC().Format("2006-01-02T15:04:05")) }
 def bins() -> Iterator[pathlib.Path]:
     """A world-readable directory with the probe (dynamic, glibc) and a static Go binary."""
     path = make_world_dir(0o755, prefix="viewbox-time-")
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(path / "timeprobe"), str(PROBE_SOURCE)], check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(path / "timeprobe"), str(PROBE_SOURCE)], check=True)
     if shutil.which("go"):
         (path / "now.go").write_text(GO_NOW)
         env = {**os.environ, "CGO_ENABLED": "0", "GOCACHE": str(path / "gocache"), "GOPATH": str(path / "gopath"),
@@ -126,6 +126,21 @@ def test_rate_ten_python_sleep_and_timerfd(as_user: Caller, bins: pathlib.Path) 
     assert 2.0 <= wall < 2.6 and 2.0 <= mono < 2.6, out
     assert 2.0 <= timer_mono < 2.6 and 2.0 <= timer_real < 2.6, out
     assert real < 3.5, real  # 0.2 s + 0.2 s of waiting, plus two starts (natively: 4 s)
+
+
+@pytest.mark.parametrize("flags, real_range", [
+    (["--time-start", START], (1.9, 3.5)),               # a deadline in 2009, on the host's clock: no wait at all
+    (["--time-start", "2039-04-21T12:00:00Z"], (1.9, 3.5)),  # ... or one 13 years long
+    (["--time-rate", "10"], (0.0, 1.5)),
+])
+def test_timed_condition_wait_means_the_sandboxs_seconds(as_user: Caller, bins: pathlib.Path,
+                                                         flags: list[str], real_range: tuple[float, float]) -> None:
+    started = time.monotonic()
+    out = run_ok(as_user, ["--ro", str(bins), *flags, "--", str(bins / "timeprobe"), "condwait", "2"]).split()
+    real = time.monotonic() - started
+    assert out[0] == "110", out  # ETIMEDOUT
+    assert 2.0 <= float(out[1]) < 2.6, out
+    assert real_range[0] <= real < real_range[1], real
 
 
 # --- 4. frozen ---------------------------------------------------------------------------

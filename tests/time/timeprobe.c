@@ -5,8 +5,11 @@
  *   timeprobe now          one line per source: "<name> <seconds>"
  *   timeprobe spin SECS    REALTIME, then SECS of CPU time busy (no sleep), then REALTIME
  *   timeprobe timerfd SECS a relative timerfd of SECS on MONOTONIC: the clock before and after
+ *   timeprobe condwait SECS pthread_cond_timedwait (an absolute REALTIME futex deadline) SECS
+ *                          from now: the clock before and after
  *   timeprobe rdtsc        executes rdtsc
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,12 +66,24 @@ int main(int argc, char **argv)
         printf("%.6f %.6f\n", sec(CLOCK_MONOTONIC) - before, sec(CLOCK_REALTIME) - real_before);
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "condwait") == 0) {
+        pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+        pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        double before = sec(CLOCK_REALTIME);
+        deadline.tv_sec += atoi(argv[2]);
+        pthread_mutex_lock(&mutex);
+        int rc = pthread_cond_timedwait(&cond, &mutex, &deadline);
+        printf("%d %.6f\n", rc, sec(CLOCK_REALTIME) - before);
+        return 0;
+    }
     if (argc == 2 && strcmp(argv[1], "rdtsc") == 0) {
         uint32_t lo, hi;
         __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
         printf("%llu\n", ((unsigned long long)hi << 32) | lo);
         return 0;
     }
-    fprintf(stderr, "usage: timeprobe now | spin SECS | timerfd SECS | rdtsc\n");
+    fprintf(stderr, "usage: timeprobe now | spin SECS | timerfd SECS | condwait SECS | rdtsc\n");
     return 2;
 }
