@@ -260,7 +260,7 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
              * CLOCK_REALTIME bits) with a non-NULL timeout (arg 3) */
             static const uint32_t waits[] = {0, 6, 9, 11, 13};
             const uint8_t n = VB_ARRAY_LEN(waits);
-            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->nr, 0, (uint8_t)(n + 11)));
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->nr, 0, (uint8_t)(n + 9)));
             EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(1)));
             EMIT(&p, BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x7f));
             for (uint8_t k = 0; k < n; k++)

@@ -139,7 +139,7 @@ def test_timed_condition_wait_means_the_sandboxs_seconds(as_user: Caller, bins: 
     out = run_ok(as_user, ["--ro", str(bins), *flags, "--", str(bins / "timeprobe"), "condwait", "2"]).split()
     real = time.monotonic() - started
     assert out[0] == "110", out  # ETIMEDOUT
-    assert 2.0 <= float(out[1]) < 2.6, out
+    assert 1.95 <= float(out[1]) < 2.6, out  # the deadline was taken a moment before "before"
     assert real_range[0] <= real < real_range[1], real
 
 
