@@ -67,9 +67,11 @@ void vb_time_proc_stat(const struct vb_clock *clock);
 /* In the init: trace the just-forked command, which waits on `go_w`'s pipe
  * until this is done (the write end is closed here). */
 void vb_time_trace(pid_t command, int go_w);
-/* In the init's wait loop: a traced thread `pid` stopped with `status`;
- * handles it (a trapped call, an exec, a signal, a group stop) and resumes it. */
-void vb_time_on_stop(struct vb_clock *clock, pid_t pid, int status);
+/* In the init's wait loop: a traced thread `pid` stopped with `*status`;
+ * handles it (a trapped call, an exec, a signal, a group stop) and resumes
+ * it: 0. Returns 1 when the thread ended meanwhile, *status then saying how
+ * (to be handled as any other wait result). */
+int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status);
 
 /* supervisor.c: start serving a sandbox's listener and, with path rules, its
  * broker socket (takes ownership of both, closing them on failure too). Its

@@ -528,10 +528,9 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
         int status;
         pid_t pid;
         while ((pid = next_child(&status, clock)) > 0) {
-            if (clock && WIFSTOPPED(status)) {
-                vb_time_on_stop(clock, pid, status); /* the command's processes are traced */
+            /* the command's processes are traced */
+            if (clock && WIFSTOPPED(status) && vb_time_on_stop(clock, pid, &status) == 0)
                 continue;
-            }
             if (pid == command)
                 report(status_fd, status, 0, 0);
             if (pid == broker) {

@@ -681,6 +681,14 @@ struct vb_decision sys_utimensat(struct vb_tracee *t)
     return CONTINUE;
 }
 
+/* arch_prctl(code, addr): ARCH_MAP_VDSO_* would map a fresh vDSO, and with it the host's clock data */
+struct vb_decision sys_arch_prctl(struct vb_tracee *t)
+{
+    if (t->regs.rdi >= 0x2001 && t->regs.rdi <= 0x2003)
+        return RETURN(-EPERM);
+    return CONTINUE;
+}
+
 /* --- the tracer ------------------------------------------------------------------------ */
 
 typedef struct vb_decision (*vb_time_handler)(struct vb_tracee *t);
@@ -720,47 +728,145 @@ static void on_trapped_call(struct vb_clock *clock, pid_t pid)
         ptrace(PTRACE_SETREGS, pid, 0, &t.regs);
 }
 
-/* A new program: hide the vDSO from it (AT_SYSINFO_EHDR -> AT_IGNORE), so
- * its libc or runtime makes real system calls for the time. The stack holds
- * argc, argv[], NULL, envp[], NULL, then the auxv pairs. */
-static void on_exec(pid_t pid)
+/* Where the vDSO and its data pages ([vvar], [vvar_vclock]) are mapped in
+ * `pid`, from /proc/PID/maps: 0, or -1 without /proc in the view. */
+static int find_vdso(pid_t pid, uint64_t *start, uint64_t *end)
+{
+    char path[48] = "/proc/", num[24];
+    format_int(pid, num);
+    vb_strlcat(path, num, sizeof path);
+    vb_strlcat(path, "/maps", sizeof path);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return -1;
+    static char text[1 << 16];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof text - 1 && (n = read(f, text + len, sizeof text - 1 - len)) > 0)
+        len += (size_t)n;
+    close(f);
+    text[len] = '\0';
+    *start = UINT64_MAX;
+    *end = 0;
+    for (char *line = text; *line;) {
+        char *eol = strchr(line, '\n');
+        if (eol)
+            *eol = '\0';
+        if (strstr(line, "[vdso]") || strstr(line, "[vvar")) {
+            uint64_t lo = 0, hi = 0;
+            const char *p = line;
+            for (; *p && *p != '-'; p++)
+                lo = lo * 16 + (uint64_t)(*p <= '9' ? *p - '0' : (*p | 32) - 'a' + 10);
+            for (p++; *p && *p != ' '; p++)
+                hi = hi * 16 + (uint64_t)(*p <= '9' ? *p - '0' : (*p | 32) - 'a' + 10);
+            if (lo < *start)
+                *start = lo;
+            if (hi > *end)
+                *end = hi;
+        }
+        if (!eol)
+            break;
+        line = eol + 1;
+    }
+    return 0;
+}
+
+/* One single step of the tracee: 0, or -1 when it ended (*status says how).
+ * A signal that stops it first is kept in *pending, for delivery afterwards. */
+static int step(pid_t pid, int *status, int *pending)
+{
+    if (ptrace(PTRACE_SINGLESTEP, pid, 0, 0) != 0)
+        return 0;
+    while (waitpid(pid, status, __WALL) < 0 && errno == EINTR)
+        ;
+    if (!WIFSTOPPED(*status))
+        return -1;
+    if (WSTOPSIG(*status) != SIGTRAP && ((unsigned)*status >> 16) == 0)
+        *pending = WSTOPSIG(*status);
+    return 0;
+}
+
+/* Makes the tracee, stopped at its exec, run munmap(start, end - start): a
+ * `syscall` written over its next instruction, one single step, everything
+ * restored. The exec stop is inside execve, whose return would overwrite the
+ * registers set here: a first single step leaves the system call. Returns 0,
+ * or -1 and *status when the tracee ended meanwhile. */
+static int unmap_in(struct vb_tracee *t, uint64_t start, uint64_t end, int *status, int *pending)
+{
+    if (step(t->pid, status, pending) != 0)
+        return -1;
+    struct user_regs_struct saved, call;
+    uint64_t code;
+    if (ptrace(PTRACE_GETREGS, t->pid, 0, &saved) != 0 || tracee_read(t, saved.rip, &code, 8) != 0)
+        return 0;
+    uint64_t patched = (code & ~(uint64_t)0xffff) | 0x050f; /* 0f 05: syscall */
+    if (tracee_write(t, saved.rip, &patched, 8) != 0)
+        return 0;
+    call = saved;
+    call.rax = __NR_munmap;
+    call.rdi = start;
+    call.rsi = end - start;
+    ptrace(PTRACE_SETREGS, t->pid, 0, &call);
+    for (int tries = 0; tries < 16; tries++) {
+        if (step(t->pid, status, pending) != 0)
+            return -1;
+        struct user_regs_struct now;
+        if (ptrace(PTRACE_GETREGS, t->pid, 0, &now) != 0 || now.rip != saved.rip)
+            break; /* past the syscall */
+    }
+    tracee_write(t, saved.rip, &code, 8);
+    ptrace(PTRACE_SETREGS, t->pid, 0, &saved);
+    return 0;
+}
+
+/* A new program: the vDSO is hidden from it (AT_SYSINFO_EHDR -> AT_IGNORE
+ * in its auxiliary vector), so its libc or runtime makes real system calls
+ * for the time, and unmapped with its data pages, so that no program can
+ * call into it or read the host's clock data there. The stack holds argc,
+ * argv[], NULL, envp[], NULL, then the auxv pairs. Returns as unmap_in. */
+static int on_exec(pid_t pid, int *status, int *pending)
 {
     struct vb_tracee t = {.pid = pid};
     if (ptrace(PTRACE_GETREGS, pid, 0, &t.regs) != 0)
-        return;
+        return 0;
     uint64_t at = t.regs.rsp, word;
     if (tracee_read(&t, at, &word, 8) != 0)
-        return;
+        return 0;
     at += 8 * (word + 2); /* past argc, argv[] and its NULL */
     for (int n = 0; n < (1 << 20); n++, at += 8) { /* envp[] up to its NULL */
         if (tracee_read(&t, at, &word, 8) != 0)
-            return;
+            return 0;
         if (!word)
             break;
     }
     at += 8;
     for (int n = 0; n < 256; n++, at += 16) {
         if (tracee_read(&t, at, &word, 8) != 0 || word == 0 /* AT_NULL */)
-            return;
+            break;
         if (word == AT_SYSINFO_EHDR_) {
             uint64_t ignore = AT_IGNORE_;
             tracee_write(&t, at, &ignore, 8);
-            return;
+            break;
         }
     }
+    uint64_t start, end;
+    if (find_vdso(pid, &start, &end) == 0 && start < end)
+        return unmap_in(&t, start, end, status, pending);
+    return 0;
 }
 
-void vb_time_on_stop(struct vb_clock *clock, pid_t pid, int status)
+int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
 {
-    int sig = WSTOPSIG(status);
-    int event = (unsigned)status >> 16;
+    int sig = WSTOPSIG(*status);
+    int event = (unsigned)*status >> 16;
     int inject = 0;
     switch (event) {
     case PTRACE_EVENT_SECCOMP:
         on_trapped_call(clock, pid);
         break;
     case PTRACE_EVENT_EXEC:
-        on_exec(pid);
+        if (on_exec(pid, status, &inject) != 0)
+            return 1; /* it ended meanwhile: *status says how */
         break;
     case PTRACE_EVENT_FORK:
     case PTRACE_EVENT_VFORK:
@@ -770,7 +876,7 @@ void vb_time_on_stop(struct vb_clock *clock, pid_t pid, int status)
         if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
             /* a group stop: stay stopped, yet let SIGCONT and SIGKILL through */
             ptrace(PTRACE_LISTEN, pid, 0, 0);
-            return;
+            return 0;
         }
         break; /* a new tracee's first stop */
     default:
@@ -778,13 +884,15 @@ void vb_time_on_stop(struct vb_clock *clock, pid_t pid, int status)
         break;
     }
     ptrace(PTRACE_CONT, pid, 0, (void *)(uintptr_t)inject);
+    return 0;
 }
 
 #else
 
-void vb_time_on_stop(struct vb_clock *clock, pid_t pid, int status)
+int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
 {
     ptrace(PTRACE_CONT, pid, 0, 0);
+    return 0;
 }
 
 #endif
