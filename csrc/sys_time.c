@@ -233,7 +233,7 @@ void vb_time_proc_stat(const struct vb_clock *clock)
 void vb_time_trace(pid_t command, int go_w)
 {
     long options = PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP | PTRACE_O_TRACEEXEC | PTRACE_O_TRACEFORK |
-                   PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE;
+                   PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD;
     if (ptrace(PTRACE_SEIZE, command, 0, options) != 0) {
         int err = errno;
         kill(command, SIGKILL);
@@ -254,6 +254,7 @@ struct vb_tracee {
     struct user_regs_struct regs;
     struct vb_clock *clock;
     int changed;               /* regs to write back before it resumes */
+    int64_t wait_cap;          /* frozen: a wait of up to this long (virtual ns) moves the clock */
 };
 
 static int tracee_read(const struct vb_tracee *t, uint64_t addr, void *out, size_t len)
@@ -324,18 +325,31 @@ static int valid_ts(const struct timespec *ts)
 /* A real wait for `virtual_ns` of the sandbox's time. */
 static int64_t scale(const struct vb_clock *clock, int64_t virtual_ns)
 {
-    if (clock->rate == 1.0 || virtual_ns <= 0)
+    if (clock->rate == 1.0 || clock->frozen || virtual_ns <= 0)
         return virtual_ns;
     double real = (double)virtual_ns / clock->rate;
     return real > 9.2e18 ? INT64_MAX : (int64_t)real;
+}
+
+/* Frozen, a wait with a timeout is real, and moves the clock by the time it
+ * took, up to the timeout (an event loop waits for its next timer that way:
+ * the clock must reach it). The tracer sees the call's end for that. */
+static struct vb_decision wait_up_to(struct vb_tracee *t, int64_t virtual_ns)
+{
+    if (virtual_ns > 0)
+        t->wait_cap = virtual_ns;
+    return CONTINUE;
 }
 
 /* Rewrites the relative timespec at `*arg` (NULL: none) to its real duration. */
 static struct vb_decision scale_timespec_arg(struct vb_tracee *t, unsigned long long *arg)
 {
     struct timespec ts;
-    if (!*arg || t->clock->rate == 1.0 || tracee_read(t, *arg, &ts, sizeof ts) != 0 || !valid_ts(&ts))
+    if (!*arg || (t->clock->rate == 1.0 && !t->clock->frozen) || tracee_read(t, *arg, &ts, sizeof ts) != 0 ||
+        !valid_ts(&ts))
         return CONTINUE; /* the kernel reports the fault or EINVAL itself */
+    if (t->clock->frozen)
+        return wait_up_to(t, ts_ns(&ts));
     struct timespec real = ns_ts(scale(t->clock, ts_ns(&ts)));
     uint64_t copy = put_scratch(t, &real, sizeof real);
     if (copy) {
@@ -349,6 +363,8 @@ static struct vb_decision scale_timespec_arg(struct vb_tracee *t, unsigned long 
 static struct vb_decision scale_ms_arg(struct vb_tracee *t, unsigned long long *arg)
 {
     int ms = (int)*arg;
+    if (ms > 0 && t->clock->frozen)
+        return wait_up_to(t, (int64_t)ms * 1000000);
     if (ms > 0 && t->clock->rate != 1.0) {
         int64_t real = (scale(t->clock, (int64_t)ms * 1000000) + 999999) / 1000000;
         *arg = (unsigned long long)(real > INT32_MAX ? INT32_MAX : (real < 1 ? 1 : real));
@@ -532,7 +548,7 @@ struct vb_decision sys_futex(struct vb_tracee *t)
 {
     int cmd = FUTEX_CMD((int)t->regs.rsi);
     if (cmd == 0) /* FUTEX_WAIT */
-        return t->clock->frozen ? CONTINUE : scale_timespec_arg(t, &t->regs.r10);
+        return scale_timespec_arg(t, &t->regs.r10);
     struct timespec deadline;
     if (tracee_read(t, t->regs.r10, &deadline, sizeof deadline) != 0 || !valid_ts(&deadline))
         return CONTINUE;
@@ -540,7 +556,9 @@ struct vb_decision sys_futex(struct vb_tracee *t)
     if (!realtime && t->clock->rate == 1.0 && !t->clock->frozen)
         return CONTINUE; /* the time namespace already maps MONOTONIC deadlines */
     int64_t left = ts_ns(&deadline) - clock_read(t->clock, realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC);
-    int64_t wait = left > 0 ? (t->clock->frozen ? left : scale(t->clock, left)) : 0;
+    int64_t wait = left > 0 ? scale(t->clock, left) : 0;
+    if (t->clock->frozen)
+        wait_up_to(t, wait);
     /* the kernel reads a MONOTONIC deadline in the caller's time namespace */
     int64_t now = realtime ? host_ns(CLOCK_REALTIME)
                            : host_ns(CLOCK_MONOTONIC) + t->clock->mono_base - t->clock->origin_mono;
@@ -557,9 +575,11 @@ struct vb_decision sys_futex(struct vb_tracee *t)
 struct vb_decision sys_select(struct vb_tracee *t)
 {
     struct timeval tv;
-    if (!t->regs.r8 || t->clock->rate == 1.0 || tracee_read(t, t->regs.r8, &tv, sizeof tv) != 0 ||
-        tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000)
+    if (!t->regs.r8 || (t->clock->rate == 1.0 && !t->clock->frozen) ||
+        tracee_read(t, t->regs.r8, &tv, sizeof tv) != 0 || tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000)
         return CONTINUE;
+    if (t->clock->frozen)
+        return wait_up_to(t, (int64_t)tv.tv_sec * NS + (int64_t)tv.tv_usec * 1000);
     int64_t real = scale(t->clock, (int64_t)tv.tv_sec * NS + (int64_t)tv.tv_usec * 1000);
     struct timeval copy = {(time_t)(real / NS), (suseconds_t)(real % NS / 1000)};
     uint64_t at = put_scratch(t, &copy, sizeof copy);
@@ -708,11 +728,37 @@ static const struct {
 #undef VB_TIME
 };
 
-static void on_trapped_call(struct vb_clock *clock, pid_t pid)
+/* Frozen: the waits under way, by thread (a full table only loses their effect on the clock). */
+static struct {
+    pid_t tid;
+    int64_t started;           /* host CLOCK_MONOTONIC at its start */
+    int64_t jumped;            /* the clock's jumps then */
+    int64_t cap;               /* its timeout, virtual ns */
+} waits[256];
+
+/* A frozen sandbox's timed wait ended (its syscall-exit stop): the clock
+ * moves to where the wait took it, once (overlapping waits of several
+ * threads move it once, not by their sum). */
+static void on_wait_end(struct vb_clock *clock, pid_t pid)
+{
+    for (size_t i = 0; i < VB_ARRAY_LEN(waits); i++) {
+        if (waits[i].tid != pid)
+            continue;
+        int64_t took = host_ns(CLOCK_MONOTONIC) - waits[i].started;
+        int64_t reached = waits[i].jumped + (took < waits[i].cap ? took : waits[i].cap);
+        if (reached > clock->jumped)
+            clock->jumped = reached;
+        waits[i].tid = 0;
+        return;
+    }
+}
+
+/* Handles a trapped call; returns 1 when the tracer must see its end (PTRACE_SYSCALL). */
+static int on_trapped_call(struct vb_clock *clock, pid_t pid)
 {
     struct vb_tracee t = {.pid = pid, .clock = clock};
     if (ptrace(PTRACE_GETREGS, pid, 0, &t.regs) != 0)
-        return;
+        return 0;
     struct vb_decision d = CONTINUE;
     for (size_t i = 0; i < VB_ARRAY_LEN(handlers); i++)
         if ((unsigned long long)handlers[i].nr == t.regs.orig_rax) {
@@ -726,6 +772,18 @@ static void on_trapped_call(struct vb_clock *clock, pid_t pid)
     }
     if (t.changed)
         ptrace(PTRACE_SETREGS, pid, 0, &t.regs);
+    if (d.kind != VB_DECIDE_CONTINUE || !t.wait_cap)
+        return 0;
+    for (size_t i = 0; i < VB_ARRAY_LEN(waits); i++) {
+        if (waits[i].tid == 0 || waits[i].tid == pid) {
+            waits[i].tid = pid;
+            waits[i].started = host_ns(CLOCK_MONOTONIC);
+            waits[i].jumped = clock->jumped;
+            waits[i].cap = t.wait_cap;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* Where the vDSO and its data pages ([vvar], [vvar_vclock]) are mapped in
@@ -860,9 +918,17 @@ int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
     int sig = WSTOPSIG(*status);
     int event = (unsigned)*status >> 16;
     int inject = 0;
+    if (sig == (SIGTRAP | 0x80)) { /* syscall-exit stop: a frozen sandbox's wait ended */
+        on_wait_end(clock, pid);
+        ptrace(PTRACE_CONT, pid, 0, 0);
+        return 0;
+    }
     switch (event) {
     case PTRACE_EVENT_SECCOMP:
-        on_trapped_call(clock, pid);
+        if (on_trapped_call(clock, pid)) {
+            ptrace(PTRACE_SYSCALL, pid, 0, 0);
+            return 0;
+        }
         break;
     case PTRACE_EVENT_EXEC:
         if (on_exec(pid, status, &inject) != 0)

@@ -30,6 +30,22 @@ import (
 
 func main() { fmt.Println(time.Now().UTC().Format("2006-01-02T15:04:05")) }
 """
+#: Sleeps, then waits for a timer (Go's runtime: epoll_pwait and futex timeouts), prints how long that took.
+GO_SLEEP = """
+package main
+
+import (
+	"fmt"
+	"time"
+)
+
+func main() {
+	start := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	<-time.NewTimer(500 * time.Millisecond).C
+	fmt.Println(time.Since(start).Seconds())
+}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +58,9 @@ def bins() -> Iterator[pathlib.Path]:
         env = {**os.environ, "CGO_ENABLED": "0", "GOCACHE": str(path / "gocache"), "GOPATH": str(path / "gopath"),
                "GO111MODULE": "off"}
         subprocess.run(["go", "build", "-o", str(path / "gonow"), str(path / "now.go")], check=True, env=env,
+                       cwd=path)
+        (path / "sleep.go").write_text(GO_SLEEP)
+        subprocess.run(["go", "build", "-o", str(path / "gosleep"), str(path / "sleep.go")], check=True, env=env,
                        cwd=path)
         shutil.rmtree(path / "gocache", ignore_errors=True)
     yield path
@@ -159,6 +178,36 @@ def test_frozen_clock_jumps_by_the_sleeps(as_user: Caller) -> None:
     out = run_ok(as_user, ["--time-frozen", "--", INSIDE_PYTHON, "-c", script])
     assert float(out) == pytest.approx(30.0, abs=1e-6), out
     assert time.monotonic() - started < 5, "a frozen sandbox's sleep takes no real time"
+
+
+def test_frozen_event_loops_reach_their_timers(as_user: Caller) -> None:
+    """An event loop waits for its next timer with a timeout: frozen, that wait must move the
+    clock to the timer, or the loop would wait forever."""
+    script = textwrap.dedent("""
+        import asyncio, threading, time
+        async def main():
+            t = time.monotonic()
+            await asyncio.sleep(0.5)
+            return time.monotonic() - t
+        print(asyncio.run(main()))
+        lock = threading.Lock(); lock.acquire()
+        t = time.time()
+        print(lock.acquire(timeout=0.3), time.time() - t)
+    """)
+    out = run_ok(as_user, ["--time-frozen", "--", INSIDE_PYTHON, "-c", script]).split()
+    assert float(out[0]) == pytest.approx(0.5, abs=1e-6), out
+    assert out[1] == "False" and float(out[2]) == pytest.approx(0.3, abs=1e-6), out
+
+
+@pytest.mark.skipif(not shutil.which("go"), reason="golang-go is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("flag, real_range", [("--time-frozen", (1.9, 5.0)), ("--time-rate=10", (0.0, 1.6))])
+def test_static_go_program_sleeps_in_the_sandboxs_time(as_user: Caller, bins: pathlib.Path, flag: str,
+                                                       real_range: tuple[float, float]) -> None:
+    started = time.monotonic()
+    out = run_ok(as_user, ["--ro", str(bins), flag, "--", str(bins / "gosleep")])
+    real = time.monotonic() - started
+    assert 2.0 <= float(out) < 2.3, out
+    assert real_range[0] <= real < real_range[1], real
 
 
 # --- 5. every source agrees ----------------------------------------------------------------
