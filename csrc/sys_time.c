@@ -2,25 +2,29 @@
  *
  * The sandbox's clock is a line through the host's CLOCK_MONOTONIC:
  *
- *     elapsed  = rate * (host MONOTONIC - origin)      (frozen: the sleeps taken so far)
+ *     elapsed  = rate * (host MONOTONIC - origin)      (frozen: what its sleeps and waits moved it)
  *     REALTIME = real_base + elapsed                   (tracking: host REALTIME + offset)
  *     MONOTONIC = BOOTTIME = mono_base + elapsed
  *
  * Who answers what:
  *  - a time namespace (made by the init for its children) carries the
  *    MONOTONIC/BOOTTIME offset, so with rate 1 and no freeze those clocks run
- *    natively and /proc/uptime starts near zero with them;
+ *    natively and /proc/uptime starts at 1 s with them; /proc/stat is
+ *    replaced by a copy whose btime is the sandbox's boot instant;
  *  - the init traces the command (PTRACE_SEIZE, following forks, clones and
  *    execs). At each exec it turns AT_SYSINFO_EHDR into AT_IGNORE in the new
  *    program's auxiliary vector, so glibc and Go find no vDSO and make real
- *    system calls for the time;
+ *    system calls for the time, and unmaps the vDSO and its data pages (a
+ *    munmap it makes the program run), so nothing can read the host's clock
+ *    there; arch_prctl(ARCH_MAP_VDSO_*) is refused;
  *  - the seccomp filter sends those calls (VB_TIME rows of syscall_table.h)
  *    to the init with SECCOMP_RET_TRACE; sys_<name>() below answers a clock
  *    read by writing the sandbox's time into the caller and skipping the
  *    call, and rewrites a wait's timeout (scaled by the rate, an absolute
- *    virtual deadline made relative) in a copy below the caller's stack
- *    pointer, then lets the kernel wait natively (signals and restarts
- *    behave as always).
+ *    virtual deadline made relative or the host's) in a copy below the
+ *    caller's stack pointer, then lets the kernel wait natively (signals and
+ *    restarts behave as always). Frozen, a timed wait is followed to its end
+ *    (PTRACE_SYSCALL), which moves the clock by the time it took.
  *
  * SAFETY: every CONTINUE here runs a call the seccomp filter would otherwise
  * have allowed untouched; the tracer grants nothing and only changes
@@ -759,6 +763,8 @@ static int on_trapped_call(struct vb_clock *clock, pid_t pid)
     struct vb_tracee t = {.pid = pid, .clock = clock};
     if (ptrace(PTRACE_GETREGS, pid, 0, &t.regs) != 0)
         return 0;
+    /* SAFETY: a handler's CONTINUE runs a call the filter would have allowed
+     * as it is, its timeouts or time stamps changed (see the top of this file) */
     struct vb_decision d = CONTINUE;
     for (size_t i = 0; i < VB_ARRAY_LEN(handlers); i++)
         if ((unsigned long long)handlers[i].nr == t.regs.orig_rax) {
