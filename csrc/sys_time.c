@@ -259,7 +259,22 @@ struct vb_tracee {
     struct vb_clock *clock;
     int changed;               /* regs to write back before it resumes */
     int64_t wait_cap;          /* frozen: a wait of up to this long (virtual ns) moves the clock */
+    int fix;                   /* FIX_*: a remaining time the kernel writes at `fix_at`, in real time */
+    uint64_t fix_at;
 };
+
+/* Remaining times the kernel reports (real time) that the tracer turns into
+ * the sandbox's time at the call's end, when the rate is not 1. */
+enum { FIX_NONE, FIX_REM, FIX_ITIMERSPEC, FIX_ITIMERVAL };
+
+/* Asks for the call's end: the kernel's `kind` of remaining time at `at` is scaled there. */
+static void fix_at_end(struct vb_tracee *t, int kind, uint64_t at)
+{
+    if (at && t->clock->rate != 1.0 && !t->clock->frozen) {
+        t->fix = kind;
+        t->fix_at = at;
+    }
+}
 
 static int tracee_read(const struct vb_tracee *t, uint64_t addr, void *out, size_t len)
 {
@@ -439,6 +454,7 @@ struct vb_decision sys_nanosleep(struct vb_tracee *t)
     struct timespec req;
     if (tracee_read(t, t->regs.rdi, &req, sizeof req) != 0 || !valid_ts(&req))
         return CONTINUE; /* EFAULT or EINVAL from the kernel */
+    fix_at_end(t, FIX_REM, t->regs.rsi);
     return sleep_for(t, ts_ns(&req), &t->regs.rdi);
 }
 
@@ -458,6 +474,8 @@ struct vb_decision sys_clock_nanosleep(struct vb_tracee *t)
         t->changed = 1;
     } else if (t->clock->rate == 1.0 && !t->clock->frozen) {
         return CONTINUE;
+    } else {
+        fix_at_end(t, FIX_REM, t->regs.r10); /* only a relative sleep reports what is left */
     }
     return sleep_for(t, wait, &t->regs.rdx);
 }
@@ -515,6 +533,7 @@ struct vb_decision sys_timerfd_settime(struct vb_tracee *t)
     if (tracee_read(t, t->regs.rdx, &its, sizeof its) != 0 || !valid_ts(&its.it_value) ||
         !valid_ts(&its.it_interval))
         return CONTINUE;
+    fix_at_end(t, FIX_ITIMERSPEC, t->regs.r10);
     int armed = its.it_value.tv_sec || its.it_value.tv_nsec;
     int absolute = (t->regs.rsi & TFD_TIMER_ABSTIME) != 0;
     if (!armed || (!absolute && t->clock->rate == 1.0))
@@ -651,10 +670,27 @@ struct vb_decision sys_alarm(struct vb_tracee *t)
     return CONTINUE;
 }
 
+/* timerfd_gettime(fd, curr): what is left, in the sandbox's time */
+struct vb_decision sys_timerfd_gettime(struct vb_tracee *t)
+{
+    fix_at_end(t, FIX_ITIMERSPEC, t->regs.rsi);
+    return CONTINUE;
+}
+
+/* getitimer(which, curr): ITIMER_REAL's remaining time, in the sandbox's time */
+struct vb_decision sys_getitimer(struct vb_tracee *t)
+{
+    if (t->regs.rdi == ITIMER_REAL)
+        fix_at_end(t, FIX_ITIMERVAL, t->regs.rsi);
+    return CONTINUE;
+}
+
 /* setitimer(which, new, old): ITIMER_REAL counts the sandbox's time */
 struct vb_decision sys_setitimer(struct vb_tracee *t)
 {
     struct itimerval it;
+    if (t->regs.rdi == ITIMER_REAL)
+        fix_at_end(t, FIX_ITIMERVAL, t->regs.rdx);
     if (t->regs.rdi != ITIMER_REAL || !t->regs.rsi || t->clock->rate == 1.0 || t->clock->frozen ||
         tracee_read(t, t->regs.rsi, &it, sizeof it) != 0)
         return CONTINUE;
@@ -732,27 +768,69 @@ static const struct {
 #undef VB_TIME
 };
 
-/* Frozen: the waits under way, by thread (a full table only loses their effect on the clock). */
+/* The calls whose end the tracer follows, by thread: a frozen sandbox's
+ * timed waits, and remaining times to scale (a full table only loses that). */
 static struct {
     pid_t tid;
     int64_t started;           /* host CLOCK_MONOTONIC at its start */
     int64_t jumped;            /* the clock's jumps then */
-    int64_t cap;               /* its timeout, virtual ns */
-} waits[256];
+    int64_t cap;               /* frozen: its timeout, virtual ns (0: none) */
+    int fix;                   /* FIX_* */
+    uint64_t fix_at;
+} ending[256];
 
-/* A frozen sandbox's timed wait ended (its syscall-exit stop): the clock
- * moves to where the wait took it, once (overlapping waits of several
- * threads move it once, not by their sum). */
-static void on_wait_end(struct vb_clock *clock, pid_t pid)
+static int64_t unscale(const struct vb_clock *clock, int64_t real_ns)
 {
-    for (size_t i = 0; i < VB_ARRAY_LEN(waits); i++) {
-        if (waits[i].tid != pid)
+    double v = (double)real_ns * clock->rate;
+    return v > 9.2e18 ? INT64_MAX : (int64_t)v;
+}
+
+/* The remaining time the kernel wrote at `at`, turned into the sandbox's time. */
+static void fix_remaining(struct vb_tracee *t, int kind, uint64_t at)
+{
+    if (kind == FIX_REM || kind == FIX_ITIMERSPEC) {
+        struct timespec ts[2];
+        size_t n = kind == FIX_REM ? 1 : 2;
+        if (tracee_read(t, at, ts, n * sizeof ts[0]) != 0)
+            return;
+        for (size_t i = 0; i < n; i++)
+            ts[i] = ns_ts(unscale(t->clock, ts_ns(&ts[i])));
+        tracee_write(t, at, ts, n * sizeof ts[0]);
+    } else if (kind == FIX_ITIMERVAL) {
+        struct timeval tv[2];
+        if (tracee_read(t, at, tv, sizeof tv) != 0)
+            return;
+        for (int i = 0; i < 2; i++) {
+            int64_t v = unscale(t->clock, (int64_t)tv[i].tv_sec * NS + (int64_t)tv[i].tv_usec * 1000);
+            tv[i].tv_sec = (time_t)(v / NS);
+            tv[i].tv_usec = (suseconds_t)(v % NS / 1000);
+        }
+        tracee_write(t, at, tv, sizeof tv);
+    }
+}
+
+/* A followed call ended (its syscall-exit stop). Frozen, the clock moves to
+ * where the wait took it, once (overlapping waits of several threads move it
+ * once, not by their sum); a remaining time is scaled. */
+static void on_call_end(struct vb_clock *clock, pid_t pid)
+{
+    for (size_t i = 0; i < VB_ARRAY_LEN(ending); i++) {
+        if (ending[i].tid != pid)
             continue;
-        int64_t took = host_ns(CLOCK_MONOTONIC) - waits[i].started;
-        int64_t reached = waits[i].jumped + (took < waits[i].cap ? took : waits[i].cap);
-        if (reached > clock->jumped)
-            clock->jumped = reached;
-        waits[i].tid = 0;
+        ending[i].tid = 0;
+        if (ending[i].cap) {
+            int64_t took = host_ns(CLOCK_MONOTONIC) - ending[i].started;
+            int64_t reached = ending[i].jumped + (took < ending[i].cap ? took : ending[i].cap);
+            if (reached > clock->jumped)
+                clock->jumped = reached;
+        }
+        struct vb_tracee t = {.pid = pid, .clock = clock};
+        if (ending[i].fix && ptrace(PTRACE_GETREGS, pid, 0, &t.regs) == 0) {
+            long rc = (long)t.regs.rax;
+            /* rem is written on an interruption; the timers' values on success */
+            if (ending[i].fix == FIX_REM ? (rc == -EINTR || rc == -516 /* ERESTART_RESTARTBLOCK */) : rc == 0)
+                fix_remaining(&t, ending[i].fix, ending[i].fix_at);
+        }
         return;
     }
 }
@@ -778,14 +856,16 @@ static int on_trapped_call(struct vb_clock *clock, pid_t pid)
     }
     if (t.changed)
         ptrace(PTRACE_SETREGS, pid, 0, &t.regs);
-    if (d.kind != VB_DECIDE_CONTINUE || !t.wait_cap)
+    if (d.kind != VB_DECIDE_CONTINUE || (!t.wait_cap && !t.fix))
         return 0;
-    for (size_t i = 0; i < VB_ARRAY_LEN(waits); i++) {
-        if (waits[i].tid == 0 || waits[i].tid == pid) {
-            waits[i].tid = pid;
-            waits[i].started = host_ns(CLOCK_MONOTONIC);
-            waits[i].jumped = clock->jumped;
-            waits[i].cap = t.wait_cap;
+    for (size_t i = 0; i < VB_ARRAY_LEN(ending); i++) {
+        if (ending[i].tid == 0 || ending[i].tid == pid) {
+            ending[i].tid = pid;
+            ending[i].started = host_ns(CLOCK_MONOTONIC);
+            ending[i].jumped = clock->jumped;
+            ending[i].cap = t.wait_cap;
+            ending[i].fix = t.fix;
+            ending[i].fix_at = t.fix_at;
             return 1;
         }
     }
@@ -925,7 +1005,7 @@ int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
     int event = (unsigned)*status >> 16;
     int inject = 0;
     if (sig == (SIGTRAP | 0x80)) { /* syscall-exit stop: a frozen sandbox's wait ended */
-        on_wait_end(clock, pid);
+        on_call_end(clock, pid);
         ptrace(PTRACE_CONT, pid, 0, 0);
         return 0;
     }

@@ -158,6 +158,8 @@ VB_TIME(epoll_pwait, VB_TRAP_TIMEOUTS, "waits for events, with a timeout")
 VB_TIME(epoll_pwait2, VB_TRAP_TIMEOUTS, "waits for events, with a timeout")
 VB_TIME(alarm, VB_TRAP_TIMEOUTS, "arms SIGALRM")
 VB_TIME(setitimer, VB_TRAP_TIMEOUTS, "arms an interval timer")
+VB_TIME(getitimer, VB_TRAP_TIMEOUTS, "reads an interval timer")
+VB_TIME(timerfd_gettime, VB_TRAP_TIMEOUTS, "reads a timer")
 VB_TIME(utimensat, VB_TRAP_STAMPS, "sets file times, perhaps to now")
 VB_TIME(arch_prctl, VB_TRAP_STAMPS, "ARCH_MAP_VDSO_* would map the vDSO and the host's clock data again")
 #endif

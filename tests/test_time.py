@@ -162,6 +162,16 @@ def test_timed_condition_wait_means_the_sandboxs_seconds(as_user: Caller, bins: 
     assert real_range[0] <= real < real_range[1], real
 
 
+def test_remaining_times_are_in_the_sandboxs_seconds(as_user: Caller, bins: pathlib.Path) -> None:
+    native = as_user.native([str(bins / "timeprobe"), "remaining"]).stdout.split()
+    out = run_ok(as_user, ["--ro", str(bins), "--time-rate", "10", "--", str(bins / "timeprobe"),
+                           "remaining"]).split()
+    for seen in (native, out):
+        timerfd_left, itimer_left, err, rem = seen
+        assert 4.9 <= float(timerfd_left) <= 5.0 and 4.9 <= float(itimer_left) <= 5.0, seen
+        assert err == "4" and 3.8 <= float(rem) <= 4.0, seen  # EINTR after 1 s of 5
+
+
 # --- 4. frozen ---------------------------------------------------------------------------
 
 def test_frozen_clock_stands_still_while_busy(as_user: Caller, bins: pathlib.Path) -> None:

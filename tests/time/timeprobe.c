@@ -7,9 +7,14 @@
  *   timeprobe timerfd SECS a relative timerfd of SECS on MONOTONIC: the clock before and after
  *   timeprobe condwait SECS pthread_cond_timedwait (an absolute REALTIME futex deadline) SECS
  *                          from now: the clock before and after
+ *   timeprobe remaining    what the kernel says is left: of a 5 s timerfd (timerfd_gettime), of a
+ *                          5 s ITIMER_REAL (getitimer), of a 5 s nanosleep cut short after 1 s by
+ *                          SIGALRM (its rem)
  *   timeprobe rdtsc        executes rdtsc
  */
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +31,11 @@ static double sec(clockid_t id)
     if (clock_gettime(id, &ts) != 0)
         return -1;
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
 }
 
 int main(int argc, char **argv)
@@ -78,12 +88,33 @@ int main(int argc, char **argv)
         printf("%d %.6f\n", rc, sec(CLOCK_REALTIME) - before);
         return 0;
     }
+    if (argc == 2 && strcmp(argv[1], "remaining") == 0) {
+        int fd = timerfd_create(CLOCK_MONOTONIC, 0);
+        struct itimerspec its = {{0, 0}, {5, 0}}, left;
+        timerfd_settime(fd, 0, &its, NULL);
+        timerfd_gettime(fd, &left);
+        struct itimerval it = {{0, 0}, {5, 0}}, it_left;
+        setitimer(ITIMER_REAL, &it, NULL);
+        getitimer(ITIMER_REAL, &it_left);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval one = {{0, 0}, {1, 0}};
+        setitimer(ITIMER_REAL, &one, NULL);
+        struct timespec req = {5, 0}, rem = {0, 0};
+        int rc = nanosleep(&req, &rem);
+        printf("%.3f %.3f %d %.3f\n", left.it_value.tv_sec + left.it_value.tv_nsec / 1e9,
+               it_left.it_value.tv_sec + it_left.it_value.tv_usec / 1e6, rc == -1 ? errno : 0,
+               rem.tv_sec + rem.tv_nsec / 1e9);
+        return 0;
+    }
     if (argc == 2 && strcmp(argv[1], "rdtsc") == 0) {
         uint32_t lo, hi;
         __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
         printf("%llu\n", ((unsigned long long)hi << 32) | lo);
         return 0;
     }
-    fprintf(stderr, "usage: timeprobe now | spin SECS | timerfd SECS | condwait SECS | rdtsc\n");
+    fprintf(stderr, "usage: timeprobe now | spin SECS | timerfd SECS | condwait SECS | remaining | rdtsc\n");
     return 2;
 }
