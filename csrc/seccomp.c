@@ -61,17 +61,12 @@ static const struct vb_ioctl_row ioctl_rows[] = {
 #undef VB_INTERPOSE
 };
 
-/* The time view's rows, with the clock ids each trap bit covers for clock_gettime. */
-struct vb_time_row {
-    int nr;
-    uint64_t trap;
-};
-
-static const struct vb_time_row time_rows[] = {
+/* The time view's rows. */
+static const struct vb_time_info time_rows[] = {
 #define VB_SYSCALL(name, group, how, mask, note)
 #define VB_IOCTL(request, name, group, note)
 #define VB_INTERPOSE(name, family, args, note)
-#define VB_TIME(name, trap, note) {__NR_##name, trap},
+#define VB_TIME(name, trap, note) {#name, __NR_##name, trap, note},
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
@@ -82,6 +77,13 @@ static const struct vb_time_row time_rows[] = {
 /* MONOTONIC_RAW goes with the REALTIME ids: the time namespace shifts it by
  * MONOTONIC's offset, but it drifts from MONOTONIC (NTP), so natively it
  * would not agree with the sandbox's MONOTONIC, and could even be negative. */
+const struct vb_time_info *vb_time_table(size_t *count)
+{
+    *count = VB_ARRAY_LEN(time_rows);
+    return time_rows;
+}
+
+/* The clock ids each trap bit covers for clock_gettime. */
 static const uint32_t real_clock_ids[] = {CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI,
                                           CLOCK_MONOTONIC_RAW};
 static const uint32_t mono_clock_ids[] = {CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME,
@@ -232,7 +234,7 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
 
     /* the time view: to the sandbox's init, which traces the command */
     for (size_t i = 0; i < VB_ARRAY_LEN(time_rows); i++) {
-        const struct vb_time_row *row = &time_rows[i];
+        const struct vb_time_info *row = &time_rows[i];
         if (row->nr == __NR_clock_gettime) {
             uint32_t ids[VB_ARRAY_LEN(real_clock_ids) + VB_ARRAY_LEN(mono_clock_ids)];
             size_t n = 0;

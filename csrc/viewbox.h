@@ -261,6 +261,15 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
 /* The VB_TRAP_* bits a plan's time view needs (0 without one). */
 uint64_t vb_time_traps(const struct vb_plan *plan);
 
+/* The time view's rows of the syscall table (VB_TIME), for `viewbox show --syscalls`. */
+struct vb_time_info {
+    const char *name;
+    int nr;
+    uint64_t trap;                  /* VB_TRAP_*: when the call is trapped */
+    const char *note;
+};
+const struct vb_time_info *vb_time_table(size_t *count);
+
 /* --- probes for `viewbox doctor` and fail-closed checks (probe.c) ------- */
 
 /* Tries clone() with `flags` (CLONE_NEW*) in a throw-away child, with a user

@@ -374,3 +374,13 @@ def test_show_prints_the_time_table() -> None:
 def test_cli_flag_errors_name_the_flag() -> None:
     out = Caller("root").run(["--time-rate", "0", "--", "true"])
     assert out.returncode != 0 and "--time-rate: must be between" in out.stderr, out.stderr
+
+
+def test_show_syscalls_lists_what_the_time_view_traps() -> None:
+    offset = Caller("root").cli(["show", "--syscalls", "--time-offset", "-1d"])
+    rate = Caller("root").cli(["show", "--syscalls", "--time-rate", "2"])
+    plain = Caller("root").cli(["show", "--syscalls"])
+    assert offset.returncode == rate.returncode == plain.returncode == 0
+    assert "#   clock_gettime" in offset.stdout and "#   nanosleep" not in offset.stdout
+    assert "#   nanosleep" in rate.stdout and "#   epoll_wait" in rate.stdout
+    assert "time view" not in plain.stdout

@@ -316,6 +316,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
         for row in core.syscall_table():
             if row.group in denied:
                 print(f"#   {row.name:<20} [{row.group}] {row.note}")
+        if policy.time.active:
+            scaled = policy.time.rate != 1.0 or policy.time.frozen
+            print("\n# time view: calls trapped to the sandbox's init (clock reads answered, timeouts rewritten)")
+            for name, trap, note in core.time_table():
+                if trap & (core.lib.VB_TRAP_CLOCK_MONO | core.lib.VB_TRAP_TIMEOUTS) and not scaled:
+                    continue
+                print(f"#   {name:<20} {note}")
     return 0
 
 

@@ -281,6 +281,15 @@ def syscall_table() -> tuple[SyscallInfo, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=None)
+def time_table() -> tuple[tuple[str, int, str], ...]:
+    """The time view's rows of the syscall table: (name, VB_TRAP_* bits, note)."""
+    count = ffi.new("size_t *")
+    rows = lib.vb_time_table(count)
+    return tuple((ffi.string(rows[i].name).decode(), int(rows[i].trap), ffi.string(rows[i].note).decode())
+                 for i in range(count[0]))
+
+
 def seccomp_program(deny_groups: int, interpose_families: int = 0, time_traps: int = 0) -> bytes:
     """The seccomp program for `deny_groups` (and the interposed families, and the time view's
     traps: VB_TRAP_* bits), as raw sock_filter bytes."""
