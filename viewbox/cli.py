@@ -319,8 +319,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         if policy.time.active:
             scaled = policy.time.rate != 1.0 or policy.time.frozen
             print("\n# time view: calls trapped to the sandbox's init (clock reads answered, timeouts rewritten)")
-            for name, trap, note in core.time_table():
-                if trap & (core.lib.VB_TRAP_CLOCK_MONO | core.lib.VB_TRAP_TIMEOUTS) and not scaled:
+            for name, scaled_only, note in core.time_table():
+                if scaled_only and not scaled:
                     continue
                 print(f"#   {name:<20} {note}")
     return 0

@@ -282,12 +282,14 @@ def syscall_table() -> tuple[SyscallInfo, ...]:
 
 
 @lru_cache(maxsize=None)
-def time_table() -> tuple[tuple[str, int, str], ...]:
-    """The time view's rows of the syscall table: (name, VB_TRAP_* bits, note)."""
+def time_table() -> tuple[tuple[str, bool, str], ...]:
+    """The time view's rows of the syscall table: (name, trapped only when the clock is scaled
+    or frozen, note)."""
     count = ffi.new("size_t *")
     rows = lib.vb_time_table(count)
-    return tuple((ffi.string(rows[i].name).decode(), int(rows[i].trap), ffi.string(rows[i].note).decode())
-                 for i in range(count[0]))
+    scaled_only = lib.VB_TRAP_CLOCK_MONO | lib.VB_TRAP_TIMEOUTS
+    return tuple((ffi.string(rows[i].name).decode(), bool(rows[i].trap & scaled_only),
+                  ffi.string(rows[i].note).decode()) for i in range(count[0]))
 
 
 def seccomp_program(deny_groups: int, interpose_families: int = 0, time_traps: int = 0) -> bytes:
