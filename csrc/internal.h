@@ -56,6 +56,7 @@ struct vb_clock {
     int frozen;
     int64_t jumped;            /* frozen: what the sandbox's sleeps moved it */
     int spin;                  /* more than one CPU: the init waits for tracees awake a moment */
+    int own_proc;              /* /proc is the sandbox's: /proc/PID names a tracee */
 };
 /* In the caller, before clone: the clock's origin, read from the host's clocks. */
 void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock);
@@ -63,7 +64,7 @@ void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock);
  * whose MONOTONIC and BOOTTIME start at the clock's mono_base. */
 void vb_time_namespace(const struct vb_clock *clock);
 /* In the init, once the view is built: /proc/stat with the sandbox's boot instant. */
-void vb_time_proc_stat(const struct vb_clock *clock);
+void vb_time_proc_stat(struct vb_clock *clock);
 /* In the init: trace the just-forked command, which waits on `go_w`'s pipe
  * until this is done (the write end is closed here). */
 void vb_time_trace(pid_t command, int go_w);

@@ -184,8 +184,13 @@ void vb_time_namespace(const struct vb_clock *clock)
  * start minus mono_base); the copy is a snapshot, so its CPU counters stay
  * as they were at the start. A read-only file on a private tmpfs, mounted
  * over /proc/stat; skipped when the view has no /proc. */
-void vb_time_proc_stat(const struct vb_clock *clock)
+void vb_time_proc_stat(struct vb_clock *clock)
 {
+    /* /proc/PID of a tracee names it only in a procfs of the sandbox's pid
+     * namespace, where this init is 1 (without [fs].proc, /proc may be the host's) */
+    char self[8];
+    ssize_t len_self = readlink("/proc/self", self, sizeof self);
+    clock->own_proc = len_self == 1 && self[0] == '1';
     static char text[1 << 16], out[(1 << 16) + 64];
     int f = open("/proc/stat", O_RDONLY | O_CLOEXEC);
     if (f < 0)
@@ -483,6 +488,8 @@ struct vb_decision sys_clock_nanosleep(struct vb_tracee *t)
 /* The clock of timerfd `fd` of the caller, from /proc/PID/fdinfo (MONOTONIC if unreadable). */
 static int64_t timerfd_clock(const struct vb_tracee *t, int fd)
 {
+    if (!t->clock->own_proc)
+        return CLOCK_MONOTONIC;
     char path[64] = "/proc/", num[2][16];
     int v[2] = {t->pid, fd};
     for (int k = 0; k < 2; k++) {
@@ -874,8 +881,10 @@ static int on_trapped_call(struct vb_clock *clock, pid_t pid)
 
 /* Where the vDSO and its data pages ([vvar], [vvar_vclock]) are mapped in
  * `pid`, from /proc/PID/maps: 0, or -1 without /proc in the view. */
-static int find_vdso(pid_t pid, uint64_t *start, uint64_t *end)
+static int find_vdso(const struct vb_clock *clock, pid_t pid, uint64_t *start, uint64_t *end)
 {
+    if (!clock->own_proc)
+        return -1;
     char path[48] = "/proc/", num[24];
     format_int(pid, num);
     vb_strlcat(path, num, sizeof path);
@@ -968,7 +977,7 @@ static int unmap_in(struct vb_tracee *t, uint64_t start, uint64_t end, int *stat
  * for the time, and unmapped with its data pages, so that no program can
  * call into it or read the host's clock data there. The stack holds argc,
  * argv[], NULL, envp[], NULL, then the auxv pairs. Returns as unmap_in. */
-static int on_exec(pid_t pid, int *status, int *pending)
+static int on_exec(const struct vb_clock *clock, pid_t pid, int *status, int *pending)
 {
     struct vb_tracee t = {.pid = pid};
     if (ptrace(PTRACE_GETREGS, pid, 0, &t.regs) != 0)
@@ -994,7 +1003,7 @@ static int on_exec(pid_t pid, int *status, int *pending)
         }
     }
     uint64_t start, end;
-    if (find_vdso(pid, &start, &end) == 0 && start < end)
+    if (find_vdso(clock, pid, &start, &end) == 0 && start < end)
         return unmap_in(&t, start, end, status, pending);
     return 0;
 }
@@ -1017,7 +1026,7 @@ int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
         }
         break;
     case PTRACE_EVENT_EXEC:
-        if (on_exec(pid, status, &inject) != 0)
+        if (on_exec(clock, pid, status, &inject) != 0)
             return 1; /* it ended meanwhile: *status says how */
         break;
     case PTRACE_EVENT_FORK:
