@@ -147,6 +147,40 @@ def test_rate_ten_python_sleep_and_timerfd(as_user: Caller, bins: pathlib.Path) 
     assert real < 3.5, real  # 0.2 s + 0.2 s of waiting, plus two starts (natively: 4 s)
 
 
+#: Each kind of wait with a timeout of 2 s of the sandbox's time, as "NAME VIRTUAL-SECONDS".
+WAITS = textwrap.dedent("""
+    import select, signal, socket, time
+    def took(name, wait):
+        start = time.monotonic()
+        wait()
+        print(name, time.monotonic() - start)
+    a, b = socket.socketpair()
+    poller = select.poll(); poller.register(a, select.POLLIN)
+    took("poll", lambda: poller.poll(2000))
+    took("select", lambda: select.select([a], [], [], 2))
+    ep = select.epoll(); ep.register(a.fileno(), select.EPOLLIN)
+    took("epoll_wait", lambda: ep.poll(2))
+    signal.signal(signal.SIGALRM, lambda *_: None)
+    def alarm():
+        signal.alarm(2); signal.pause()
+    took("alarm", alarm)
+    def itimer():
+        signal.setitimer(signal.ITIMER_REAL, 2); signal.pause()
+    took("setitimer", itimer)
+""")
+
+
+def test_rate_ten_timeouts_and_alarms(as_user: Caller) -> None:
+    started = time.monotonic()
+    out = run_ok(as_user, ["--time-rate", "10", "--", INSIDE_PYTHON, "-c", WAITS])
+    real = time.monotonic() - started
+    seen = values(out)
+    assert set(seen) == {"poll", "select", "epoll_wait", "alarm", "setitimer"}, out
+    for name, virtual in seen.items():
+        assert 1.95 <= virtual < 2.6, (name, virtual)
+    assert real < 3.5, real  # five waits of 0.2 s, and starting viewbox (natively: 10 s)
+
+
 @pytest.mark.parametrize("flags, real_range", [
     (["--time-start", START], (1.9, 3.5)),               # a deadline in 2009, on the host's clock: no wait at all
     (["--time-start", "2039-04-21T12:00:00Z"], (1.9, 3.5)),  # ... or one 13 years long
