@@ -319,6 +319,17 @@ static uint64_t put_scratch(struct vb_tracee *t, const void *data, size_t len)
     return tracee_write(t, at, data, len) == 0 ? at : 0;
 }
 
+/* Reads a call's argument at `addr`: 0, or -1 when unreadable (the kernel will
+ * say EFAULT) or when it is the tracer's own copy: a call the kernel restarts
+ * (ERESTARTNOHAND after a stop) comes back with the rewritten argument, which
+ * must not be rewritten twice. */
+static int read_arg(struct vb_tracee *t, uint64_t addr, void *out, size_t len)
+{
+    if (addr == scratch(t))
+        return -1;
+    return tracee_read(t, addr, out, len);
+}
+
 static struct vb_decision decide(enum vb_decision_kind kind, int64_t value)
 {
     struct vb_decision d = {kind, value};
@@ -369,7 +380,7 @@ static struct vb_decision wait_up_to(struct vb_tracee *t, int64_t virtual_ns)
 static struct vb_decision scale_timespec_arg(struct vb_tracee *t, unsigned long long *arg)
 {
     struct timespec ts;
-    if (!*arg || (t->clock->rate == 1.0 && !t->clock->frozen) || tracee_read(t, *arg, &ts, sizeof ts) != 0 ||
+    if (!*arg || (t->clock->rate == 1.0 && !t->clock->frozen) || read_arg(t, *arg, &ts, sizeof ts) != 0 ||
         !valid_ts(&ts))
         return CONTINUE; /* the kernel reports the fault or EINVAL itself */
     if (t->clock->frozen)
@@ -457,7 +468,7 @@ static struct vb_decision sleep_for(struct vb_tracee *t, int64_t virtual_ns, uns
 struct vb_decision sys_nanosleep(struct vb_tracee *t)
 {
     struct timespec req;
-    if (tracee_read(t, t->regs.rdi, &req, sizeof req) != 0 || !valid_ts(&req))
+    if (read_arg(t, t->regs.rdi, &req, sizeof req) != 0 || !valid_ts(&req))
         return CONTINUE; /* EFAULT or EINVAL from the kernel */
     fix_at_end(t, FIX_REM, t->regs.rsi);
     return sleep_for(t, ts_ns(&req), &t->regs.rdi);
@@ -469,7 +480,7 @@ struct vb_decision sys_clock_nanosleep(struct vb_tracee *t)
 {
     int64_t id = (int32_t)t->regs.rdi;
     struct timespec req;
-    if ((!is_real_clock(id) && !is_mono_clock(id)) || tracee_read(t, t->regs.rdx, &req, sizeof req) != 0 ||
+    if ((!is_real_clock(id) && !is_mono_clock(id)) || read_arg(t, t->regs.rdx, &req, sizeof req) != 0 ||
         !valid_ts(&req))
         return CONTINUE;
     int64_t wait = ts_ns(&req);
@@ -537,7 +548,7 @@ static int64_t timerfd_clock(const struct vb_tracee *t, int fd)
 struct vb_decision sys_timerfd_settime(struct vb_tracee *t)
 {
     struct itimerspec its;
-    if (tracee_read(t, t->regs.rdx, &its, sizeof its) != 0 || !valid_ts(&its.it_value) ||
+    if (read_arg(t, t->regs.rdx, &its, sizeof its) != 0 || !valid_ts(&its.it_value) ||
         !valid_ts(&its.it_interval))
         return CONTINUE;
     fix_at_end(t, FIX_ITIMERSPEC, t->regs.r10);
@@ -580,7 +591,7 @@ struct vb_decision sys_futex(struct vb_tracee *t)
     if (cmd == 0) /* FUTEX_WAIT */
         return scale_timespec_arg(t, &t->regs.r10);
     struct timespec deadline;
-    if (tracee_read(t, t->regs.r10, &deadline, sizeof deadline) != 0 || !valid_ts(&deadline))
+    if (read_arg(t, t->regs.r10, &deadline, sizeof deadline) != 0 || !valid_ts(&deadline))
         return CONTINUE;
     int realtime = cmd == 6 /* LOCK_PI */ || (t->regs.rsi & FUTEX_CLOCK_REALTIME_);
     if (!realtime && t->clock->rate == 1.0 && !t->clock->frozen)
@@ -606,7 +617,7 @@ struct vb_decision sys_select(struct vb_tracee *t)
 {
     struct timeval tv;
     if (!t->regs.r8 || (t->clock->rate == 1.0 && !t->clock->frozen) ||
-        tracee_read(t, t->regs.r8, &tv, sizeof tv) != 0 || tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000)
+        read_arg(t, t->regs.r8, &tv, sizeof tv) != 0 || tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000)
         return CONTINUE;
     if (t->clock->frozen)
         return wait_up_to(t, (int64_t)tv.tv_sec * NS + (int64_t)tv.tv_usec * 1000);
@@ -699,7 +710,7 @@ struct vb_decision sys_setitimer(struct vb_tracee *t)
     if (t->regs.rdi == ITIMER_REAL)
         fix_at_end(t, FIX_ITIMERVAL, t->regs.rdx);
     if (t->regs.rdi != ITIMER_REAL || !t->regs.rsi || t->clock->rate == 1.0 || t->clock->frozen ||
-        tracee_read(t, t->regs.rsi, &it, sizeof it) != 0)
+        read_arg(t, t->regs.rsi, &it, sizeof it) != 0)
         return CONTINUE;
     struct timeval *parts[2] = {&it.it_interval, &it.it_value};
     for (int i = 0; i < 2; i++) {
@@ -732,7 +743,7 @@ struct vb_decision sys_utimensat(struct vb_tracee *t)
     if (!t->regs.rdx) {
         times[0] = times[1] = now;
     } else {
-        if (tracee_read(t, t->regs.rdx, times, sizeof times) != 0)
+        if (read_arg(t, t->regs.rdx, times, sizeof times) != 0)
             return CONTINUE;
         if (times[0].tv_nsec != UTIME_NOW && times[1].tv_nsec != UTIME_NOW)
             return CONTINUE;
