@@ -46,6 +46,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -293,7 +294,9 @@ static int tracee_read(const struct vb_tracee *t, uint64_t addr, void *out, size
     return 0;
 }
 
-static int tracee_write(const struct vb_tracee *t, uint64_t addr, const void *data, size_t len)
+/* Word by word through ptrace, as a debugger writes: read-only private
+ * pages too (the exec-time code patch needs that). */
+static int tracee_poke(const struct vb_tracee *t, uint64_t addr, const void *data, size_t len)
 {
     for (size_t at = 0; at < len; at += 8) {
         long word;
@@ -302,6 +305,19 @@ static int tracee_write(const struct vb_tracee *t, uint64_t addr, const void *da
             return -EFAULT;
     }
     return 0;
+}
+
+/* As the kernel would write a call's result: one call, and the caller's own
+ * page protections hold (EFAULT for a read-only page). */
+static int tracee_write(const struct vb_tracee *t, uint64_t addr, const void *data, size_t len)
+{
+    struct iovec local = {(void *)data, len}, remote = {(void *)(uintptr_t)addr, len};
+    ssize_t n = process_vm_writev(t->pid, &local, 1, &remote, 1, 0);
+    if (n == (ssize_t)len)
+        return 0;
+    if (n >= 0 || errno == EFAULT)
+        return -EFAULT;
+    return tracee_poke(t, addr, data, len); /* not allowed to (an unusual set-up) */
 }
 
 /* A copy of a rewritten argument goes below the caller's stack pointer,
@@ -964,7 +980,7 @@ static int unmap_in(struct vb_tracee *t, uint64_t start, uint64_t end, int *stat
     if (ptrace(PTRACE_GETREGS, t->pid, 0, &saved) != 0 || tracee_read(t, saved.rip, &code, 8) != 0)
         return 0;
     uint64_t patched = (code & ~(uint64_t)0xffff) | 0x050f; /* 0f 05: syscall */
-    if (tracee_write(t, saved.rip, &patched, 8) != 0)
+    if (tracee_poke(t, saved.rip, &patched, 8) != 0)
         return 0;
     call = saved;
     call.rax = __NR_munmap;
@@ -978,7 +994,7 @@ static int unmap_in(struct vb_tracee *t, uint64_t start, uint64_t end, int *stat
         if (ptrace(PTRACE_GETREGS, t->pid, 0, &now) != 0 || now.rip != saved.rip)
             break; /* past the syscall */
     }
-    tracee_write(t, saved.rip, &code, 8);
+    tracee_poke(t, saved.rip, &code, 8);
     ptrace(PTRACE_SETREGS, t->pid, 0, &saved);
     return 0;
 }
