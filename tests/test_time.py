@@ -302,14 +302,14 @@ def test_no_source_shows_the_hosts_time(as_user: Caller, bins: pathlib.Path) -> 
                             "echo ps-lstart $(date -d \"$(ps -o lstart= -p 1)\" +%s)"])
     seen: dict[str, float] = {}
     for line in out.splitlines():
-        name, _, value = line.rpartition(" ")
-        seen[name] = float(value)
+        name, _, text = line.rpartition(" ")
+        seen[name] = float(text)
     assert len(seen) >= 20, seen
-    for name, value in seen.items():
+    for name, seconds in seen.items():
         if name in ("MONOTONIC", "MONOTONIC_COARSE", "MONOTONIC_RAW", "BOOTTIME"):
-            assert value < 10, (name, value)
+            assert seconds < 10, (name, seconds)
         else:
-            assert START_EPOCH - 5 <= value < START_EPOCH + 10, (name, value)
+            assert START_EPOCH - 5 <= seconds < START_EPOCH + 10, (name, seconds)
 
 
 def test_utimensat_now_is_the_sandboxs_now(as_user: Caller, shared_dir: pathlib.Path) -> None:
