@@ -95,7 +95,21 @@ SYSCALL_MODES = {
 #: (the figure is per call, so the count only changes its noise).
 PROOT_CALLS_DIVISOR = 10
 
-SECTIONS = ("true", "api", "python", "files", "syscall")
+SECTIONS = ("true", "api", "python", "files", "syscall", "time")
+
+#: Row 6: the time view's columns (viewbox with --time-offset -1d, faketime with -f -1d).
+TIME_COLUMNS = ("native", "faketime", "viewbox")
+TIME_OFFSET = "-1d"
+#: clock_gettime calls per batch: natively and under faketime; under viewbox (a trap per call) fewer
+TIME_CALLS = {"native": 1_000_000, "faketime": 1_000_000, "viewbox": 20_000}
+#: Row 6's workload: timestamped log lines, the way a chatty service writes them.
+TIME_HUNGRY = """
+import datetime, json, sys, time
+out = open("/dev/null", "w")
+for i in range(50_000):
+    t = time.time()
+    out.write(json.dumps({"ts": datetime.datetime.now().isoformat(), "n": i, "t": t}) + "\\n")
+"""
 
 
 # --- tools ---------------------------------------------------------------
@@ -334,6 +348,76 @@ def api_cases() -> dict[str, Callable[[], float] | str]:
 
         cases[name] = sandboxed
     return cases
+
+
+def build_clock_loop(work: str) -> str:
+    """Compiles clock_loop.c into `work`; returns the binary's path (RunFailed if it cannot)."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clock_loop.c")
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise RunFailed("no gcc (or cc) on PATH to build clock_loop.c")
+    binary = os.path.join(work, "clock_loop")
+    p = subprocess.run([cc, "-O2", "-Wall", "-o", binary, source], capture_output=True, text=True)
+    if p.returncode:
+        raise RunFailed(f"building clock_loop.c: {_first_line(p.stderr) or f'exit {p.returncode}'}")
+    return binary
+
+
+def time_cases(tools: dict[str, Tool], binary: str, script: str, work: str) -> dict[str, Callable[[], float] | str]:
+    """Row 6: "CLOCK:COLUMN" cases (seconds per clock_gettime, from clock_loop) and
+    "workload:COLUMN" (wall seconds of the time-hungry script), for each of TIME_COLUMNS."""
+    vb = tools["viewbox"]
+    prefixes: dict[str, list[str] | str] = {"native": []}
+    prefixes["faketime"] = ["faketime", "-f", TIME_OFFSET] if shutil.which("faketime") else "not installed"
+    prefixes["viewbox"] = (vb.missing or
+                           vb.prefix([work], {k: WORKLOAD_ENV[k] for k in INNER_ENV_KEYS})[:-1]
+                           + [f"--time-offset={TIME_OFFSET}", "--"])
+    envs = {"native": tools["native"].env, "faketime": tools["native"].env, "viewbox": vb.env}
+    cases: dict[str, Callable[[], float] | str] = {}
+    for column in TIME_COLUMNS:
+        prefix = prefixes[column]
+        for what in ("realtime", "monotonic", "workload"):
+            if isinstance(prefix, str):
+                cases[f"{what}:{column}"] = prefix
+            elif what == "workload":
+                cases[f"{what}:{column}"] = functools.partial(timed_run, prefix + [PYTHON, script], envs[column],
+                                                              work, 300)
+            else:
+                argv = prefix + [binary, what, str(TIME_CALLS[column])]
+                cases[f"{what}:{column}"] = functools.partial(per_call_run, argv, envs[column], work, 300)
+    return cases
+
+
+def time_report(results: dict[str, Series]) -> tuple[str, dict[str, object]]:
+    """Row 6 as its own small table (its columns are not the other rows' tools)."""
+    def cell(name: str, fmt: Callable[[float], str]) -> str:
+        s = results.get(name)
+        if s is None:
+            return ""
+        return fmt(s.median) if s.ok else cell_error(s)
+
+    lines = [f"{'6. the time view':<58}" + "".join(f"{c:>14}" for c in TIME_COLUMNS)]
+    derived: dict[str, object] = {}
+    for clock in ("realtime", "monotonic"):
+        lines.append(f"{f'   clock_gettime({clock.upper()}), median ns per call':<58}"
+                     + "".join(f"{cell(f'{clock}:{c}', lambda v: f'{v * 1000:.0f}'):>14}" for c in TIME_COLUMNS))
+        derived[f"{clock}_ns"] = {c: round(results[f"{clock}:{c}"].median * 1000, 1)
+                                  for c in TIME_COLUMNS if results[f"{clock}:{c}"].ok}
+    lines.append(f"{'   time-hungry workload (50,000 timestamped lines), ms':<58}"
+                 + "".join(f"{cell(f'workload:{c}', lambda v: f'{v:.0f}'):>14}" for c in TIME_COLUMNS))
+    native = results.get("workload:native")
+    ratios: dict[str, float] = {}
+    for c in TIME_COLUMNS:
+        s = results.get(f"workload:{c}")
+        if native and native.ok and s and s.ok:
+            ratios[c] = round(s.median / native.median, 2)
+    lines.append(f"{'   ratio to native':<58}" + "".join(f"{(f'{ratios[c]:.2f}' if c in ratios else ''):>14}"
+                                                         for c in TIME_COLUMNS))
+    derived["workload_ratio"] = ratios
+    errors = sorted({f"  {name}: {s.error}" for name, s in results.items() if s.error})
+    if errors:
+        lines += ["", "errors (row 6):", *errors]
+    return "\n".join(lines), derived
 
 
 def build_syscall_loop(work: str) -> str:
@@ -587,9 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     # per section: (runs, time budget in seconds after which to stop, fewest runs even so);
     # proot makes the file workload ~20x slower, so that section takes most of the time
     plan = ({"true": (10, 5, 5), "api": (30, 3, 10), "python": (5, 5, 3), "files": (2, 10, 2),
-             "syscall": (5, 10, 3)} if args.quick else
+             "syscall": (5, 10, 3), "time": (3, 10, 2)} if args.quick else
             {"true": (30, 20, 10), "api": (100, 10, 30), "python": (20, 40, 5), "files": (12, 80, 3),
-             "syscall": (20, 150, 5)})
+             "syscall": (20, 150, 5), "time": (10, 60, 3)})
     calls = 5_000 if args.quick else 20_000  # per batch of section 5 (proot: a tenth)
 
     if os.path.isfile(os.path.join(REPO, "viewbox", "__init__.py")):
@@ -630,9 +714,9 @@ def main(argv: list[str] | None = None) -> int:
             if tools["viewbox"].interpreter:  # the floor under viewbox's start-up: its Python doing nothing
                 floor = [tools["viewbox"].interpreter, "-c", "pass"]
                 cases["interpreter"] = lambda: timed_run(floor, tools["viewbox"].env, work, 30)
-            results["true"] = interleave(cases, *plan["true"], label="1/5 /bin/true")
+            results["true"] = interleave(cases, *plan["true"], label="1/6 /bin/true")
         if "api" in only:
-            results["api"] = interleave(api_cases(), *plan["api"], label="2/5 API spawn")
+            results["api"] = interleave(api_cases(), *plan["api"], label="2/6 API spawn")
 
         inner_env = {k: WORKLOAD_ENV[k] for k in INNER_ENV_KEYS}
         if "python" in only:
@@ -643,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             if warm.returncode:
                 print(f"warning: native warm-up of {script} failed: {_first_line(warm.stderr)}", file=sys.stderr)
             results["python"] = interleave(tool_cases(tools, [PYTHON, script], work, 120, [work], inner_env),
-                                           *plan["python"], label="3/5 import-heavy python")
+                                           *plan["python"], label="3/6 import-heavy python")
 
         if "files" in only:
             tree = os.path.join(work, "tree")
@@ -659,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                 # No warm-up round: writing the tree has just filled the page cache,
                 # and a round under proot costs several seconds (so --quick takes one).
                 results["files"] = interleave(tool_cases(tools, command, work, 300, [work], inner_env),
-                                              *plan["files"], label="4/5 find | xargs cat", warm_up=False,
+                                              *plan["files"], label="4/6 find | xargs cat", warm_up=False,
                                               caps={"proot": 1} if args.quick else None)
 
         if "syscall" in only:
@@ -674,10 +758,26 @@ def main(argv: list[str] | None = None) -> int:
                                                   for name in TOOLS}
             else:
                 series = interleave(syscall_cases(tools, binary, target, calls, work, [work]),
-                                    *plan["syscall"], label="5/5 one call in a loop", unit="us", scale=1)
+                                    *plan["syscall"], label="5/6 one call in a loop", unit="us", scale=1)
                 for mode in SYSCALL_MODES:
                     results[f"syscall:{mode}"] = {name: series[f"{mode}:{name}"] for name in TOOLS}
                 results["syscall:notify"] = {"native": series["notify:native"]}
+        if "time" in only:
+            try:
+                clock_loop = build_clock_loop(work)
+            except RunFailed as e:
+                time_results = {f"{w}:{c}": Series(error=str(e), unit="us")
+                                for w in ("realtime", "monotonic", "workload") for c in TIME_COLUMNS}
+            else:
+                hungry = os.path.join(work, "time_hungry.py")
+                with open(hungry, "w") as f:
+                    f.write(TIME_HUNGRY)
+                time_results = interleave(time_cases(tools, clock_loop, hungry, work), *plan["time"],
+                                          label="6/6 the time view", unit="us", scale=1)
+                for name, series_ in time_results.items():  # the workload's samples: seconds -> ms
+                    if name.startswith("workload:"):
+                        series_.samples = [v * 1000 for v in series_.samples]
+                        series_.unit = "ms"
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
@@ -687,6 +787,11 @@ def main(argv: list[str] | None = None) -> int:
     table, derived = report(tools, results, runs_info, calls)
     print()
     print(table)
+    if "time" in only:
+        time_table, derived["time"] = time_report(time_results)
+        results["time"] = time_results  # for --json (after report(): not one of its sections)
+        print()
+        print(time_table)
     print(f"\n(medians over interleaved runs; rows 1-4 wall-clock of the whole command, row 5 timed inside "
           f"the loop; total {elapsed:.0f} s)")
 

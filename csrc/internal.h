@@ -41,9 +41,38 @@ void vb_build_view(const struct vb_plan *plan);
 void vb_apply_landlock(const struct vb_plan *plan);
 
 /* seccomp.c: install the filter for `deny_groups`, sending the calls of
- * `interpose_families` to a supervisor. Returns the listener fd when
- * interposing, else -1. */
-int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families);
+ * `interpose_families` to a supervisor and those of `time_traps` (VB_TRAP_*)
+ * to the tracing init. Returns the listener fd when interposing, else -1. */
+int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families, uint64_t time_traps);
+
+/* sys_time.c: the time view, run by the sandbox's init. */
+struct vb_clock {
+    int64_t origin_mono;       /* the host's CLOCK_MONOTONIC when the sandbox started */
+    int64_t real_base;         /* the sandbox's CLOCK_REALTIME then */
+    int64_t mono_base;         /* its CLOCK_MONOTONIC and CLOCK_BOOTTIME then */
+    int64_t offset;            /* tracking: the sandbox's CLOCK_REALTIME is the host's plus this */
+    int track;                 /* rate 1, not frozen, no start: follow the host's realtime */
+    double rate;
+    int frozen;
+    int64_t jumped;            /* frozen: what the sandbox's sleeps moved it */
+    int spin;                  /* more than one CPU: the init waits for tracees awake a moment */
+    int own_proc;              /* /proc is the sandbox's: /proc/PID names a tracee */
+};
+/* In the caller, before clone: the clock's origin, read from the host's clocks. */
+void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock);
+/* In the init, before it forks anything: a time namespace for its children
+ * whose MONOTONIC and BOOTTIME start at the clock's mono_base. */
+void vb_time_namespace(const struct vb_clock *clock);
+/* In the init, once the view is built: /proc/stat with the sandbox's boot instant. */
+void vb_time_proc_stat(struct vb_clock *clock);
+/* In the init: trace the just-forked command, which waits on `go_w`'s pipe
+ * until this is done (the write end is closed here). */
+void vb_time_trace(pid_t command, int go_w);
+/* In the init's wait loop: a traced thread `pid` stopped with `*status`;
+ * handles it (a trapped call, an exec, a signal, a group stop) and resumes
+ * it: 0. Returns 1 when the thread ended meanwhile, *status then saying how
+ * (to be handled as any other wait result). */
+int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status);
 
 /* supervisor.c: start serving a sandbox's listener and, with path rules, its
  * broker socket (takes ownership of both, closing them on failure too). Its

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "supervise.h"
@@ -21,8 +22,10 @@
 
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define VB_ARG_LO(n) (offsetof(struct seccomp_data, args) + 8 * (n))
+#define VB_ARG_HI(n) (offsetof(struct seccomp_data, args) + 8 * (n) + 4)
 #else
 #define VB_ARG_LO(n) (offsetof(struct seccomp_data, args) + 8 * (n) + 4)
+#define VB_ARG_HI(n) (offsetof(struct seccomp_data, args) + 8 * (n))
 #endif
 
 enum vb_how { VB_DENY, VB_DENY_FLAGS, VB_NOSYS };
@@ -57,6 +60,34 @@ static const struct vb_ioctl_row ioctl_rows[] = {
 #undef VB_IOCTL
 #undef VB_INTERPOSE
 };
+
+/* The time view's rows. */
+static const struct vb_time_info time_rows[] = {
+#define VB_SYSCALL(name, group, how, mask, note)
+#define VB_IOCTL(request, name, group, note)
+#define VB_INTERPOSE(name, family, args, note)
+#define VB_TIME(name, trap, note) {#name, __NR_##name, trap, note},
+#include "syscall_table.h"
+#undef VB_SYSCALL
+#undef VB_IOCTL
+#undef VB_INTERPOSE
+#undef VB_TIME
+};
+
+/* MONOTONIC_RAW goes with the REALTIME ids: the time namespace shifts it by
+ * MONOTONIC's offset, but it drifts from MONOTONIC (NTP), so natively it
+ * would not agree with the sandbox's MONOTONIC, and could even be negative. */
+const struct vb_time_info *vb_time_table(size_t *count)
+{
+    *count = VB_ARRAY_LEN(time_rows);
+    return time_rows;
+}
+
+/* The clock ids each trap bit covers for clock_gettime. */
+static const uint32_t real_clock_ids[] = {CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI,
+                                          CLOCK_MONOTONIC_RAW};
+static const uint32_t mono_clock_ids[] = {CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME,
+                                          CLOCK_BOOTTIME_ALARM};
 
 static const struct vb_interpose_info interpose_rows[] = {
 #define VB_SYSCALL(name, group, how, mask, note)
@@ -139,7 +170,8 @@ static int emit(struct prog *p, struct sock_filter insn)
  * stay within the 8-bit offsets of classic BPF; everything else -> ALLOW.
  * Allowed calls never depend on arguments except clone/unshare/ioctl, so the
  * kernel's per-syscall action cache makes them free. */
-int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, void *out, size_t capacity)
+int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t time_traps, void *out,
+                     size_t capacity)
 {
     struct prog p = {out, 0, capacity};
 
@@ -200,14 +232,63 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, void *ou
         EMIT(&p, RET(SECCOMP_RET_USER_NOTIF));
     }
 
+    /* the time view: to the sandbox's init, which traces the command */
+    for (size_t i = 0; i < VB_ARRAY_LEN(time_rows); i++) {
+        const struct vb_time_info *row = &time_rows[i];
+        if (row->nr == __NR_clock_gettime) {
+            uint32_t ids[VB_ARRAY_LEN(real_clock_ids) + VB_ARRAY_LEN(mono_clock_ids)];
+            size_t n = 0;
+            for (size_t k = 0; (time_traps & VB_TRAP_CLOCK_REAL) && k < VB_ARRAY_LEN(real_clock_ids); k++)
+                ids[n++] = real_clock_ids[k];
+            for (size_t k = 0; (time_traps & VB_TRAP_CLOCK_MONO) && k < VB_ARRAY_LEN(mono_clock_ids); k++)
+                ids[n++] = mono_clock_ids[k];
+            if (!n)
+                continue;
+            /* nr? load the clock id; each listed id jumps to the TRACE at the end */
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->nr, 0, (uint8_t)(n + 3)));
+            EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(0)));
+            for (size_t k = 0; k < n; k++)
+                EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ids[k], (uint8_t)(n - k), 0));
+            EMIT(&p, RET(SECCOMP_RET_ALLOW)); /* CPU-time and other clocks: native */
+            EMIT(&p, RET(SECCOMP_RET_TRACE));
+            continue;
+        }
+        if (!(row->trap & time_traps))
+            continue;
+#ifdef __NR_futex
+        if (row->nr == __NR_futex) {
+            /* only the waits that have a timeout: FUTEX_WAIT, LOCK_PI, WAIT_BITSET,
+             * WAIT_REQUEUE_PI, LOCK_PI2 (op & 0x7f, without the PRIVATE and
+             * CLOCK_REALTIME bits) with a non-NULL timeout (arg 3) */
+            static const uint32_t waits[] = {0, 6, 9, 11, 13};
+            const uint8_t n = VB_ARRAY_LEN(waits);
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->nr, 0, (uint8_t)(n + 9)));
+            EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(1)));
+            EMIT(&p, BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x7f));
+            for (uint8_t k = 0; k < n; k++)
+                EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, waits[k], (uint8_t)(n - k), 0));
+            EMIT(&p, RET(SECCOMP_RET_ALLOW));
+            EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(3)));
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 3));
+            EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_HI(3)));
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1));
+            EMIT(&p, RET(SECCOMP_RET_ALLOW)); /* no timeout */
+            EMIT(&p, RET(SECCOMP_RET_TRACE));
+            continue;
+        }
+#endif
+        EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->nr, 0, 1));
+        EMIT(&p, RET(SECCOMP_RET_TRACE));
+    }
+
     EMIT(&p, RET(SECCOMP_RET_ALLOW));
     return (int)p.len;
 }
 
-int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families)
+int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families, uint64_t time_traps)
 {
     struct sock_filter insns[512];
-    int n = vb_seccomp_build(deny_groups, interpose_families, insns, VB_ARRAY_LEN(insns));
+    int n = vb_seccomp_build(deny_groups, interpose_families, time_traps, insns, VB_ARRAY_LEN(insns));
     if (n < 0)
         vb_child_fail(-n, VB_EXIT_SETUP, "build the seccomp program", NULL);
     struct sock_fprog prog = {.len = (unsigned short)n, .filter = insns};

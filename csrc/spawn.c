@@ -67,6 +67,8 @@ static int child_broker_sock = -1;
 static int child_status_fd = -1;
 /* 1 once the init placed the command's fds and applied Landlock itself (see run_init). */
 static int init_did_fds_and_landlock;
+/* The command's end of the pipe on which the init says it traces it (time view), or -1. */
+static int child_trace_go = -1;
 
 int vb_strlcpy(char *dst, const char *src, size_t cap)
 {
@@ -335,6 +337,16 @@ __attribute__((noreturn)) static void exec_command(const struct vb_plan *plan)
 
 __attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
 {
+    if (child_trace_go >= 0) {
+        /* the time view: nothing runs before the init traces this process */
+        char go = 0;
+        while (read(child_trace_go, &go, 1) < 0 && errno == EINTR)
+            ;
+        if (go != 'g')
+            _exit(VB_EXIT_SETUP);
+        close(child_trace_go);
+        child_trace_go = -1;
+    }
     reset_signals();
     if (setsid() < 0)
         FAIL(errno, "start a new session");
@@ -351,8 +363,12 @@ __attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
     if (!init_did_fds_and_landlock)
         vb_apply_landlock(plan);
     drop_capabilities();
+#if defined(__x86_64__)
+    if (plan->time_view && plan->time_strict && prctl(PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0) != 0)
+        FAIL(errno, "time view: make rdtsc trap (PR_SET_TSC)");
+#endif
     /* last: it restricts what we may call */
-    int listener = vb_apply_seccomp(plan->seccomp_deny_groups, plan->interpose_families);
+    int listener = vb_apply_seccomp(plan->seccomp_deny_groups, plan->interpose_families, vb_time_traps(plan));
     if (listener >= 0)
         send_listener(listener);
     exec_command(plan);
@@ -381,7 +397,7 @@ __attribute__((noreturn)) static void run_broker(const struct vb_plan *plan)
     child_listener_sock = -1;
     drop_capabilities();
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* after the id change, which resets it */
-    vb_apply_seccomp(plan->seccomp_deny_groups, 0);
+    vb_apply_seccomp(plan->seccomp_deny_groups, 0, 0);
     close(child_errfd); /* set up: the caller's error pipe no longer waits for us */
     child_errfd = -1;
     vb_broker_run(plan, child_broker_sock);
@@ -436,7 +452,29 @@ __attribute__((noreturn)) static void end_sandbox(pid_t command, int status_fd, 
     report(status_fd, command_status, wall_expired, broker_lost);
 }
 
-__attribute__((noreturn)) static void supervise_command(pid_t command, pid_t broker, int status_fd, uint64_t wall_ms)
+/* The next child (or tracee) with news, or 0. With a time view on a machine
+ * with more CPUs, it waits awake for up to 50 us first: a program reading the
+ * clock in a loop stops again within microseconds, and a wake-up from sleep
+ * costs more than that (tens of us in a VM). */
+static pid_t next_child(int *status, const struct vb_clock *clock)
+{
+    if (!clock)
+        return waitpid(-1, status, WNOHANG);
+    pid_t pid = waitpid(-1, status, WNOHANG | __WALL);
+    if (pid != 0 || !clock->spin)
+        return pid;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    do {
+        if ((pid = waitpid(-1, status, WNOHANG | __WALL)) != 0)
+            return pid;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < 50000);
+    return 0;
+}
+
+__attribute__((noreturn)) static void supervise_command(pid_t command, pid_t broker, int status_fd, uint64_t wall_ms,
+                                                        struct vb_clock *clock)
 {
     /* Nothing here for the command to inspect: not dumpable, no host fds. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -489,7 +527,10 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
         }
         int status;
         pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        while ((pid = next_child(&status, clock)) > 0) {
+            /* the command's processes are traced */
+            if (clock && WIFSTOPPED(status) && vb_time_on_stop(clock, pid, &status) == 0)
+                continue;
             if (pid == command)
                 report(status_fd, status, 0, 0);
             if (pid == broker) {
@@ -554,7 +595,7 @@ static void scrub_command_line(void)
 }
 
 __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int err_w, int status_w, int sync_r,
-                                               int listener_sock, int broker_sock)
+                                               int listener_sock, int broker_sock, struct vb_clock *clock)
 {
     child_errfd = err_w;
     child_listener_sock = listener_sock;
@@ -571,7 +612,11 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         _exit(VB_EXIT_SETUP);
     close(sync_r);
 
+    if (clock)
+        vb_time_namespace(clock); /* before the host's /proc is gone */
     vb_build_view(plan);
+    if (clock)
+        vb_time_proc_stat(clock);
     if (plan->hostname && sethostname(plan->hostname, strlen(plan->hostname)) != 0)
         FAIL(errno, "set the hostname ", plan->hostname);
     if (plan->unshare_net)
@@ -614,14 +659,25 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         close(child_broker_sock);
         child_broker_sock = -1;
     }
+    int trace_pipe[2] = {-1, -1};
+    if (clock && pipe2(trace_pipe, O_CLOEXEC) != 0)
+        FAIL(errno, "time view: make a pipe");
     pid_t command = raw_fork();
     if (command < 0)
         FAIL(errno, "fork the command");
     if (command == 0) {
         close(status_w);
+        if (clock) {
+            close(trace_pipe[1]);
+            child_trace_go = trace_pipe[0];
+        }
         run_command(plan);
     }
-    supervise_command(command, broker, status_w, plan->wall_ms);
+    if (clock) {
+        close(trace_pipe[0]);
+        vb_time_trace(command, trace_pipe[1]);
+    }
+    supervise_command(command, broker, status_w, plan->wall_ms, clock);
 }
 
 static int write_file(const char *path, const char *text)
@@ -739,6 +795,17 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
 
     if (plan->interpose_families && !plan->supervisor)
         return -EINVAL;
+    /* the time view's origin: read here, the init gets a copy */
+    struct vb_clock clock;
+    if (plan->time_view) {
+#if !defined(__x86_64__)
+        error->err = EOPNOTSUPP;
+        error->exit_code = VB_EXIT_SETUP;
+        snprintf(error->what, sizeof error->what, "time view: only implemented on x86_64");
+        return -EOPNOTSUPP;
+#endif
+        vb_clock_start(plan, &clock);
+    }
     int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};
     int listener_socks[2] = {-1, -1}, broker_socks[2] = {-1, -1};
     if (pipe2(err_pipe, O_CLOEXEC) != 0 || pipe2(status_pipe, O_CLOEXEC) != 0 ||
@@ -779,7 +846,8 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
             close(listener_socks[0]);
         if (broker_socks[0] >= 0)
             close(broker_socks[0]);
-        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0], listener_socks[1], broker_socks[1]);
+        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0], listener_socks[1], broker_socks[1],
+                 plan->time_view ? &clock : NULL);
     }
     int clone_errno = errno;
     close(err_pipe[1]);

@@ -133,3 +133,33 @@ VB_INTERPOSE(truncate, VB_FAMILY_FS, "pi", "truncates a file")
 VB_INTERPOSE(chdir, VB_FAMILY_FS, "p", "changes the working directory")
 VB_INTERPOSE(execve, VB_FAMILY_EXEC, "p--", "runs a program")
 VB_INTERPOSE(execveat, VB_FAMILY_EXEC, "dp--a", "runs a program")
+
+/* The time view's rows: VB_TIME(name, trap, note), read only where VB_TIME is
+ * defined. When a plan's time view sets `trap` (VB_TRAP_*), the call stops
+ * in the sandbox's init (SECCOMP_RET_TRACE), whose handler sys_<name>()
+ * (sys_time.c) answers it with the sandbox's clock or rewrites its timeout.
+ * clock_gettime is trapped by clock id: REALTIME-like ids with
+ * VB_TRAP_CLOCK_REAL, MONOTONIC/BOOTTIME-like ids with VB_TRAP_CLOCK_MONO;
+ * CPU-time clocks always run natively. */
+#if defined(VB_TIME) && defined(__x86_64__) /* the tracer reads x86_64 registers */
+VB_TIME(clock_gettime, VB_TRAP_CLOCK_REAL, "reads a clock")
+VB_TIME(gettimeofday, VB_TRAP_CLOCK_REAL, "reads CLOCK_REALTIME")
+VB_TIME(time, VB_TRAP_CLOCK_REAL, "reads CLOCK_REALTIME in seconds")
+VB_TIME(clock_nanosleep, VB_TRAP_DEADLINES, "sleeps, perhaps until an absolute deadline")
+VB_TIME(timerfd_settime, VB_TRAP_DEADLINES, "arms a timer, perhaps at an absolute deadline")
+VB_TIME(futex, VB_TRAP_DEADLINES, "waits with a timeout (only waits that have one are trapped)")
+VB_TIME(nanosleep, VB_TRAP_TIMEOUTS, "sleeps")
+VB_TIME(select, VB_TRAP_TIMEOUTS, "waits for fds, with a timeout")
+VB_TIME(pselect6, VB_TRAP_TIMEOUTS, "waits for fds, with a timeout")
+VB_TIME(poll, VB_TRAP_TIMEOUTS, "waits for fds, with a timeout")
+VB_TIME(ppoll, VB_TRAP_TIMEOUTS, "waits for fds, with a timeout")
+VB_TIME(epoll_wait, VB_TRAP_TIMEOUTS, "waits for events, with a timeout")
+VB_TIME(epoll_pwait, VB_TRAP_TIMEOUTS, "waits for events, with a timeout")
+VB_TIME(epoll_pwait2, VB_TRAP_TIMEOUTS, "waits for events, with a timeout")
+VB_TIME(alarm, VB_TRAP_TIMEOUTS, "arms SIGALRM")
+VB_TIME(setitimer, VB_TRAP_TIMEOUTS, "arms an interval timer")
+VB_TIME(getitimer, VB_TRAP_TIMEOUTS, "reads an interval timer")
+VB_TIME(timerfd_gettime, VB_TRAP_TIMEOUTS, "reads a timer")
+VB_TIME(utimensat, VB_TRAP_STAMPS, "sets file times, perhaps to now")
+VB_TIME(arch_prctl, VB_TRAP_STAMPS, "ARCH_MAP_VDSO_* would map the vDSO and the host's clock data again")
+#endif

@@ -117,6 +117,15 @@ struct vb_plan {
     int ask_upcall;                 /* 1: VB_RULE_ASK waits for vb_supervisor_answer();
                                        0: it denies, as nobody is there to ask */
 
+    /* the time view (sys_time.c): the sandbox's own clock. 0: the host's, untouched */
+    int time_view;
+    int time_has_start;             /* 1: CLOCK_REALTIME starts at time_start_ns and runs on */
+    int64_t time_start_ns;          /* ns since the epoch */
+    int64_t time_offset_ns;         /* without a start: the host's CLOCK_REALTIME plus this */
+    double time_rate;               /* virtual seconds per real second (> 0) */
+    int time_frozen;                /* the clock moves only by the sandbox's own sleeps */
+    int time_strict;                /* rdtsc traps (PR_SET_TSC, PR_TSC_SIGSEGV) */
+
     int cgroup_fd;                  /* -1, or a cgroup v2 dir fd: clone straight into it */
     const int *cgroup_procs_fds;    /* open cgroup.procs files (cgroup v1): the sandbox's init */
     size_t n_cgroup_procs_fds;      /* is written into each before anything of it runs */
@@ -236,11 +245,30 @@ struct vb_syscall_info {
 const struct vb_syscall_info *vb_syscall_table(size_t *count);
 const char *vb_group_name(uint64_t group);
 
-/* Builds the seccomp program for `deny_groups` and `interpose_families`
- * into `out` (capacity in instructions); returns the instruction count or
- * -errno. Exposed for tests and `viewbox show`. Each instruction is 8 bytes
- * (struct sock_filter). */
-int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, void *out, size_t capacity);
+/* What the time view traps to the sandbox's init (SECCOMP_RET_TRACE), as bits: */
+#define VB_TRAP_CLOCK_REAL 1       /* reads of REALTIME-like clocks, gettimeofday, time */
+#define VB_TRAP_CLOCK_MONO 2       /* reads of MONOTONIC/BOOTTIME-like clocks */
+#define VB_TRAP_DEADLINES  4       /* calls that may take an absolute deadline */
+#define VB_TRAP_TIMEOUTS   8       /* calls with a relative timeout (scaled when rate != 1) */
+#define VB_TRAP_STAMPS     16      /* utimensat (UTIME_NOW is the sandbox's now) */
+
+/* Builds the seccomp program for `deny_groups`, `interpose_families` and
+ * `time_traps` (VB_TRAP_*) into `out` (capacity in instructions); returns
+ * the instruction count or -errno. Exposed for tests and `viewbox show`.
+ * Each instruction is 8 bytes (struct sock_filter). */
+int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t time_traps, void *out,
+                     size_t capacity);
+/* The VB_TRAP_* bits a plan's time view needs (0 without one). */
+uint64_t vb_time_traps(const struct vb_plan *plan);
+
+/* The time view's rows of the syscall table (VB_TIME), for `viewbox show --syscalls`. */
+struct vb_time_info {
+    const char *name;
+    int nr;
+    uint64_t trap;                  /* VB_TRAP_*: when the call is trapped */
+    const char *note;
+};
+const struct vb_time_info *vb_time_table(size_t *count);
 
 /* --- probes for `viewbox doctor` and fail-closed checks (probe.c) ------- */
 

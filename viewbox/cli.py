@@ -133,6 +133,14 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
     q.add_argument("--pids", type=int, metavar="N", help="processes and threads, the sandbox's init included")
     q.add_argument("--timeout", metavar="DURATION", help="wall time, e.g. 30s, 10m, 1h30m")
     q.add_argument("--disk", metavar="SIZE", help="bytes each writable tmpfs may hold, e.g. 1G")
+    t = p.add_argument_group("time (override the policy's [time])")
+    t.add_argument("--time-start", metavar="INSTANT",
+                   help="the sandbox's clock starts at INSTANT and runs on, e.g. 2009-04-21T12:00:00Z")
+    t.add_argument("--time-offset", metavar="OFFSET", help="the host's time shifted by OFFSET, e.g. -1d, +3d4h, -17y")
+    t.add_argument("--time-rate", type=float, metavar="RATE",
+                   help="virtual seconds per real second, e.g. 10 (sleeps and timeouts scale with it)")
+    t.add_argument("--time-frozen", action="store_const", const=True,
+                   help="the clock stands still but for the sandbox's own sleeps, which jump it")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,7 +150,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = [os.path.abspath(x) if key != "tmpfs" else x for x in getattr(args, key)]
     if args.workdir:
         out["workdir"] = os.path.abspath(args.workdir)
-    for key in ("hostname", "uid", "gid", "net", "memory", "cpus", "pids", "timeout", "disk"):
+    for key in ("hostname", "uid", "gid", "net", "memory", "cpus", "pids", "timeout", "disk",
+                "time_start", "time_offset", "time_rate", "time_frozen"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     for key in ("deny", "ask", "allow"):  # globs, kept as written ("**/x" is no path to make absolute)
@@ -312,6 +321,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
         for row in core.syscall_table():
             if row.group in denied:
                 print(f"#   {row.name:<20} [{row.group}] {row.note}")
+        if policy.time.active:
+            scaled = policy.time.rate != 1.0 or policy.time.frozen
+            print("\n# time view: calls trapped to the sandbox's init (clock reads answered, timeouts rewritten)")
+            for name, scaled_only, note in core.time_table():
+                if scaled_only and not scaled:
+                    continue
+                print(f"#   {name:<20} {note}")
     return 0
 
 
@@ -337,9 +353,25 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attach_negative_offsets(argv: list[str]) -> list[str]:
+    """`--time-offset -1d` as `--time-offset=-1d`: argparse takes "-1d" for an option otherwise."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":
+            return out + argv[i:]
+        if argv[i] == "--time-offset" and i + 1 < len(argv):
+            out.append(f"--time-offset={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_offsets(sys.argv[1:] if argv is None else list(argv)))
     if args.verb is None:
         parser.print_help()
         return 2

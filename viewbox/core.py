@@ -225,6 +225,14 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         fd_map[i].parent_fd, fd_map[i].child_fd = parent_fd, child_fd
     p.fds, p.n_fds = fd_map, len(fds)
     p.wall_ms = plan.wall_ms
+    if plan.time_view:
+        p.time_view = 1
+        p.time_has_start = int(plan.time_start_ns is not None)
+        p.time_start_ns = plan.time_start_ns or 0
+        p.time_offset_ns = plan.time_offset_ns
+        p.time_rate = plan.time_rate
+        p.time_frozen = int(plan.time_frozen)
+        p.time_strict = int(plan.time_strict)
     p.cgroup_fd = cgroup_fd
     p.audit_fd = audit_fd
     p.sandbox_id = sandbox_id or new_sandbox_id()
@@ -273,10 +281,22 @@ def syscall_table() -> tuple[SyscallInfo, ...]:
     return tuple(out)
 
 
-def seccomp_program(deny_groups: int, interpose_families: int = 0) -> bytes:
-    """The seccomp program for `deny_groups` (and the interposed families), as raw sock_filter bytes."""
+@lru_cache(maxsize=None)
+def time_table() -> tuple[tuple[str, bool, str], ...]:
+    """The time view's rows of the syscall table: (name, trapped only when the clock is scaled
+    or frozen, note)."""
+    count = ffi.new("size_t *")
+    rows = lib.vb_time_table(count)
+    scaled_only = lib.VB_TRAP_CLOCK_MONO | lib.VB_TRAP_TIMEOUTS
+    return tuple((ffi.string(rows[i].name).decode(), bool(rows[i].trap & scaled_only),
+                  ffi.string(rows[i].note).decode()) for i in range(count[0]))
+
+
+def seccomp_program(deny_groups: int, interpose_families: int = 0, time_traps: int = 0) -> bytes:
+    """The seccomp program for `deny_groups` (and the interposed families, and the time view's
+    traps: VB_TRAP_* bits), as raw sock_filter bytes."""
     buf = ffi.new("char[]", 8 * 1024)
-    n = lib.vb_seccomp_build(deny_groups, interpose_families, buf, 1024)
+    n = lib.vb_seccomp_build(deny_groups, interpose_families, time_traps, buf, 1024)
     if n < 0:
         raise OSError(-n, os.strerror(-n))
     return bytes(ffi.buffer(buf, 8 * n))

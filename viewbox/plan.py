@@ -99,6 +99,13 @@ class Plan:
     wall_ms: int = 0
     # Per-path rules in order: the last one matching a path and access decides.
     path_rules: tuple[PathRule, ...] = ()
+    # The time view (viewbox.views.time): the sandbox's own clock when time_view.
+    time_view: bool = False
+    time_start_ns: int | None = None   # CLOCK_REALTIME at the start, ns since the epoch
+    time_offset_ns: int = 0            # else: the host's CLOCK_REALTIME plus this
+    time_rate: float = 1.0             # virtual seconds per real second
+    time_frozen: bool = False          # still, but for the sandbox's own sleeps
+    time_strict: bool = False          # rdtsc traps (PR_SET_TSC)
     # Extra fds passed in, host fd -> fd number inside (stdio is added at spawn).
     pass_fds: dict[int, int] = field(default_factory=dict)
 

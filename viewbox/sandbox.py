@@ -227,7 +227,8 @@ class Sandbox:
     net ("none" or "host"), env (a mapping added to the sandbox's
     environment); per-path rules deny, ask, allow (lists of "[ACCESS:]GLOB");
     and the limits: memory and disk (bytes, or "256M"), cpus (cores, 0.5),
-    pids, timeout (seconds, or "10m": [limits].wall).
+    pids, timeout (seconds, or "10m": [limits].wall); the clock: time_start (an instant,
+    "2009-04-21T12:00:00Z"), time_offset ("-1d"), time_rate (2.0), time_frozen (True).
 
     `audit` is a file that receives JSON-lines events, or True: either way
     `Result.events` has them, one "syscall" event per interposed call.

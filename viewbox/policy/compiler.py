@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from viewbox.errors import ViewboxError
 from viewbox.plan import Plan
 from viewbox.policy.model import Policy, normalize
-from viewbox.views import CompileContext, env, fs, ids, limits, net
+from viewbox.views import CompileContext, env, fs, ids, limits, net, time
 
-VIEWS = (fs, net, ids, env, limits)
+VIEWS = (fs, net, ids, env, limits, time)
 
 
 def compile_policy(policy: Policy, *, argv: Sequence[str], cwd: str, host_env: Mapping[str, str],

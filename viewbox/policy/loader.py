@@ -89,6 +89,10 @@ OVERRIDES: Mapping[str, str] = MappingProxyType({
     "pids": "limits.pids",
     "timeout": "limits.wall",
     "disk": "limits.disk",
+    "time_start": "time.start",
+    "time_offset": "time.offset",
+    "time_rate": "time.rate",
+    "time_frozen": "time.frozen",
 })
 
 
@@ -102,7 +106,7 @@ def _override_layer(overrides: Mapping[str, Any],
     for key, value in overrides.items():
         if value is None:  # "not given", so callers can pass every keyword through
             continue
-        origin = Origin(flag=f"--{key}" if style == "cli" else f"api: {key}")
+        origin = Origin(flag=f"--{key.replace('_', '-')}" if style == "cli" else f"api: {key}")
         entry, field_errors = check_field(FIELDS[OVERRIDES[key]], value, lambda _index: origin)
         errors += field_errors
         if entry is not None:
@@ -279,7 +283,18 @@ def _load(name: str, file: str, overrides: Mapping[str, Any] | None,
     errors = loader.errors + override_errors
     if errors:
         raise PolicyErrors(errors)
-    return _build_policy(merge(layer, override_layer), name, loader.sources)
+    policy = _build_policy(merge(layer, override_layer), name, loader.sources)
+    _check_time(policy)
+    return policy
+
+
+def _check_time(policy: Policy) -> None:
+    """[time].start and .offset both place the clock: only one of them may be set."""
+    if policy.time.start is not None and policy.time.offset is not None:
+        start = policy.origin("time.start")
+        raise PolicyErrors([policy.origin("time.offset").error(
+            "[time].offset", f"cannot be combined with [time].start (set {'by ' if start.flag else 'at '}{start}): "
+                             "start places the clock at an instant, offset shifts the host's")])
 
 
 def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | None = None,
@@ -291,7 +306,8 @@ def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | 
     name but a file does. `overrides` keys: ro, rw, hide, tmpfs, deny, ask, allow (lists of
     str; deny, ask and allow take "[ACCESS:]GLOB" path rules), workdir,
     hostname, net (str), uid, gid (int), env (dict added to [env].set), memory, disk (size),
-    cpus (cores), pids (int), timeout (duration: [limits].wall); None values are
+    cpus (cores), pids (int), timeout (duration: [limits].wall), time_start (instant),
+    time_offset ("-1d"), time_rate (float), time_frozen (bool): [time]; None values are
     skipped; an unknown key raises TypeError. `override_origin="cli"` names their origins
     "--ro" etc., else "api: ro". Raises PolicyErrors listing every mistake found.
     """

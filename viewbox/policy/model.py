@@ -464,6 +464,81 @@ def check_tmpfs(value: object) -> TmpfsMount:
     raise _expected('"PATH", "PATH:SIZE" or a table { path, size }', value)
 
 
+# --- the time view --------------------------------------------------------------
+
+#: the earliest and latest instant [time].start takes (the kernel's signed 64-bit nanoseconds)
+MIN_INSTANT = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+MAX_INSTANT = datetime.datetime(2262, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def check_instant(value: object) -> str:
+    """An instant with its zone: "2009-04-21T12:00:00Z" or a TOML offset date-time; kept in UTC
+    as "YYYY-MM-DDTHH:MM:SS[.ffffff]Z"."""
+    if isinstance(value, datetime.datetime):
+        instant = value
+    elif isinstance(value, str):
+        try:
+            instant = datetime.datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+        except ValueError:
+            raise FieldError(f"invalid instant {quote(value)} (expected e.g. \"2009-04-21T12:00:00Z\")") from None
+    else:
+        raise _expected('an instant such as "2009-04-21T12:00:00Z"', value)
+    if instant.tzinfo is None:
+        shown = quote(value) if isinstance(value, str) else instant.isoformat()
+        raise FieldError(f"instant {shown} has no zone (add Z for UTC, or +HH:MM)")
+    if not MIN_INSTANT <= instant < MAX_INSTANT:
+        raise FieldError(f"instant must lie between 1970 and 2262, got {instant.isoformat()}")
+    text = instant.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+def instant_ns(text: str) -> int:
+    """Nanoseconds since the epoch of an instant check_instant returned."""
+    instant = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    delta = instant - MIN_INSTANT
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+_OFFSET_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|y|d|h|m|s)")
+#: seconds per unit of [time].offset; a year is the Gregorian mean year
+OFFSET_UNITS: Mapping[str, float] = MappingProxyType(
+    {"y": 365.2425 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001})
+
+
+def check_offset(value: object) -> str:
+    """A signed offset such as "-17y", "+3d4h", "-1d", "90s" (units y d h m s ms); kept as written."""
+    if not isinstance(value, str):
+        raise _expected('an offset such as "-1d" or "+3d4h"', value)
+    body = value[1:] if value[:1] in "+-" else value
+    if not body or not re.fullmatch(rf"(?:{_OFFSET_PART.pattern})+", body):
+        raise FieldError(f"invalid offset {quote(value)} (a sign and numbers with y, d, h, m, s or ms: "
+                         "\"-17y\", \"+3d4h\")")
+    if abs(offset_ns(value)) >= 2**62:
+        raise FieldError(f"offset {quote(value)} is too large")
+    return value
+
+
+def offset_ns(text: str) -> int:
+    """Nanoseconds of an offset check_offset accepted."""
+    sign = -1 if text.startswith("-") else 1
+    seconds = sum(float(n) * OFFSET_UNITS[unit] for n, unit in _OFFSET_PART.findall(text.lstrip("+-")))
+    return sign * round(seconds * 1e9)
+
+
+#: [time].rate bounds: virtual seconds per real second
+MIN_RATE = 0.001
+MAX_RATE = 1000.0
+
+
+def check_rate(value: object) -> float:
+    """A positive number of virtual seconds per real second."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _expected("a number such as 2.0", value)
+    if not MIN_RATE <= value <= MAX_RATE:
+        raise FieldError(f"must be between {MIN_RATE} and {MAX_RATE:g}, got {value}")
+    return float(value)
+
+
 # --- the schema --------------------------------------------------------------
 
 class Shape(enum.Enum):
@@ -611,6 +686,23 @@ class SeccompTable:
     allow: tuple[str, ...] = _list(check_choice(*SYSCALL_GROUPS, noun="syscall group"))
 
 
+@record
+class TimeTable:
+    """[time]: the sandbox's own clock (viewbox.views.time)."""
+
+    start: str | None = _scalar(None, check_instant, unset="the host's time (plus offset)")
+    offset: str | None = _scalar(None, check_offset, unset="none")
+    rate: float = _scalar(1.0, check_rate)
+    frozen: bool = _scalar(False, check_boolean)
+    strict: bool = _scalar(False, check_boolean)
+
+    @property
+    def active(self) -> bool:
+        """Whether the sandbox gets a clock of its own at all."""
+        return (self.start is not None or self.offset is not None or self.rate != 1.0
+                or self.frozen or self.strict)
+
+
 OriginKey = tuple[str, int | str | None]
 
 
@@ -626,6 +718,7 @@ class Policy:
     env: EnvTable = field(default_factory=EnvTable)
     limits: LimitsTable = field(default_factory=LimitsTable)
     seccomp: SeccompTable = field(default_factory=SeccompTable)
+    time: TimeTable = field(default_factory=TimeTable)
     #: (field name, list index or table key or None) -> where that value came from
     origins: Mapping[OriginKey, Origin] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
@@ -648,6 +741,7 @@ TABLES: Mapping[str, type] = MappingProxyType({
     "env": EnvTable,
     "limits": LimitsTable,
     "seccomp": SeccompTable,
+    "time": TimeTable,
 })
 
 EXTENDS = FieldSpec(Shape.LIST, check_reference, table="viewbox", key="extends")

@@ -1,4 +1,4 @@
-"""Views: one module per view of the world the sandbox gets (fs, net, ids, env, limits).
+"""Views: one module per view of the world the sandbox gets (fs, net, ids, env, limits, time).
 
 Each view module exposes `contribute(policy, context) -> dict`: the Plan fields
 it owns, computed from the policy and the run's context. The compiler
