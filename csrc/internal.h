@@ -45,6 +45,10 @@ void vb_apply_landlock(const struct vb_plan *plan);
  * interposing, else -1. */
 int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families);
 
+/* forward.c: relay connections to plan->publish's listeners into the sandbox
+ * (the forwarder process's main loop; never returns). */
+__attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan);
+
 /* supervisor.c: start serving a sandbox's listener and, with path rules, its
  * broker socket (takes ownership of both, closing them on failure too). Its
  * events go to a duplicate of plan->audit_fd (-1: none). */

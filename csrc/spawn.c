@@ -294,11 +294,58 @@ static void drop_capabilities(void)
         FAIL(errno, "set no_new_privs");
 }
 
+static int has_prefix(const char *text, const char *prefix)
+{
+    return strncmp(text, prefix, strlen(prefix)) == 0;
+}
+
+/* "NAME=<value>" into `out` (child-safe: no stdio). */
+static void format_variable(char *out, size_t cap, const char *name, unsigned value)
+{
+    char digits[16];
+    int len = 0;
+    for (unsigned v = value; len == 0 || v; v /= 10)
+        digits[len++] = (char)('0' + v % 10);
+    vb_strlcpy(out, name, cap);
+    vb_strlcat(out, "=", cap);
+    size_t at = strlen(out);
+    while (len && at + 1 < cap)
+        out[at++] = digits[--len];
+    out[at] = '\0';
+}
+
 __attribute__((noreturn)) static void exec_command(const struct vb_plan *plan)
 {
     const char *name = plan->argv[0];
     char *const *argv = (char *const *)plan->argv;
     char *const *envp = (char *const *)plan->envp;
+    size_t n_env = 0;
+    while (plan->envp[n_env])
+        n_env++;
+    /* with [net].listen: the plan's environment without any LISTEN_* of its own, plus ours */
+    const char *listen_envp[plan->listen_fds > 0 ? n_env + 4 : 1];
+    char pid_variable[32], fds_variable[32], names_variable[plan->listen_fdnames ? strlen(plan->listen_fdnames) + 16 : 1];
+    if (plan->listen_fds > 0) {
+        size_t at = 0;
+        for (size_t i = 0; i < n_env; i++)
+            if (!has_prefix(plan->envp[i], "LISTEN_PID=") && !has_prefix(plan->envp[i], "LISTEN_FDS=") &&
+                !has_prefix(plan->envp[i], "LISTEN_FDNAMES="))
+                listen_envp[at++] = plan->envp[i];
+        /* systemd's sd_listen_fds() takes the sockets only when LISTEN_PID is its
+         * own pid as it sees it (in the sandbox's pid namespace): only the process
+         * about to exec can say it */
+        format_variable(pid_variable, sizeof pid_variable, "LISTEN_PID", (unsigned)getpid());
+        format_variable(fds_variable, sizeof fds_variable, "LISTEN_FDS", (unsigned)plan->listen_fds);
+        listen_envp[at++] = pid_variable;
+        listen_envp[at++] = fds_variable;
+        if (plan->listen_fdnames) {
+            vb_strlcpy(names_variable, "LISTEN_FDNAMES=", sizeof names_variable);
+            vb_strlcat(names_variable, plan->listen_fdnames, sizeof names_variable);
+            listen_envp[at++] = names_variable;
+        }
+        listen_envp[at] = NULL;
+        envp = (char *const *)listen_envp;
+    }
     if (strchr(name, '/')) {
         execve(name, argv, envp);
         int err = errno;
@@ -385,6 +432,58 @@ __attribute__((noreturn)) static void run_broker(const struct vb_plan *plan)
     close(child_errfd); /* set up: the caller's error pipe no longer waits for us */
     child_errfd = -1;
     vb_broker_run(plan, child_broker_sock);
+}
+
+/* Closes every fd but the `n` in `keep` (fewer than MAX_FDS). */
+static void close_all_but(const int *keep, size_t n)
+{
+    int sorted[MAX_FDS + 1];
+    for (size_t i = 0; i < n; i++) {
+        size_t at = i;
+        while (at > 0 && sorted[at - 1] > keep[i]) {
+            sorted[at] = sorted[at - 1];
+            at--;
+        }
+        sorted[at] = keep[i];
+    }
+    int from = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sorted[i] > from && syscall(SYS_close_range, from, sorted[i] - 1, 0) != 0)
+            FAIL(errno, "close inherited file descriptors");
+        if (sorted[i] + 1 > from)
+            from = sorted[i] + 1;
+    }
+    if (syscall(SYS_close_range, from, ~0U, 0) != 0)
+        FAIL(errno, "close inherited file descriptors");
+}
+
+/* The forwarder of [net].publish (forward.c): forked by the init before the
+ * command, in the sandbox's network, with the command's identity, view,
+ * Landlock domain and (no) capabilities, not dumpable. It keeps only the
+ * listening sockets the caller bound on the host. */
+__attribute__((noreturn)) static void run_forwarder(const struct vb_plan *plan)
+{
+    reset_signals();
+    if (setsid() < 0)
+        FAIL(errno, "start the forwarder's session");
+    if (plan->n_publish >= MAX_FDS)
+        FAIL(E2BIG, "too many published ports");
+    int keep[MAX_FDS];
+    size_t n_keep = 0;
+    for (size_t i = 0; i < plan->n_publish; i++)
+        keep[n_keep++] = plan->publish[i].host_fd;
+    keep[n_keep++] = child_errfd;
+    close_all_but(keep, n_keep);
+    if (chdir("/") != 0)
+        FAIL(errno, "forwarder: enter the view's root");
+    set_identity(plan);
+    vb_apply_landlock(plan);
+    drop_capabilities();
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* after the id change, which resets it */
+    vb_apply_seccomp(plan->seccomp_deny_groups, 0);
+    close(child_errfd); /* set up: the caller's error pipe no longer waits for us */
+    child_errfd = -1;
+    vb_forward_run(plan);
 }
 
 static void on_signal(int sig)
@@ -576,6 +675,16 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         FAIL(errno, "set the hostname ", plan->hostname);
     if (plan->unshare_net)
         loopback_up();
+    if (plan->n_publish) {
+        /* before the broker's setup closes the host's listening sockets in this init */
+        pid_t forwarder = raw_fork();
+        if (forwarder < 0)
+            FAIL(errno, "fork the forwarder of [net].publish");
+        if (forwarder == 0) {
+            close(status_w);
+            run_forwarder(plan);
+        }
+    }
 
     /* Handlers (not SIG_DFL) make pid 1 receive these signals at all; they
      * stay blocked and are taken synchronously. The command resets both. */

@@ -69,6 +69,12 @@ struct vb_path_rule {
     const char *origin;    /* where it was written, for events ("p.toml:12: [fs].deny[0]") */
 };
 
+/* --- [net].publish: a host port relayed to a port inside ---------------- */
+struct vb_publish {
+    int host_fd;           /* listening socket the caller bound on the host */
+    int port;              /* relayed to 127.0.0.1:port in the sandbox's network */
+};
+
 #define VB_BASE_HOST  1    /* the host's / read-only, recursively */
 #define VB_BASE_EMPTY 2    /* an empty read-only tmpfs */
 
@@ -120,6 +126,14 @@ struct vb_plan {
     int cgroup_fd;                  /* -1, or a cgroup v2 dir fd: clone straight into it */
     const int *cgroup_procs_fds;    /* open cgroup.procs files (cgroup v1): the sandbox's init */
     size_t n_cgroup_procs_fds;      /* is written into each before anything of it runs */
+
+    int listen_fds;                 /* > 0: fds 3.. are listening sockets (plan->fds places
+                                       them): the command gets LISTEN_FDS, LISTEN_FDNAMES and
+                                       LISTEN_PID (its own pid, set right before exec) */
+    const char *listen_fdnames;     /* LISTEN_FDNAMES' value: names joined by ':' */
+
+    const struct vb_publish *publish;/* relayed by the forwarder, a process the sandbox's */
+    size_t n_publish;               /* init forks before the command (forward.c) */
 };
 
 /* --- results ----------------------------------------------------------- */

@@ -116,6 +116,12 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gid", type=int, metavar="N", help="group id inside")
     g.add_argument("--net", choices=["none", "host"],
                    help="none: own network namespace, loopback only (default); host: share the host's (unsafe)")
+    g.add_argument("--listen", action="append", default=[], metavar="[NAME=]tcp:ADDR:PORT|unix:PATH",
+                   help="bind this socket on the host and pass it in, systemd's way (LISTEN_FDS, from fd 3), "
+                        "e.g. tcp:127.0.0.1:8080, web=tcp:8080, unix:/run/app.sock (repeatable)")
+    g.add_argument("--publish", action="append", default=[], metavar="[ADDR:]HOST_PORT:PORT",
+                   help="forward the host's HOST_PORT (on every address unless ADDR) to 127.0.0.1:PORT "
+                        "inside, e.g. 8080:80 (repeatable)")
     g.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
                    help="set K=V inside; a bare K copies the host's value (repeatable)")
     r = p.add_argument_group("path rules (after the policy's [fs] deny/ask/allow)", description=PATH_RULES_HELP)
@@ -145,6 +151,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("hostname", "uid", "gid", "net", "memory", "cpus", "pids", "timeout", "disk"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
+    for key in ("listen", "publish"):
+        if getattr(args, key):
+            out[key] = list(getattr(args, key))
     for key in ("deny", "ask", "allow"):  # globs, kept as written ("**/x" is no path to make absolute)
         if getattr(args, key):
             out[key] = list(getattr(args, key))

@@ -167,7 +167,8 @@ def new_sandbox_id() -> int:
 
 def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
           map_all_ids: bool, cgroup_fd: int = -1, cgroup_procs_fds: Sequence[int] = (),
-          audit_fd: int = -1, sandbox_id: int = 0, ask_upcall: bool = False) -> Child:
+          audit_fd: int = -1, sandbox_id: int = 0, ask_upcall: bool = False,
+          publish_fds: Sequence[int] = ()) -> Child:
     """Spawns the sandbox described by `plan`; `fds` maps host fds to fd numbers inside.
     `cgroup_fd` (a cgroup v2 directory) or `cgroup_procs_fds` (open cgroup.procs
     files of cgroup v1 hierarchies) put the sandbox in its cgroups before it runs.
@@ -175,6 +176,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     writes one JSON line per call there. With path rules in the plan, it
     emulates path calls through the sandbox's broker and decides them; ask
     rules wait for `Supervisor.answer` when `ask_upcall`, else they deny.
+    `publish_fds` are the listening sockets bound for plan.publish, in its order.
 
     Returns once the command has been exec'd; raises SpawnError (or a
     subclass) naming the step that failed otherwise. The C structs only need
@@ -247,6 +249,16 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         p.supervisor = supervisor()._c
     procs = ffi.new("int[]", list(cgroup_procs_fds) or [-1])
     p.cgroup_procs_fds, p.n_cgroup_procs_fds = procs, len(cgroup_procs_fds)
+
+    # [net].listen: the sockets are among `fds`, from fd 3 on, in plan.listen's order
+    p.listen_fds = len(plan.listen)
+    p.listen_fdnames = _cstr(keep, ":".join(sock.name for sock in plan.listen)) if plan.listen else ffi.NULL
+    # [net].publish: publish_fds[i] is bound to plan.publish[i]'s host address
+    published = ffi.new("struct vb_publish[]", max(1, len(plan.publish)))
+    keep.append(published)
+    for i, (fd, port) in enumerate(zip(publish_fds, plan.publish, strict=True)):
+        published[i].host_fd, published[i].port = fd, port.port
+    p.publish, p.n_publish = published, len(plan.publish)
 
     c_child = ffi.new("struct vb_child *")
     error = ffi.new("struct vb_error *")

@@ -70,6 +70,26 @@ class PathRule:
 
 
 @record
+class ListenSpec:
+    """A socket viewbox binds on the host and passes in at fd 3 + its index (LISTEN_FDS)."""
+
+    name: str           # its LISTEN_FDNAMES entry
+    kind: str           # "tcp" or "unix"
+    host: str = ""      # tcp: address to bind
+    port: int = 0       # tcp: port to bind
+    path: str = ""      # unix: the socket file on the host
+
+
+@record
+class PublishSpec:
+    """The host's host:host_port, forwarded by the sandbox's forwarder to 127.0.0.1:port inside."""
+
+    host: str
+    host_port: int
+    port: int
+
+
+@record
 class Rlimit:
     resource: int
     soft: int
@@ -101,6 +121,10 @@ class Plan:
     path_rules: tuple[PathRule, ...] = ()
     # Extra fds passed in, host fd -> fd number inside (stdio is added at spawn).
     pass_fds: dict[int, int] = field(default_factory=dict)
+    # [net].listen: bound at spawn, passed in from fd 3 on with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES.
+    listen: tuple[ListenSpec, ...] = ()
+    # [net].publish: host ports the sandbox's forwarder relays to ports inside.
+    publish: tuple[PublishSpec, ...] = ()
 
     @property
     def path_search(self) -> str:

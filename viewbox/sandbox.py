@@ -18,10 +18,11 @@ from typing import IO, Any
 
 from . import ask, core
 from ._record import field, record
-from .errors import SpawnError, TimeoutExpired, UnavailableLayer
+from .errors import SpawnError, TimeoutExpired, UnavailableLayer, ViewboxError
 from .quota import LIMIT_EXIT_STATUS, QuotaSession, Usage
 from .plan import Plan, RuleAction
 from .policy import Policy, compile_policy, load_policy
+from .views import net
 
 #: As in subprocess (same values): a new pipe for this stream, or /dev/null.
 PIPE = -1
@@ -104,7 +105,8 @@ class Process:
 
     def __init__(self, child: core.Child, argv: tuple[str, ...], plan: Plan,
                  stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
-                 audit: _Audit, quota: QuotaSession, sandbox_id: int = 0) -> None:
+                 audit: _Audit, quota: QuotaSession, sandbox_id: int = 0,
+                 host_sockets: net.HostSockets | None = None) -> None:
         self._child = child
         self.argv = argv
         self.plan = plan
@@ -121,6 +123,7 @@ class Process:
         self.broker_lost = False
         self._audit = audit
         self._sandbox_id = sandbox_id
+        self._host_sockets = host_sockets
         quota.start(child.pid)
 
     def poll(self) -> int | None:
@@ -168,6 +171,8 @@ class Process:
         #: the sandbox's init ended it because its broker (path rules) was gone
         self.broker_lost = kernel_usage.broker_lost
         ask.unregister(self._sandbox_id)
+        if self._host_sockets:
+            self._host_sockets.cleanup()
         self._audit.end_calls()
         self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6),
                          usage=self.usage.to_dict())
@@ -221,7 +226,9 @@ class Sandbox:
 
     Overrides are the same as the CLI flags: ro, rw, hide, tmpfs (lists of
     paths, tmpfs items "PATH" or "PATH:SIZE"), workdir, hostname, uid, gid,
-    net ("none" or "host"), env (a mapping added to the sandbox's
+    net ("none" or "host"), listen (sockets bound on the host and passed in:
+    "[NAME=]tcp:ADDRESS:PORT", "[NAME=]unix:PATH"), publish (host ports
+    forwarded in: "[ADDRESS:]HOST_PORT:PORT"), env (a mapping added to the sandbox's
     environment); per-path rules deny, ask, allow (lists of "[ACCESS:]GLOB");
     and the limits: memory and disk (bytes, or "256M"), cpus (cores, 0.5),
     pids, timeout (seconds, or "10m": [limits].wall).
@@ -261,7 +268,24 @@ class Sandbox:
         except BaseException:
             quota.abort()
             raise
-        fds = {**ends.child_fds(), **(pass_fds or {})}
+        try:
+            host_sockets = net.HostSockets.bind(plan.listen, plan.publish)
+        except BaseException:
+            quota.abort()
+            ends.close_all()
+            audit.close()
+            raise
+        listen_fds = host_sockets.child_fds()
+        taken = sorted(set(listen_fds.values()) & set((pass_fds or {}).values()))
+        if taken:
+            quota.abort()
+            ends.close_all()
+            audit.close()
+            host_sockets.release()
+            host_sockets.cleanup()
+            raise ViewboxError(f"pass_fds: fd {taken[0]} inside is taken by a [net].listen socket "
+                               f"(they are fds {min(listen_fds.values())}-{max(listen_fds.values())})")
+        fds = {**ends.child_fds(), **listen_fds, **(pass_fds or {})}
         uid, gid, privileged = _caller()
         # Before the spawn: the supervisor's per-call events follow it in the audit.
         sandbox_id = core.new_sandbox_id()
@@ -274,8 +298,9 @@ class Sandbox:
         try:
             child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged,
                                audit_fd=audit.call_fd(), sandbox_id=sandbox_id, ask_upcall=asks,
-                               **quota.spawn_args())
+                               publish_fds=host_sockets.publish_fds(), **quota.spawn_args())
         except SpawnError as e:
+            host_sockets.cleanup()
             ask.unregister(sandbox_id)
             quota.abort()
             ends.close_all()
@@ -286,11 +311,12 @@ class Sandbox:
             raise _explain(e) from None
         finally:
             ends.close_child_ends()
+            host_sockets.release()
         audit.calls_started()
         audit.emit("spawned", sandbox=sandbox_id, pid=child.pid)
         stdin_file, stdout_file, stderr_file = ends.parent_files()
         proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota,
-                       sandbox_id=sandbox_id)
+                       sandbox_id=sandbox_id, host_sockets=host_sockets)
         self._processes.append(proc)
         return proc
 

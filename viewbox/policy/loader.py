@@ -83,6 +83,8 @@ OVERRIDES: Mapping[str, str] = MappingProxyType({
     "uid": "identity.uid",
     "gid": "identity.gid",
     "net": "net.mode",
+    "listen": "net.listen",
+    "publish": "net.publish",
     "env": "env.set",
     "memory": "limits.memory",
     "cpus": "limits.cpu",
