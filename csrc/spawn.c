@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -879,8 +880,41 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
 
+    /* Mode "private": the caller built the namespace (veth, addresses, routes). It
+     * is entered for the clone only: setns moves just this thread, and back. It
+     * stays owned by the host's user namespace, so nothing inside may change it. */
+    int own_netns = -1;
+    if (plan->netns_fd >= 0) {
+        own_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (own_netns < 0 || setns(plan->netns_fd, CLONE_NEWNET) != 0) {
+            int err = errno;
+            if (own_netns >= 0)
+                close(own_netns);
+            int *all[] = {err_pipe, status_pipe, sync_pipe, listener_socks, broker_socks};
+            for (size_t i = 0; i < VB_ARRAY_LEN(all); i++)
+                for (int end = 0; end < 2; end++)
+                    if (all[i][end] >= 0)
+                        close(all[i][end]);
+            error->err = err;
+            error->exit_code = VB_EXIT_SETUP;
+            snprintf(error->what, sizeof error->what, "enter the sandbox's private network namespace");
+            return -err;
+        }
+    }
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid != 0 && own_netns >= 0) {
+        int clone_err = errno;
+        if (setns(own_netns, CLONE_NEWNET) != 0) {
+            /* this thread would stay in the sandbox's network: nothing safe is left to do */
+            perror("viewbox: return to the caller's network namespace");
+            abort();
+        }
+        close(own_netns);
+        errno = clone_err;
+    }
     if (pid == 0) {
+        if (own_netns >= 0)
+            close(own_netns);
         close(err_pipe[0]);
         close(status_pipe[0]);
         close(sync_pipe[1]);

@@ -90,6 +90,9 @@ struct vb_plan {
     size_t n_mounts;
 
     int unshare_net;                /* 1: own net namespace, loopback up; 0: host network */
+    int netns_fd;                   /* -1, or a network namespace the caller set up (mode
+                                       "private"): the sandbox is cloned into it, instead
+                                       of a new one (needs CAP_SYS_ADMIN: root) */
     uint32_t uid, gid;              /* identity inside the sandbox */
     uint32_t outer_uid, outer_gid;  /* who that identity is on the host (the caller) */
     int map_all_ids;                /* 1: identity-map every id (caller is root on the host) */

@@ -114,8 +114,9 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hostname", metavar="H", help="hostname inside")
     g.add_argument("--uid", type=int, metavar="N", help="user id inside")
     g.add_argument("--gid", type=int, metavar="N", help="group id inside")
-    g.add_argument("--net", choices=["none", "host"],
-                   help="none: own network namespace, loopback only (default); host: share the host's (unsafe)")
+    g.add_argument("--net", choices=["none", "private", "host"],
+                   help="none: own network namespace, loopback only (default); private (root): own namespace "
+                        "with a veth pair to the host and NAT; host: share the host's (unsafe)")
     g.add_argument("--listen", action="append", default=[], metavar="[NAME=]tcp:ADDR:PORT|unix:PATH",
                    help="bind this socket on the host and pass it in, systemd's way (LISTEN_FDS, from fd 3), "
                         "e.g. tcp:127.0.0.1:8080, web=tcp:8080, unix:/run/app.sock (repeatable)")

@@ -168,7 +168,7 @@ def new_sandbox_id() -> int:
 def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
           map_all_ids: bool, cgroup_fd: int = -1, cgroup_procs_fds: Sequence[int] = (),
           audit_fd: int = -1, sandbox_id: int = 0, ask_upcall: bool = False,
-          publish_fds: Sequence[int] = ()) -> Child:
+          publish_fds: Sequence[int] = (), netns_fd: int = -1) -> Child:
     """Spawns the sandbox described by `plan`; `fds` maps host fds to fd numbers inside.
     `cgroup_fd` (a cgroup v2 directory) or `cgroup_procs_fds` (open cgroup.procs
     files of cgroup v1 hierarchies) put the sandbox in its cgroups before it runs.
@@ -177,6 +177,8 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     emulates path calls through the sandbox's broker and decides them; ask
     rules wait for `Supervisor.answer` when `ask_upcall`, else they deny.
     `publish_fds` are the listening sockets bound for plan.publish, in its order.
+    `netns_fd` is a network namespace set up for the sandbox (mode "private"):
+    it is cloned into that one instead of a new one.
 
     Returns once the command has been exec'd; raises SpawnError (or a
     subclass) naming the step that failed otherwise. The C structs only need
@@ -202,6 +204,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     p.mounts, p.n_mounts = mounts, len(plan.mounts)
 
     p.unshare_net = int(plan.unshare_net)
+    p.netns_fd = netns_fd
     p.uid, p.gid = plan.uid, plan.gid
     p.outer_uid, p.outer_gid = outer_uid, outer_gid
     p.map_all_ids = int(map_all_ids)

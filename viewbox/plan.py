@@ -121,6 +121,8 @@ class Plan:
     path_rules: tuple[PathRule, ...] = ()
     # Extra fds passed in, host fd -> fd number inside (stdio is added at spawn).
     pass_fds: dict[int, int] = field(default_factory=dict)
+    # [net].mode "private": a namespace viewbox wires up (veth, NAT) before the spawn
+    private_network: bool = False
     # [net].listen: bound at spawn, passed in from fd 3 on with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES.
     listen: tuple[ListenSpec, ...] = ()
     # [net].publish: host ports the sandbox's forwarder relays to ports inside.

@@ -106,7 +106,8 @@ class Process:
     def __init__(self, child: core.Child, argv: tuple[str, ...], plan: Plan,
                  stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
                  audit: _Audit, quota: QuotaSession, sandbox_id: int = 0,
-                 host_sockets: net.HostSockets | None = None) -> None:
+                 host_sockets: net.HostSockets | None = None,
+                 network: net.PrivateNetwork | None = None) -> None:
         self._child = child
         self.argv = argv
         self.plan = plan
@@ -124,6 +125,7 @@ class Process:
         self._audit = audit
         self._sandbox_id = sandbox_id
         self._host_sockets = host_sockets
+        self._network = network
         quota.start(child.pid)
 
     def poll(self) -> int | None:
@@ -173,6 +175,8 @@ class Process:
         ask.unregister(self._sandbox_id)
         if self._host_sockets:
             self._host_sockets.cleanup()
+        if self._network:
+            self._network.cleanup()
         self._audit.end_calls()
         self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6),
                          usage=self.usage.to_dict())
@@ -268,8 +272,15 @@ class Sandbox:
         except BaseException:
             quota.abort()
             raise
+        network: net.PrivateNetwork | None = None
         try:
             host_sockets = net.HostSockets.bind(plan.listen, plan.publish)
+            try:
+                network = net.PrivateNetwork.create() if plan.private_network else None
+            except BaseException:
+                host_sockets.release()
+                host_sockets.cleanup()
+                raise
         except BaseException:
             quota.abort()
             ends.close_all()
@@ -283,6 +294,8 @@ class Sandbox:
             audit.close()
             host_sockets.release()
             host_sockets.cleanup()
+            if network:
+                network.cleanup()
             raise ViewboxError(f"pass_fds: fd {taken[0]} inside is taken by a [net].listen socket "
                                f"(they are fds {min(listen_fds.values())}-{max(listen_fds.values())})")
         fds = {**ends.child_fds(), **listen_fds, **(pass_fds or {})}
@@ -290,7 +303,7 @@ class Sandbox:
         # Before the spawn: the supervisor's per-call events follow it in the audit.
         sandbox_id = core.new_sandbox_id()
         audit.emit("start", sandbox=sandbox_id, argv=list(argv), policy=self.policy.name,
-                   layers=_layers(plan), degraded=list(plan.degraded), quota=quota.describe())
+                   layers=_layers(plan, network), degraded=list(plan.degraded), quota=quota.describe())
         asks = bool(self._on_request) and any(rule.action == RuleAction.ASK for rule in plan.path_rules)
         if asks:
             assert self._on_request is not None
@@ -298,9 +311,12 @@ class Sandbox:
         try:
             child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged,
                                audit_fd=audit.call_fd(), sandbox_id=sandbox_id, ask_upcall=asks,
-                               publish_fds=host_sockets.publish_fds(), **quota.spawn_args())
+                               publish_fds=host_sockets.publish_fds(),
+                               netns_fd=network.netns_fd() if network else -1, **quota.spawn_args())
         except SpawnError as e:
             host_sockets.cleanup()
+            if network:
+                network.cleanup()
             ask.unregister(sandbox_id)
             quota.abort()
             ends.close_all()
@@ -312,11 +328,13 @@ class Sandbox:
         finally:
             ends.close_child_ends()
             host_sockets.release()
+            if network:
+                network.after_spawn()
         audit.calls_started()
         audit.emit("spawned", sandbox=sandbox_id, pid=child.pid)
         stdin_file, stdout_file, stderr_file = ends.parent_files()
         proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota,
-                       sandbox_id=sandbox_id, host_sockets=host_sockets)
+                       sandbox_id=sandbox_id, host_sockets=host_sockets, network=network)
         self._processes.append(proc)
         return proc
 
@@ -378,9 +396,13 @@ def _readable(fd: int, timeout: float | None) -> bool:
     return bool(poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))))
 
 
-def _layers(plan: Plan) -> dict[str, Any]:
-    return {"namespaces": ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if plan.unshare_net else []),
-            "landlock_abi": plan.landlock_abi, "seccomp_deny_groups": plan.seccomp_deny_groups}
+def _layers(plan: Plan, network: net.PrivateNetwork | None = None) -> dict[str, Any]:
+    own_net = plan.unshare_net or plan.private_network
+    layers = {"namespaces": ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if own_net else []),
+              "landlock_abi": plan.landlock_abi, "seccomp_deny_groups": plan.seccomp_deny_groups}
+    if network:
+        layers["network"] = network.describe()
+    return layers
 
 
 def _explain(error: SpawnError) -> Exception:

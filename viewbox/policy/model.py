@@ -653,15 +653,14 @@ def check_publish(value: object) -> PublishedPort:
 
 
 #: [net].mode values
-NET_MODES = ("none", "host")
+NET_MODES = ("none", "private", "host")
 
 
 @record
 class NetTable:
     """[net]: the network view."""
 
-    mode: str = _scalar("none", check_choice(
-        *NET_MODES, planned={"private": 'mode "private" is not available yet'}))
+    mode: str = _scalar("none", check_choice(*NET_MODES))
     #: sockets bound on the host and passed in, systemd's way (LISTEN_FDS), in this order from fd 3
     listen: tuple[ListenSocket, ...] = _list(
         check_listen, identity=lambda sock: (sock.kind, sock.host, sock.port, sock.path))

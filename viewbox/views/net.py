@@ -1,21 +1,25 @@
 """The network view: the sandbox's own network namespace, or (explicitly, unsafely) the host's;
 sockets passed in ([net].listen) and host ports forwarded in ([net].publish).
 
-"none" gives a namespace with only loopback up; "host" shares the host's
-interfaces, so the sandbox can reach everything the caller can. Listening
+"none" gives a namespace with only loopback up; "private" (root) one wired to
+the host by a veth pair with NAT; "host" shares the host's interfaces, so the
+sandbox can reach everything the caller can. Listening
 sockets are bound here, on the host, by viewbox (viewbox.sandbox) and work in
 either mode: the sandbox only ever accepts on them. Published ports need the
 sandbox's own namespace: with "host" a daemon's ports already are the host's.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from viewbox.errors import PolicyError, PolicyErrors, SpawnError
+from viewbox.errors import PolicyError, PolicyErrors, SpawnError, UnavailableLayer
 from viewbox.plan import ListenSpec, PublishSpec
 
 if TYPE_CHECKING:
@@ -35,6 +39,8 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
                 f"[net].listen[{index}]", f"socket name {sock.name!r} is also [net].listen[{names[sock.name]}]'s "
                 "(give one a name: \"NAME=tcp:...\")"))
         names.setdefault(sock.name, index)
+    if net.mode == "private" and context.caller_uid != 0:
+        raise UnavailableLayer(*_PRIVATE_NEEDS_ROOT)
     if net.mode == "host":
         errors += [policy.origin("net.publish", index).error(
             f"[net].publish[{index}]", 'publish needs the sandbox\'s own network (mode "none"): with mode '
@@ -46,7 +52,8 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
                    for sock in net.listen)
     publish = tuple(PublishSpec(host=port.host, host_port=port.host_port, port=port.port)
                     for port in net.publish)
-    return {"unshare_net": net.mode == "none", "listen": listen, "publish": publish}
+    return {"unshare_net": net.mode == "none", "private_network": net.mode == "private",
+            "listen": listen, "publish": publish}
 
 
 # --- at spawn: the host's side of listen and publish ------------------------------
@@ -146,3 +153,224 @@ def _bind_tcp(host: str, port: int, what: str) -> socket.socket:
         sock.close()
         raise SpawnError(f"bind {what}", err.errno or errno.EIO) from None
     return sock
+
+
+# --- at spawn: mode "private" ------------------------------------------------------
+
+#: Each private sandbox gets a /30 of this range: .1 is the host's end of its veth pair,
+#: .2 the sandbox's eth0 (and its default route goes to .1).
+PRIVATE_RANGE = "10.200.0.0/16"
+#: prefix of what a private network leaves in the host's: veth "vbh<pid>-<n>", nftables table
+#: and (during setup) named network namespace "viewbox-<pid>-<n>"
+_PRIVATE_PREFIX = "viewbox-"
+
+_private_counter = iter(range(1, 2**31))
+
+_PRIVATE_NEEDS_ROOT = (
+    "private network", 'mode "private" creates a veth pair, addresses, routes and NAT rules in '
+    "the host's network, which only root may do",
+    'run as root, or use mode "none" (with [net].listen or [net].publish for inbound connections)')
+
+
+class PrivateNetwork:
+    """Mode "private": a network namespace of its own wired to the host through a veth pair,
+    with addresses, a default route and a masquerading NAT rule, all made with pyroute2.
+
+    Made before the spawn (root only); `netns_fd()` is what the sandbox is cloned into.
+    The namespace's name is removed as soon as the sandbox runs in it (`after_spawn`), so
+    it dies with the sandbox and takes its end of the veth pair with it; `cleanup` removes
+    the host's end and the NAT table. A run that was SIGKILLed leaves its table and veth
+    behind until the next private run, which removes those of processes that are gone.
+    """
+
+    def __init__(self) -> None:
+        self.name = f"{_PRIVATE_PREFIX}{os.getpid()}-{next(_private_counter)}"
+        self.host_if = f"vbh{self.name[len(_PRIVATE_PREFIX):]}"[:15]
+        self.host_address = ""
+        self.sandbox_address = ""
+        self._fd = -1
+        self._named = False
+        self._table = False
+
+    @classmethod
+    def create(cls) -> PrivateNetwork:
+        """Builds it; raises UnavailableLayer when not root, SpawnError when a step fails."""
+        if os.geteuid() != 0:
+            raise UnavailableLayer(*_PRIVATE_NEEDS_ROOT)
+        network = cls()
+        try:
+            network._build()
+        except BaseException:
+            network.cleanup()
+            raise
+        return network
+
+    def _build(self) -> None:
+        from pyroute2 import IPRoute, netns  # only for private networks: a heavy import
+
+        _remove_stale()
+        step = "create the network namespace"
+        try:
+            netns.create(self.name)
+            self._named = True
+            self._fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY | os.O_CLOEXEC)
+            with IPRoute() as host, _subnet_lock():
+                host_net, sandbox_net = _free_subnet(host)
+                self.host_address, self.sandbox_address = str(host_net), str(sandbox_net)
+                step = f"create the veth pair {self.host_if}"
+                host.link("add", ifname=self.host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": self.name})
+                index = host.link_lookup(ifname=self.host_if)[0]
+                step = f"configure {self.host_if}"
+                host.addr("add", index=index, address=self.host_address, prefixlen=30)
+                host.link("set", index=index, state="up")
+            with IPRoute(netns=self.name) as inside:
+                step = "configure the sandbox's eth0 and lo"
+                inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
+                eth0 = inside.link_lookup(ifname="eth0")[0]
+                inside.addr("add", index=eth0, address=self.sandbox_address, prefixlen=30)
+                inside.link("set", index=eth0, state="up")
+                inside.route("add", dst="default", gateway=self.host_address)
+            step = "add the NAT rule (nftables)"
+            self._add_nat()
+            step = "enable IPv4 forwarding (net.ipv4.ip_forward)"
+            _enable_forwarding()
+        except OSError as err:
+            raise SpawnError(f"private network: {step}", err.errno or errno.EIO) from None
+        except Exception as err:  # pyroute2 reports netlink errors as its own exception types
+            code = getattr(err, "code", 0)
+            raise SpawnError(f"private network: {step}: {err}", 0 if not isinstance(code, int) else code) from None
+
+    def _add_nat(self) -> None:
+        from pyroute2.nftables.expressions import ipv4addr, masq
+        from pyroute2.nftables.main import NFTables
+
+        nft = NFTables(nfgen_family=socket.AF_INET)
+        try:
+            nft.table("add", name=self.name)
+            self._table = True
+            nft.chain("add", table=self.name, name="postrouting", hook="postrouting", type="nat",
+                      priority=100, policy=1)
+            nft.rule("add", table=self.name, chain="postrouting",
+                     expressions=(ipv4addr(src=f"{self.sandbox_address}/30"), masq()))
+        finally:
+            nft.close()
+
+    def netns_fd(self) -> int:
+        return self._fd
+
+    def after_spawn(self) -> None:
+        """The sandbox is in the namespace (or failed to start): drop its name and our fd."""
+        if self._named:
+            from pyroute2 import netns
+
+            try:
+                netns.remove(self.name)
+            except OSError:
+                pass
+            self._named = False
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def describe(self) -> dict[str, str]:
+        return {"mode": "private", "host_interface": self.host_if, "host_address": self.host_address,
+                "sandbox_address": self.sandbox_address}
+
+    def cleanup(self) -> None:
+        """Removes everything it made in the host's network (each step whatever the others did)."""
+        self.after_spawn()
+        _delete_link(self.host_if)
+        if self._table:
+            _delete_table(self.name)
+            self._table = False
+
+
+def _free_subnet(host: Any) -> tuple[Any, Any]:
+    """The first /30 of PRIVATE_RANGE no host interface has an address in: (.1, .2)."""
+    import ipaddress
+
+    used = [ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}").network
+            for msg in host.get_addr(family=socket.AF_INET)]
+    for subnet in ipaddress.ip_network(PRIVATE_RANGE).subnets(new_prefix=30):
+        if not any(subnet.overlaps(net) for net in used):
+            first = subnet.network_address
+            return first + 1, first + 2
+    raise SpawnError(f"private network: every /30 of {PRIVATE_RANGE} is in use", errno.EADDRINUSE)
+
+
+@contextlib.contextmanager
+def _subnet_lock() -> Iterator[None]:
+    """Held from choosing a free /30 to taking it: concurrent viewbox processes choose in turn."""
+    fd = os.open("/run/viewbox-private-net.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _enable_forwarding() -> None:
+    # Replies to the sandbox's connections come in on the host's uplink and are
+    # forwarded after NAT: that takes forwarding on every interface, as Docker,
+    # Podman and libvirt also turn on. It is left on (other sandboxes may use it).
+    with open("/proc/sys/net/ipv4/ip_forward", "r+") as knob:
+        if knob.read().strip() != "1":
+            knob.seek(0)
+            knob.write("1")
+
+
+def _delete_link(name: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as host:
+        for index in host.link_lookup(ifname=name):
+            try:
+                host.link("del", index=index)
+            except Exception:  # already gone with its namespace
+                pass
+
+
+def _delete_table(name: str) -> None:
+    from pyroute2.nftables.main import NFTables
+
+    nft = NFTables(nfgen_family=socket.AF_INET)
+    try:
+        nft.table("del", name=name)
+    except Exception:
+        pass
+    finally:
+        nft.close()
+
+
+def _owner_gone(name: str, prefix: str) -> bool:
+    """Whether `name` ("<prefix><pid>-<n>") was made by a process that no longer exists."""
+    pid, _, rest = name[len(prefix):].partition("-")
+    if not name.startswith(prefix) or not pid.isdigit() or not rest.isdigit():
+        return False
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def _remove_stale() -> None:
+    """Removes what private networks of viewbox processes that died (SIGKILL) left behind."""
+    from pyroute2 import IPRoute, netns
+    from pyroute2.nftables.main import NFTables
+
+    for name in netns.listnetns():
+        if _owner_gone(name, _PRIVATE_PREFIX):
+            try:
+                netns.remove(name)
+            except OSError:
+                pass
+    with IPRoute() as host:
+        stale = [link.get_attr("IFLA_IFNAME") for link in host.get_links()]
+    for name in stale:
+        if name and _owner_gone(name, "vbh"):
+            _delete_link(name)
+    nft = NFTables(nfgen_family=socket.AF_INET)
+    try:
+        tables = [table.get_attr("NFTA_TABLE_NAME") for table in nft.get_tables()]
+    finally:
+        nft.close()
+    for name in tables:
+        if name and _owner_gone(name, _PRIVATE_PREFIX):
+            _delete_table(name)
