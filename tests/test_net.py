@@ -1,0 +1,568 @@
+"""The network view: mode none against a server in a namespace the test made, sockets passed in
+([net].listen), published ports ([net].publish), mode private (root), and the policy schema.
+
+Every connection goes to loopback or to a network namespace this file creates; every wait is
+bounded in time.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conftest import INSIDE_PYTHON, Caller, live_processes, stop, unique, wait_until
+from viewbox.errors import PolicyError, UnavailableLayer
+from viewbox.policy import load_policy
+
+pyroute2 = pytest.importorskip("pyroute2")
+
+
+def py(code: str) -> list[str]:
+    return ["--", INSIDE_PYTHON, "-c", code]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the kernel's choice, released at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def fetch(url: str, timeout: float = 10.0) -> bytes:
+    """GET `url`, retrying while the daemon behind it starts (bounded by `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body: bytes = response.read()
+                return body
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+# --- a network namespace of the test's own, with a server in it ------------------------------------
+
+SETNS_SERVER = textwrap.dedent("""
+    import ctypes, socket, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(sys.argv[1]) as ns:
+        if libc.setns(ns.fileno(), 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+    server = socket.create_server((sys.argv[2], int(sys.argv[3])))
+    print("ready", flush=True)
+    while True:
+        conn, peer = server.accept()
+        conn.sendall(f"hello {peer[0]}\\n".encode())
+        conn.close()
+""")
+
+
+class ServerNamespace:
+    """A network namespace linked to the host by a veth pair (host .1, namespace .2), with a TCP
+    server on .2:PORT that greets each client with the address it saw."""
+
+    def __init__(self) -> None:
+        from pyroute2 import IPRoute, netns
+
+        self.name = unique("vbtest-ns")
+        self.host_if = f"vbt{uuid.uuid4().hex[:8]}"
+        # a /30 apart from viewbox's private range (10.200.0.0/16)
+        self.host_address, self.address, self.port = "10.201.77.1", "10.201.77.2", 8099
+        netns.create(self.name)
+        try:
+            with IPRoute() as host:
+                host.link("add", ifname=self.host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": self.name})
+                index = host.link_lookup(ifname=self.host_if)[0]
+                host.addr("add", index=index, address=self.host_address, prefixlen=30)
+                host.link("set", index=index, state="up")
+            with IPRoute(netns=self.name) as inside:
+                inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
+                eth0 = inside.link_lookup(ifname="eth0")[0]
+                inside.addr("add", index=eth0, address=self.address, prefixlen=30)
+                inside.link("set", index=eth0, state="up")
+                inside.route("add", dst="default", gateway=self.host_address)
+            self.server = subprocess.Popen(
+                [sys.executable, "-c", SETNS_SERVER, f"/run/netns/{self.name}", self.address, str(self.port)],
+                stdout=subprocess.PIPE, text=True)
+            assert self.server.stdout is not None
+            assert self.server.stdout.readline() == "ready\n"
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        from pyroute2 import IPRoute, netns
+
+        if getattr(self, "server", None):
+            stop(self.server)
+        with IPRoute() as host:
+            for index in host.link_lookup(ifname=self.host_if):
+                host.link("del", index=index)
+        netns.remove(self.name)
+
+
+@pytest.fixture
+def test_namespace() -> Iterator[ServerNamespace]:
+    namespace = ServerNamespace()
+    yield namespace
+    namespace.close()
+
+
+def nat_tables() -> list[str]:
+    from pyroute2.nftables.main import NFTables
+
+    nft = NFTables(nfgen_family=socket.AF_INET)
+    try:
+        return sorted(str(table.get_attr("NFTA_TABLE_NAME")) for table in nft.get_tables())
+    finally:
+        nft.close()
+
+
+def host_network_state() -> dict[str, list[str]]:
+    """What a private network could leave behind: links, named namespaces, nftables tables
+    (those left by a viewbox process that was killed excepted: the next private run removes them)."""
+    from pyroute2 import IPRoute, netns
+
+    with IPRoute() as host:
+        links = sorted(str(link.get_attr("IFLA_IFNAME")) for link in host.get_links())
+    state = {"links": links, "netns": sorted(netns.listnetns()), "nat": nat_tables()}
+    return {kind: [name for name in names if not left_by_a_dead_viewbox(name)] for kind, names in state.items()}
+
+
+def left_by_a_dead_viewbox(name: str) -> bool:
+    for prefix in ("viewbox-", "vbh"):
+        pid, _, number = name.removeprefix(prefix).partition("-")
+        if name.startswith(prefix) and pid.isdigit() and number.isdigit():
+            return not os.path.exists(f"/proc/{pid}")
+    return False
+
+
+CONNECT = textwrap.dedent("""
+    import json, socket, sys
+    out = {}
+    for target in sys.argv[1:]:
+        host, port = target.rsplit(":", 1)
+        try:
+            conn = socket.create_connection((host, int(port)), timeout=5)
+            out[target] = conn.recv(100).decode()
+            conn.close()
+        except OSError as e:
+            out[target] = e.errno
+    print(json.dumps(out))
+""")
+
+
+# --- 1. mode none ------------------------------------------------------------------------------------
+
+def test_none_cannot_reach_a_server_in_another_namespace(as_user: Caller, test_namespace: ServerNamespace) -> None:
+    target = f"{test_namespace.address}:{test_namespace.port}"
+    native = as_user.native([INSIDE_PYTHON, "-c", CONNECT, target])
+    assert json.loads(native.stdout)[target] == f"hello {test_namespace.host_address}\n"  # reachable natively
+
+    done = as_user.run(py(CONNECT) + [target])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[target] == errno.ENETUNREACH
+
+
+# --- 2. listen: sockets bound on the host, passed in systemd's way -----------------------------------
+
+# A socket-activated daemon as systemd's sd_listen_fds() sees it: it takes the sockets only when
+# LISTEN_PID is its own pid, and names them from LISTEN_FDNAMES.
+SOCKET_ACTIVATED = textwrap.dedent("""
+    import os, socket, sys, threading
+    assert os.environ["LISTEN_PID"] == str(os.getpid()), (os.environ["LISTEN_PID"], os.getpid())
+    count = int(os.environ["LISTEN_FDS"])
+    names = os.environ["LISTEN_FDNAMES"].split(":")
+    print("names", names, "fds", count, flush=True)
+    def serve(fd, name):
+        server = socket.socket(fileno=fd)
+        assert server.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        served = 0
+        while served < int(sys.argv[1]):
+            conn, _ = server.accept()
+            data = conn.makefile("rb").readline()
+            conn.sendall(name.encode() + b" " + data)
+            conn.close()
+            served += 1
+    threads = [threading.Thread(target=serve, args=(3 + i, names[i])) for i in range(count)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+""")
+
+
+def ask(address: Any, family: int = socket.AF_INET, line: bytes = b"hi\n") -> bytes:
+    with socket.socket(family, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect(address)
+        conn.sendall(line)
+        return b"".join(iter(lambda: conn.recv(4096), b""))
+
+
+def test_listen_passes_tcp_and_unix_sockets_to_a_socket_activated_daemon(
+        as_user: Caller, shared_dir: pathlib.Path) -> None:
+    port = free_port()
+    path = shared_dir / "app.sock"
+    proc = as_user.popen(["run", "--listen", f"web=tcp:127.0.0.1:{port}", "--listen", f"unix:{path}",
+                          *py(SOCKET_ACTIVATED), "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # bound before the command starts: a client may connect at once (the backlog holds it)
+        assert wait_until(path.exists, 10)
+        assert ask(("127.0.0.1", port)) == b"web hi\n"
+        assert ask(str(path), socket.AF_UNIX, b"there\n") == b"unix-app.sock there\n"
+        assert ask(("127.0.0.1", port), line=b"again\n") == b"web again\n"
+        assert ask(str(path), socket.AF_UNIX) == b"unix-app.sock hi\n"
+        out, err = proc.communicate(timeout=20)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert "names ['web', 'unix-app.sock'] fds 2" in out
+    assert not path.exists()  # the socket file goes with the run
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_listen_refuses_a_port_it_cannot_bind(as_user: Caller) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = as_user.run(["--listen", f"tcp:127.0.0.1:{port}", "--", "true"])
+    assert done.returncode == 125
+    assert done.stderr == f"viewbox: bind [net].listen[0] tcp:127.0.0.1:{port}: Address already in use\n"
+
+
+def test_listen_without_listen_fds_leaks_no_variables(as_user: Caller) -> None:
+    done = as_user.run(["--env", "LISTEN_FDS=7", "--", "env"])
+    assert done.returncode == 0, done.stderr
+    assert "LISTEN_PID" not in done.stdout and "LISTEN_FDNAMES" not in done.stdout
+
+
+# --- 3. publish: host ports forwarded to ports inside -----------------------------------------------
+
+def test_publish_serves_python_http_server(as_user: Caller, world_dir: pathlib.Path) -> None:
+    (world_dir / "hello.txt").write_text("hello through publish\n")
+    (world_dir / "hello.txt").chmod(0o644)
+    port = free_port()
+    proc = as_user.popen(["run", "--ro", str(world_dir), "--publish", f"127.0.0.1:{port}:8000", "--",
+                          INSIDE_PYTHON, "-m", "http.server", "-d", str(world_dir), "-b", "127.0.0.1", "8000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/hello.txt") == b"hello through publish\n"
+    finally:
+        stop(proc)
+    # the forwarder and its host socket end with the sandbox (killed: as the kernel gets to it)
+    assert wait_until(lambda: refused(port), 10)
+
+
+NGINX_CONF = """
+daemon off;
+user root root;
+master_process off;
+pid {dir}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+def test_publish_serves_nginx(as_user: Caller, world_dir: pathlib.Path) -> None:
+    if not shutil.which("nginx", path="/usr/sbin:/usr/bin"):
+        pytest.skip("nginx is not installed (Debian: nginx-light)")
+    (world_dir / "index.html").write_text("<p>nginx inside viewbox</p>\n")
+    (world_dir / "index.html").chmod(0o644)
+    (world_dir / "nginx.conf").write_text(NGINX_CONF.format(dir="/tmp", port=8080, root=world_dir))
+    (world_dir / "nginx.conf").chmod(0o644)
+    port = free_port()
+    proc = as_user.popen(["run", "--ro", str(world_dir), "--publish", f"127.0.0.1:{port}:8080", "--",
+                          "nginx", "-e", "stderr", "-c", str(world_dir / "nginx.conf")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert fetch(f"http://127.0.0.1:{port}/") == b"<p>nginx inside viewbox</p>\n"
+    finally:
+        stop(proc)
+        assert proc.stderr is not None
+        errors = proc.stderr.read()
+    assert "emerg" not in errors, errors
+
+
+# Echoes every connection's bytes back after the client's FIN, then closes: a half-closed
+# connection must keep working through the forwarder.
+ECHO_AFTER_EOF = textwrap.dedent("""
+    import socket, threading
+    server = socket.create_server(("127.0.0.1", 7000), backlog=256)
+    def serve(conn):
+        data = b"".join(iter(lambda: conn.recv(65536), b""))
+        conn.sendall(data)
+        conn.close()
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+""")
+
+
+def wait_for_echo(port: int, timeout: float = 10) -> None:
+    """Until the echo daemon answers through the published port: viewbox binds it as it starts,
+    and the forwarder closes clients while nothing listens inside yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(b"up?")
+                conn.shutdown(socket.SHUT_WR)
+                if conn.recv(100) == b"up?":
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the daemon never answered"
+        time.sleep(0.1)
+
+
+def test_publish_holds_up_under_load(as_user: Caller) -> None:
+    port = free_port()
+    proc = as_user.popen(["run", "--publish", f"127.0.0.1:{port}:7000", *py(ECHO_AFTER_EOF)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def echo(payload: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+            return b"".join(iter(lambda: conn.recv(1 << 16), b""))
+
+    try:
+        wait_for_echo(port)
+        big = os.urandom(8 << 20)  # more than the pipes and socket buffers hold: back-pressure
+        assert hashlib.sha256(echo(big)).digest() == hashlib.sha256(big).digest()
+
+        results: dict[int, bytes] = {}
+
+        def client(i: int) -> None:
+            results[i] = echo(f"client {i} ".encode() * 100)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(200)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(results) == list(range(200))
+        assert all(results[i] == f"client {i} ".encode() * 100 for i in range(200))
+    finally:
+        stop(proc)
+
+
+def test_publish_forwarder_holds_no_privilege(as_user: Caller) -> None:
+    """The forwarder holds a socket of the host's network: it runs as the command's user,
+    without capabilities, not dumpable, so the command can neither take that socket nor read
+    or steer the forwarder through /proc."""
+    port = free_port()
+    code = textwrap.dedent("""
+        import json, os
+        me = os.getpid()
+        out = {}
+        for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
+            if pid in (1, me):
+                continue
+            status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+            seen = out[pid] = {"uid": status["Uid"].split()[0], "caps": status["CapEff"].strip()}
+            for what in ("environ", "mem", "cmdline"):
+                try:
+                    seen[what] = len(open(f"/proc/{pid}/{what}", "rb").read(100))
+                except OSError as e:
+                    seen[what] = e.strerror
+            for fd in range(0, 8):
+                try:
+                    seen[f"fd{fd}"] = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    seen[f"open{fd}"] = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY)
+                except OSError as e:
+                    if e.errno != 2:
+                        seen[f"fd{fd}"] = e.strerror
+        print(json.dumps(out))
+    """)
+    done = as_user.run(["--publish", f"127.0.0.1:{port}:80", *py(code)])
+    assert done.returncode == 0, done.stderr
+    (forwarder,) = json.loads(done.stdout).values()  # and nothing else besides the init and us
+    denied = "Permission denied"
+    assert forwarder.pop("uid") == str(as_user.uid)
+    assert forwarder.pop("caps") == "0000000000000000"
+    assert forwarder.pop("environ") == forwarder.pop("mem") == denied
+    assert forwarder.pop("cmdline") > 0  # its name only: the init overwrote viewbox's command line
+    assert forwarder and set(forwarder.values()) == {denied}  # every fd it has, and none opened
+
+
+def test_publish_is_refused_with_mode_host(as_user: Caller) -> None:
+    done = as_user.run(["--net", "host", "--publish", "8080:80", "--", "true"])
+    assert done.returncode != 0
+    assert 'publish needs the sandbox\'s own network (mode "none")' in done.stderr
+
+
+# --- 4. mode private (root) --------------------------------------------------------------------------
+
+def test_private_reaches_a_namespace_through_nat_and_leaves_nothing(
+        as_user: Caller, test_namespace: ServerNamespace) -> None:
+    target = f"{test_namespace.address}:{test_namespace.port}"
+    before = host_network_state()
+    done = as_user.run(["--net", "private", *py(CONNECT), target])
+    if as_user.uid != 0:
+        assert done.returncode == 125
+        assert done.stderr.startswith('viewbox: private network unavailable: mode "private" creates a veth pair')
+        assert "run as root" in done.stderr
+        assert host_network_state() == before
+        return
+    assert done.returncode == 0, done.stderr
+    # the server saw the host's address on its own link: the sandbox's was masqueraded
+    assert json.loads(done.stdout)[target] == f"hello {test_namespace.host_address}\n"
+    assert host_network_state() == before
+
+
+def test_private_sandbox_cannot_change_its_network(as_user: Caller) -> None:
+    if as_user.uid != 0:
+        pytest.skip("mode private is root's")
+    code = textwrap.dedent("""
+        import fcntl, socket, struct
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        request = struct.pack("16sH14x", b"eth0", 0)
+        try:
+            fcntl.ioctl(s, 0x8914, request)  # SIOCSIFFLAGS: take eth0 down
+            print("changed")
+        except OSError as e:
+            print(e.errno)
+    """)
+    done = as_user.run(["--net", "private", *py(code)])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == str(errno.EPERM)
+
+
+def test_private_with_publish(as_user: Caller) -> None:
+    if as_user.uid != 0:
+        pytest.skip("mode private is root's")
+    port = free_port()
+    before = host_network_state()
+    proc = as_user.popen(["run", "--net", "private", "--publish", f"127.0.0.1:{port}:7000", *py(ECHO_AFTER_EOF)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_echo(port)
+        proc.terminate()  # viewbox passes it on, the daemon ends, viewbox cleans up
+        proc.wait(timeout=20)
+    finally:
+        stop(proc)
+    assert host_network_state() == before
+
+
+def test_private_leftovers_of_a_killed_run_are_removed(as_user: Caller) -> None:
+    if as_user.uid != 0:
+        pytest.skip("mode private is root's")
+    before = host_network_state()
+    proc = as_user.popen(["run", "--net", "private", "--", "sleep", "60"])
+
+    def running() -> bool:
+        """Its veth is there and its namespace's name gone: the sandbox runs in it."""
+        now = host_network_state()
+        return any(link.startswith("vbh") for link in now["links"]) and now["netns"] == before["netns"]
+
+    try:
+        assert wait_until(running, 10)
+    finally:
+        stop(proc)  # SIGKILL: viewbox cleans nothing up itself
+    # the namespace dies with the sandbox, and the veth pair with it; the NAT table stays ...
+    assert wait_until(lambda: not any(link.startswith("vbh") for link in host_network_state()["links"]), 10)
+    assert host_network_state() == before
+    tables = nat_tables()
+    assert any(left_by_a_dead_viewbox(name) for name in tables)
+    # ... until the next private run, which removes what runs of dead viewbox processes left
+    done = as_user.run(["--net", "private", "--", "true"])
+    assert done.returncode == 0, done.stderr
+    assert not any(left_by_a_dead_viewbox(name) for name in nat_tables())
+
+
+# --- 5. the policy schema ----------------------------------------------------------------------------
+
+def write_policy(tmp_path: pathlib.Path, body: str) -> str:
+    path = tmp_path / "policy.toml"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def test_net_fields_parse_and_render(tmp_path: pathlib.Path) -> None:
+    policy = load_policy(write_policy(tmp_path, """
+        [viewbox]
+        version = 1
+        [net]
+        mode = "none"
+        listen = ["tcp:8080", "admin=tcp:[::1]:9000", "unix:{cwd}/app.sock"]
+        publish = ["8081:80", "127.0.0.1:8443:443"]
+    """))
+    assert [str(sock) for sock in policy.net.listen] == [
+        "tcp-8080=tcp:0.0.0.0:8080", "admin=tcp:[::1]:9000", "unix-app.sock=unix:{cwd}/app.sock"]
+    assert [str(port) for port in policy.net.publish] == ["0.0.0.0:8081:80", "127.0.0.1:8443:443"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('listen = ["tcp:localhost:80"]', '[net].listen[0]: address must be an IP address ("0.0.0.0", '
+                                      '"127.0.0.1", "[::1]"), got "localhost"'),
+    ('listen = ["udp:53"]', '[net].listen[0]: expected "[NAME=]tcp:ADDRESS:PORT" or "[NAME=]unix:PATH", '
+                            'got "udp:53"'),
+    ('listen = ["tcp:0.0.0.0:70000"]', '[net].listen[0]: port must be a number from 1 to 65535, got "70000"'),
+    ('listen = ["unix:run/app.sock"]', '[net].listen[0]: path must be absolute, got "run/app.sock"'),
+    ('listen = ["a:b=tcp:80"]', '[net].listen[0]: invalid socket name "a:b" in "a:b=tcp:80"'),
+    ('publish = ["8080"]', '[net].publish[0]: expected "[ADDRESS:]HOST_PORT:PORT" (e.g. "8080:80"), got "8080"'),
+    ('publish = ["::1:80:80"]', '[net].publish[0]: write an IPv6 address in brackets: "[::1]"'),
+    ('mode = "bridge"', '[net].mode: expected "none" or "private" or "host", got "bridge"'),
+])
+def test_net_field_errors_name_file_and_line(tmp_path: pathlib.Path, line: str, message: str) -> None:
+    path = write_policy(tmp_path, f"[viewbox]\nversion = 1\n[net]\n{line}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert str(caught.value).startswith(f"{path}:4: {message}")
+
+
+def test_duplicate_listen_names_are_refused(tmp_path: pathlib.Path) -> None:
+    import viewbox
+
+    path = write_policy(tmp_path, '[viewbox]\nversion = 1\n[net]\nlisten = ["tcp:127.0.0.1:80", "tcp:[::1]:80"]\n')
+    with pytest.raises(PolicyError, match=r":4: \[net\].listen\[1\]: socket name 'tcp-80' is also"):
+        viewbox.Sandbox(policy=path).compile(["true"])
+
+
+def test_private_refusal_is_clear_for_an_ordinary_user() -> None:
+    from viewbox.core import probe_landlock_abi
+    from viewbox.policy import compile_policy
+
+    policy = load_policy("default", overrides={"net": "private"})
+    with pytest.raises(UnavailableLayer, match='^private network unavailable: mode "private" creates'):
+        compile_policy(policy, argv=["true"], cwd="/", host_env={}, landlock_abi=max(0, probe_landlock_abi()),
+                       caller_uid=1000, caller_gid=1000)
