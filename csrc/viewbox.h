@@ -75,6 +75,15 @@ struct vb_publish {
     int port;              /* relayed to 127.0.0.1:port in the sandbox's network */
 };
 
+/* --- [net].allow: destinations the supervisor connects to for the sandbox */
+struct vb_net_rule {
+    int family;            /* AF_INET or AF_INET6 */
+    uint8_t address[16];   /* network byte order: 4 bytes for AF_INET */
+    unsigned prefix;       /* leading bits that must match */
+    unsigned port_min, port_max; /* inclusive */
+    const char *origin;    /* where it was written, for events ("p.toml:9: [net].allow[0]") */
+};
+
 #define VB_BASE_HOST  1    /* the host's / read-only, recursively */
 #define VB_BASE_EMPTY 2    /* an empty read-only tmpfs */
 
@@ -137,6 +146,11 @@ struct vb_plan {
 
     const struct vb_publish *publish;/* relayed by the forwarder, a process the sandbox's */
     size_t n_publish;               /* init forks before the command (forward.c) */
+
+    const struct vb_net_rule *net_allow; /* connect() to these is performed by the */
+    size_t n_net_allow;             /* supervisor, from the host (needs VB_FAMILY_NET) */
+    int deny_note_fd;               /* -1, or where a one-line note goes the first time a
+                                       destination is refused ("viewbox: denied connect ...") */
 };
 
 /* --- results ----------------------------------------------------------- */
@@ -189,6 +203,7 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage);
 
 #define VB_FAMILY_FS   1           /* path-based filesystem calls */
 #define VB_FAMILY_EXEC 2           /* execve, execveat */
+#define VB_FAMILY_NET  4           /* connect: the egress allowlist ([net].allow) */
 
 struct vb_supervisor;
 

@@ -123,6 +123,9 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--publish", action="append", default=[], metavar="[ADDR:]HOST_PORT:PORT",
                    help="forward the host's HOST_PORT (on every address unless ADDR) to 127.0.0.1:PORT "
                         "inside, e.g. 8080:80 (repeatable)")
+    g.add_argument("--allow-net", action="append", default=[], metavar="ADDR[/PREFIX]:PORT",
+                   help="let the sandbox connect to this destination outside (with --net none): "
+                        "e.g. 10.1.2.0/24:5432, 127.0.0.1:8080, [::1]:443, 10.0.0.5:* (repeatable)")
     g.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
                    help="set K=V inside; a bare K copies the host's value (repeatable)")
     r = p.add_argument_group("path rules (after the policy's [fs] deny/ask/allow)", description=PATH_RULES_HELP)
@@ -152,7 +155,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("hostname", "uid", "gid", "net", "memory", "cpus", "pids", "timeout", "disk"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
-    for key in ("listen", "publish"):
+    for key in ("listen", "publish", "allow_net"):
         if getattr(args, key):
             out[key] = list(getattr(args, key))
     for key in ("deny", "ask", "allow"):  # globs, kept as written ("**/x" is no path to make absolute)
@@ -247,7 +250,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     box = Sandbox(policy=policy, audit=args.audit,
                   on_request=terminal_prompt() if any(rule.action == RuleAction.ASK for rule in policy.fs.rules)
-                  else None)
+                  else None, deny_notes=True)
     try:
         proc = spawn_forwarding_signals(box, command)
     except ViewboxError as e:

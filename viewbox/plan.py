@@ -90,6 +90,16 @@ class PublishSpec:
 
 
 @record
+class NetRule:
+    """A destination of [net].allow: connect() to it is performed by the supervisor, from the host."""
+
+    network: str        # "10.1.2.0/24", "::1/128"
+    port_min: int
+    port_max: int
+    origin: str         # where it was written: "p.toml:9: [net].allow[0]", "--allow-net"
+
+
+@record
 class Rlimit:
     resource: int
     soft: int
@@ -127,6 +137,8 @@ class Plan:
     listen: tuple[ListenSpec, ...] = ()
     # [net].publish: host ports the sandbox's forwarder relays to ports inside.
     publish: tuple[PublishSpec, ...] = ()
+    # [net].allow: destinations the supervisor connects to for the sandbox (layer 3).
+    net_allow: tuple[NetRule, ...] = ()
 
     @property
     def path_search(self) -> str:

@@ -232,7 +232,8 @@ class Sandbox:
     paths, tmpfs items "PATH" or "PATH:SIZE"), workdir, hostname, uid, gid,
     net ("none" or "host"), listen (sockets bound on the host and passed in:
     "[NAME=]tcp:ADDRESS:PORT", "[NAME=]unix:PATH"), publish (host ports
-    forwarded in: "[ADDRESS:]HOST_PORT:PORT"), env (a mapping added to the sandbox's
+    forwarded in: "[ADDRESS:]HOST_PORT:PORT"), allow_net (destinations the sandbox
+    may connect to: "ADDRESS[/PREFIX]:PORT"), env (a mapping added to the sandbox's
     environment); per-path rules deny, ask, allow (lists of "[ACCESS:]GLOB");
     and the limits: memory and disk (bytes, or "256M"), cpus (cores, 0.5),
     pids, timeout (seconds, or "10m": [limits].wall).
@@ -240,15 +241,19 @@ class Sandbox:
     `audit` is a file that receives JSON-lines events, or True: either way
     `Result.events` has them, one "syscall" event per interposed call.
     `on_request(request) -> Decision` answers the calls an ask rule holds
-    (without it, ask rules deny).
+    (without it, ask rules deny). `deny_notes` writes one line to this
+    process's stderr the first time a connect to a destination is refused
+    ([net].allow), as `viewbox run` does; the audit events say it either way.
     Leaving the `with` block kills whatever it spawned that still runs."""
 
     def __init__(self, *, policy: str | os.PathLike[str] | Policy | None = None,
                  audit: str | os.PathLike[str] | bool | None = None,
-                 on_request: ask.OnRequest | None = None, **overrides: Any) -> None:
+                 on_request: ask.OnRequest | None = None, deny_notes: bool = False,
+                 **overrides: Any) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy, overrides=overrides)
         self._audit_path = audit
         self._on_request = on_request
+        self._deny_note_fd = 2 if deny_notes else -1
         self._processes: list[Process] = []
 
     def compile(self, argv: Sequence[str]) -> Plan:
@@ -312,7 +317,8 @@ class Sandbox:
             child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged,
                                audit_fd=audit.call_fd(), sandbox_id=sandbox_id, ask_upcall=asks,
                                publish_fds=host_sockets.publish_fds(),
-                               netns_fd=network.netns_fd() if network else -1, **quota.spawn_args())
+                               netns_fd=network.netns_fd() if network else -1,
+                               deny_note_fd=self._deny_note_fd, **quota.spawn_args())
         except SpawnError as e:
             host_sockets.cleanup()
             if network:

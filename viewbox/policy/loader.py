@@ -85,6 +85,7 @@ OVERRIDES: Mapping[str, str] = MappingProxyType({
     "net": "net.mode",
     "listen": "net.listen",
     "publish": "net.publish",
+    "allow_net": "net.allow",
     "env": "env.set",
     "memory": "limits.memory",
     "cpus": "limits.cpu",
@@ -104,7 +105,7 @@ def _override_layer(overrides: Mapping[str, Any],
     for key, value in overrides.items():
         if value is None:  # "not given", so callers can pass every keyword through
             continue
-        origin = Origin(flag=f"--{key}" if style == "cli" else f"api: {key}")
+        origin = Origin(flag=f"--{key.replace('_', '-')}" if style == "cli" else f"api: {key}")
         entry, field_errors = check_field(FIELDS[OVERRIDES[key]], value, lambda _index: origin)
         errors += field_errors
         if entry is not None:

@@ -652,6 +652,66 @@ def check_publish(value: object) -> PublishedPort:
     return PublishedPort(ip, _check_port(host_port, "host port"), _check_port(port, "port"))
 
 
+@record
+class NetAllowRule:
+    """An item of [net].allow: destinations the sandbox may connect to, by address.
+
+    str() gives the form the policy reads: "10.1.2.0/24:5432", "[::1]:8080", "127.0.0.1:8000-8099".
+    """
+
+    network: str        # "10.1.2.0/24", "::1/128"
+    port_min: int
+    port_max: int
+
+    def __str__(self) -> str:
+        import ipaddress
+
+        net = ipaddress.ip_network(self.network)
+        host = str(net.network_address) if net.prefixlen == net.max_prefixlen else self.network
+        if net.version == 6:
+            host = f"[{host}]"
+        if (self.port_min, self.port_max) == (1, 65535):
+            ports = "*"
+        elif self.port_min == self.port_max:
+            ports = str(self.port_min)
+        else:
+            ports = f"{self.port_min}-{self.port_max}"
+        return f"{host}:{ports}"
+
+
+def check_net_allow(value: object) -> NetAllowRule:
+    """An item of [net].allow: "ADDRESS[/PREFIX]:PORTS", IPv6 in brackets, PORTS a port,
+    "LOW-HIGH" or "*"."""
+    import ipaddress
+
+    if not isinstance(value, str):
+        raise _expected('a string "ADDRESS[/PREFIX]:PORT"', value)
+    host, colon, ports = value.rpartition(":")
+    if not colon or not host:
+        raise FieldError(f'expected "ADDRESS[/PREFIX]:PORT" (e.g. "10.1.2.0/24:5432"), got {quote(value)}')
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare == host and ":" in host:
+        raise FieldError(f"write an IPv6 address in brackets: \"[{host}]:{ports}\"")
+    try:
+        network = ipaddress.ip_network(bare, strict=True)
+    except ValueError as err:
+        if re.fullmatch(r"[A-Za-z0-9*.-]+", bare) and re.search(r"[A-Za-z*]", bare):
+            raise FieldError(f"domain names are not supported yet, got {quote(bare)}: give the addresses "
+                             '("93.184.215.14:443", "10.1.2.0/24:5432")') from None
+        raise FieldError(f"invalid address {quote(bare)} in {quote(value)}: {err}") from None
+    if network.version == 6 and bare == host:
+        raise FieldError(f"write an IPv6 address in brackets: \"[{bare}]:{ports}\"")
+    if ports == "*":
+        low, high = 1, 65535
+    else:
+        first, dash, last = ports.partition("-")
+        low = _check_port(first, "port")
+        high = _check_port(last, "port") if dash else low
+        if high < low:
+            raise FieldError(f"port range {quote(ports)} ends before it starts")
+    return NetAllowRule(str(network), low, high)
+
+
 #: [net].mode values
 NET_MODES = ("none", "private", "host")
 
@@ -667,6 +727,8 @@ class NetTable:
     #: host ports forwarded to ports inside (needs the sandbox's own network: mode "none")
     publish: tuple[PublishedPort, ...] = _list(
         check_publish, identity=lambda port: (port.host, port.host_port))
+    #: destinations outside that the sandbox may connect to (mode "none"): the supervisor connects
+    allow: tuple[NetAllowRule, ...] = _list(check_net_allow)
 
 
 @record

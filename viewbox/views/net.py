@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from viewbox.errors import PolicyError, PolicyErrors, SpawnError, UnavailableLayer
-from viewbox.plan import ListenSpec, PublishSpec
+from viewbox.plan import ListenSpec, NetRule, PublishSpec
 
 if TYPE_CHECKING:
     from viewbox.policy.model import Policy
@@ -45,15 +45,30 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         errors += [policy.origin("net.publish", index).error(
             f"[net].publish[{index}]", 'publish needs the sandbox\'s own network (mode "none"): with mode '
             '"host" the daemon binds the host\'s ports itself') for index in range(len(net.publish))]
+    if net.mode != "none":
+        errors += [policy.origin("net.allow", index).error(
+            f"[net].allow[{index}]", f'allow needs mode "none" (the sandbox\'s own network, which the '
+            f'supervisor adds these destinations to), not mode {net.mode!r}') for index in range(len(net.allow))]
     if errors:
         raise PolicyErrors(errors)
+    net_allow = tuple(NetRule(network=rule.network, port_min=rule.port_min, port_max=rule.port_max,
+                              origin=_origin_text(policy, "net.allow", index, "[net].allow"))
+                      for index, rule in enumerate(net.allow))
     listen = tuple(ListenSpec(name=sock.name, kind=sock.kind, host=sock.host, port=sock.port,
                               path=expand(sock.path, cwd=context.cwd) if sock.path else "")
                    for sock in net.listen)
     publish = tuple(PublishSpec(host=port.host, host_port=port.host_port, port=port.port)
                     for port in net.publish)
     return {"unshare_net": net.mode == "none", "private_network": net.mode == "private",
-            "listen": listen, "publish": publish}
+            "listen": listen, "publish": publish, "net_allow": net_allow}
+
+
+def _origin_text(policy: Policy, name: str, index: int, label: str) -> str:
+    """'p.toml:9: [net].allow[0]', '--allow-net' or 'api: allow_net': for events."""
+    origin = policy.origin(name, index)
+    if origin.flag or not origin.file:
+        return str(origin)
+    return f"{origin.file}:{origin.line}: {label}[{index}]" if origin.line else f"{origin.file}: {label}[{index}]"
 
 
 # --- at spawn: the host's side of listen and publish ------------------------------
