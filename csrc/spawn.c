@@ -60,7 +60,8 @@ struct vb_clone_args {
 
 /* The error pipe's write end in the child (each process has its own copy). */
 static int child_errfd = -1;
-/* The socket that carries the seccomp listener back to the caller, or -1. */
+/* In the init: the socket that carries the seccomp listener back to the caller;
+ * in the command: its channel to the init, which takes the listener from it. -1: none. */
 static int child_listener_sock = -1;
 /* The broker's end of its socket to the supervisor, or -1. */
 static int child_broker_sock = -1;
@@ -235,8 +236,23 @@ static void setup_fds(const struct vb_plan *plan)
         FAIL(errno, "close inherited file descriptors");
 }
 
-/* Hands the seccomp listener to the caller, then forgets it: the sandbox
- * must never hold the fd that answers its own system calls. */
+/* In the command: lets the init take the listener (its fd number, written on
+ * the channel; the init copies it out with pidfd_getfd), waits until it has,
+ * and forgets it: the sandbox must never hold the fd that answers its own
+ * system calls. Only read and write: the filter may already send sendmsg to
+ * the supervisor, which has no listener to hear it yet. */
+static void hand_over_listener(int listener)
+{
+    char ack = 0;
+    if (write(child_listener_sock, &listener, sizeof listener) != (ssize_t)sizeof listener ||
+        read(child_listener_sock, &ack, 1) != 1 || ack != 'k')
+        FAIL(EPIPE, "hand the seccomp listener to the sandbox's init");
+    close(listener);
+    close(child_listener_sock);
+    child_listener_sock = -1;
+}
+
+/* In the init: sends the listener to the caller and forgets it. */
 static void send_listener(int listener)
 {
     char byte = 'L';
@@ -402,7 +418,7 @@ __attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
     /* last: it restricts what we may call */
     int listener = vb_apply_seccomp(plan->seccomp_deny_groups, plan->interpose_families);
     if (listener >= 0)
-        send_listener(listener);
+        hand_over_listener(listener);
     exec_command(plan);
 }
 
@@ -614,6 +630,32 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
     }
 }
 
+/* In the init: copies the command's seccomp listener out of it (the command
+ * says its number once the filter is on), passes it to the caller, and lets the
+ * command go on. If the command failed before, the channel reads EOF and the
+ * error pipe already says why. */
+static void take_listener(pid_t command, int handoff)
+{
+    int number = -1;
+    ssize_t n;
+    while ((n = read(handoff, &number, sizeof number)) < 0 && errno == EINTR)
+        ;
+    if (n != (ssize_t)sizeof number) {
+        close(handoff);
+        return;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, command, 0);
+    int listener = pidfd >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, number, 0) : -1;
+    if (listener < 0)
+        FAIL(errno, "take the seccomp listener from the command");
+    close(pidfd);
+    send_listener(listener);
+    char ack = 'k';
+    if (write(handoff, &ack, 1) != 1)
+        FAIL(errno, "let the command go on after its seccomp listener");
+    close(handoff);
+}
+
 /* The init is a copy of the caller, its command line included, and
  * /proc/PID/cmdline is readable by everyone in the pid namespace, dumpable or
  * not: `viewbox run --rw /home/alice/... -- ...` would be there for the
@@ -724,12 +766,25 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         close(child_broker_sock);
         child_broker_sock = -1;
     }
+    /* the command's channel for its seccomp listener (see hand_over_listener) */
+    int handoff[2] = {-1, -1};
+    if (child_listener_sock >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, handoff) != 0)
+        FAIL(errno, "make the channel for the seccomp listener");
     pid_t command = raw_fork();
     if (command < 0)
         FAIL(errno, "fork the command");
     if (command == 0) {
         close(status_w);
+        if (handoff[0] >= 0) {
+            close(handoff[0]);
+            close(child_listener_sock);
+            child_listener_sock = handoff[1];
+        }
         run_command(plan);
+    }
+    if (handoff[0] >= 0) {
+        close(handoff[1]);
+        take_listener(command, handoff[0]);
     }
     supervise_command(command, broker, status_w, plan->wall_ms);
 }

@@ -558,6 +558,34 @@ def test_duplicate_listen_names_are_refused(tmp_path: pathlib.Path) -> None:
         viewbox.Sandbox(policy=path).compile(["true"])
 
 
+def test_allow_entries_parse_and_errors_name_the_place(tmp_path: pathlib.Path) -> None:
+    policy = load_policy(write_policy(tmp_path, """
+        [net]
+        allow = ["10.1.2.0/24:5432", "127.0.0.1:8000-8099", "[::1]:443", "192.0.2.7:*"]
+    """))
+    assert [str(rule) for rule in policy.net.allow] == [
+        "10.1.2.0/24:5432", "127.0.0.1:8000-8099", "[::1]:443", "192.0.2.7:*"]
+    for line, message in [
+        ('allow = ["pypi.org:443"]', 'domain names are not supported yet, got "pypi.org": give the addresses '
+                                     '("93.184.215.14:443", "10.1.2.0/24:5432")'),
+        ('allow = ["10.1.2.3/24:80"]', 'invalid address "10.1.2.3/24" in "10.1.2.3/24:80": 10.1.2.3/24 has host bits set'),
+        ('allow = ["10.1.2.3"]', 'expected "ADDRESS[/PREFIX]:PORT" (e.g. "10.1.2.0/24:5432"), got "10.1.2.3"'),
+        ('allow = ["10.1.2.3:90-80"]', 'port range "90-80" ends before it starts'),
+    ]:
+        path = write_policy(tmp_path, f"[net]\n{line}\n")
+        with pytest.raises(PolicyError) as caught:
+            load_policy(path)
+        assert str(caught.value) == f"{path}:2: [net].allow[0]: {message}"
+
+
+def test_allow_needs_mode_none(tmp_path: pathlib.Path) -> None:
+    import viewbox
+
+    path = write_policy(tmp_path, '[net]\nmode = "host"\nallow = ["10.0.0.1:80"]\n')
+    with pytest.raises(PolicyError, match=r':3: \[net\].allow\[0\]: allow needs mode "none"'):
+        viewbox.Sandbox(policy=path).compile(["true"])
+
+
 def test_private_refusal_is_clear_for_an_ordinary_user() -> None:
     from viewbox.core import probe_landlock_abi
     from viewbox.policy import compile_policy
@@ -566,3 +594,263 @@ def test_private_refusal_is_clear_for_an_ordinary_user() -> None:
     with pytest.raises(UnavailableLayer, match='^private network unavailable: mode "private" creates'):
         compile_policy(policy, argv=["true"], cwd="/", host_env={}, landlock_abi=max(0, probe_landlock_abi()),
                        caller_uid=1000, caller_gid=1000)
+
+
+# --- 6. [net].allow: the egress allowlist ------------------------------------------------------------
+
+class CountingServer:
+    """A TCP server on the host's loopback that greets each client and counts them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                conn.sendall(b"hello from the host\n")
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def server_a() -> Iterator[CountingServer]:
+    server = CountingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def server_b() -> Iterator[CountingServer]:
+    server = CountingServer()
+    yield server
+    server.close()
+
+
+# Blocking and non-blocking connects, 64 at once: what each saw, as JSON.
+ALLOW_CLIENT = textwrap.dedent("""
+    import errno, json, select, socket, sys, threading
+    a, b = int(sys.argv[1]), int(sys.argv[2])
+    out = {}
+    def greet(port):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                return c.recv(100).decode()
+        except OSError as e:
+            return e.errno
+    out["a"], out["b"] = greet(a), greet(b)
+    s = socket.socket()
+    s.setblocking(False)
+    out["nonblocking_connect"] = s.connect_ex(("127.0.0.1", a))
+    poller = select.poll(); poller.register(s, select.POLLOUT)
+    out["poll"] = bool(poller.poll(10000))
+    out["so_error"] = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    s.setblocking(True); s.settimeout(10)
+    out["nonblocking_recv"] = s.recv(100).decode()
+    results = [None] * 64
+    def one(i): results[i] = greet(a)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(64)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    out["parallel"] = sorted(set(map(str, results)))
+    print(json.dumps(out))
+""")
+
+
+def test_allow_reaches_the_allowed_port_only(as_user: Caller, server_a: CountingServer,
+                                             server_b: CountingServer) -> None:
+    done = as_user.run(["--allow-net", f"127.0.0.1:{server_a.port}",
+                        *py(ALLOW_CLIENT), str(server_a.port), str(server_b.port)])
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["a"] == "hello from the host\n"
+    assert out["b"] == errno.ECONNREFUSED  # the sandbox's own loopback: nothing listens there
+    assert out["nonblocking_connect"] in (0, errno.EINPROGRESS)
+    assert out["poll"] and out["so_error"] == 0
+    assert out["nonblocking_recv"] == "hello from the host\n"
+    assert out["parallel"] == ["hello from the host\n"]
+    assert server_a.accepted == 1 + 1 + 64
+    assert server_b.accepted == 0
+
+
+def test_allow_with_curl(as_user: Caller, server_a: CountingServer, server_b: CountingServer) -> None:
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    # the server speaks no HTTP: curl reads its line as an HTTP/0.9 answer
+    script = (f"curl -s --http0.9 http://127.0.0.1:{server_a.port}/; echo \"a=$?\"; "
+              f"curl -s --http0.9 http://127.0.0.1:{server_b.port}/; echo \"b=$?\"")
+    done = as_user.run(["--allow-net", f"127.0.0.1:{server_a.port}", "--", "sh", "-c", script])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hello from the host\na=0\nb=7\n"  # 7: could not connect
+    assert server_b.accepted == 0
+
+
+def test_allow_refuses_other_destinations_with_a_note_and_an_event(
+        as_user: Caller, shared_dir: pathlib.Path, test_namespace: ServerNamespace) -> None:
+    target = f"{test_namespace.address}:{test_namespace.port}"
+    audit = shared_dir / "audit.jsonl"
+    done = as_user.run(["--audit", str(audit), "--allow-net", "127.0.0.1:1",
+                        *py(CONNECT), target, target])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[target] == errno.EACCES
+    # said once on stderr, however often it was tried
+    assert done.stderr == f"viewbox: denied connect to {target}: not in [net].allow\n"
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    denied = [e for e in events if e["event"] == "syscall" and e["syscall"] == "connect" and e["decision"] == "deny"]
+    assert len(denied) == 2
+    assert denied[0]["rule"] == "not in [net].allow" and denied[0]["resolved"] == target
+    assert denied[0]["args"]["address"] == target and denied[0]["result"] == -errno.EACCES
+
+
+def test_allow_by_subnet_reaches_a_namespace(as_user: Caller, shared_dir: pathlib.Path,
+                                            test_namespace: ServerNamespace) -> None:
+    target = f"{test_namespace.address}:{test_namespace.port}"
+    audit = shared_dir / "audit.jsonl"
+    done = as_user.run(["--audit", str(audit), "--allow-net", "10.201.77.0/30:8000-8100", *py(CONNECT), target])
+    assert done.returncode == 0, done.stderr
+    # connected from the host: the server saw the host's address on its link
+    assert json.loads(done.stdout)[target] == f"hello {test_namespace.host_address}\n"
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    (allowed,) = [e for e in events if e["event"] == "syscall" and e["syscall"] == "connect"]
+    assert (allowed["decision"], allowed["rule"], allowed["resolved"]) == ("allow", "--allow-net", target)
+
+
+UDP_CLIENT = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    s.send(b"ping")
+    print(s.recv(100).decode())
+""")
+
+
+def test_allow_udp_through_connect(as_user: Caller) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(10)
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            data, peer = server.recvfrom(100)
+            server.sendto(data + b" pong", peer)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        done = as_user.run(["--allow-net", f"127.0.0.1:{port}", *py(UDP_CLIENT), str(port)])
+        thread.join(10)
+    assert (done.returncode, done.stdout) == (0, "ping pong\n"), done.stderr
+
+
+# Connects again and again while a second thread rewrites the sockaddr between the allowed port
+# and a denied one: whatever the supervisor read, the host side must only ever see the allowed
+# port. Attack: win the race between the supervisor's check and the connect.
+TOCTOU = textwrap.dedent("""
+    import ctypes, socket, struct, sys, threading, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    allowed, denied = int(sys.argv[1]), int(sys.argv[2])
+    def sockaddr(port):
+        return struct.pack("!HH4s8x", socket.AF_INET, port, socket.inet_aton("127.0.0.1"))
+    # sin_family is host order: fix the first two bytes
+    good, bad = bytearray(sockaddr(allowed)), bytearray(sockaddr(denied))
+    good[0:2] = bad[0:2] = struct.pack("=H", socket.AF_INET)
+    buf = ctypes.create_string_buffer(bytes(good), 16)
+    stop = False
+    def flip():
+        while not stop:
+            ctypes.memmove(buf, bytes(bad), 16)
+            ctypes.memmove(buf, bytes(good), 16)
+    threads = [threading.Thread(target=flip) for _ in range(2)]
+    for t in threads: t.start()
+    connected = 0
+    deadline = time.monotonic() + float(sys.argv[3])
+    tries = 0
+    while time.monotonic() < deadline and tries < 20000:
+        tries += 1
+        s = socket.socket()
+        if libc.connect(s.fileno(), buf, 16) == 0:
+            connected += 1
+        s.close()
+    stop = True
+    for t in threads: t.join()
+    print(tries, connected)
+""")
+
+
+def test_allow_toctou_rewriting_the_sockaddr_never_reaches_a_denied_port(
+        as_user: Caller, server_a: CountingServer, server_b: CountingServer) -> None:
+    done = as_user.run(["--allow-net", f"127.0.0.1:{server_a.port}",
+                        *py(TOCTOU), str(server_a.port), str(server_b.port), "4"], timeout=120)
+    assert done.returncode == 0, done.stderr
+    tries, connected = map(int, done.stdout.split())
+    assert tries > 100 and connected > 0  # the race ran, and the allowed port was reached
+    assert server_b.accepted == 0
+
+
+# A socket the supervisor connected for the sandbox lives in the host's network. Attack: use it
+# to reach what the allowlist does not name (send elsewhere, reconnect, fast-open, listen).
+HOST_SOCKET_ATTACKS = textwrap.dedent("""
+    import errno, json, socket, sys
+    udp_a, tcp_b, udp_b, closed_a = (int(x) for x in sys.argv[1:5])
+    out = {}
+    def attempt(name, action):
+        try:
+            out[name] = action()
+        except OSError as e:
+            out[name] = e.errno
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    u.connect(("127.0.0.1", udp_a))                    # allowed: u is now a host socket
+    attempt("send_peer", lambda: u.send(b"to a"))
+    attempt("sendto_b", lambda: u.sendto(b"sendto b", ("127.0.0.1", udp_b)))
+    attempt("sendmsg_b", lambda: u.sendmsg([b"sendmsg b"], [], 0, ("127.0.0.1", udp_b)))
+    attempt("sendmsg_peer", lambda: u.sendmsg([b"sendmsg a"]))
+    attempt("reconnect_udp_b", lambda: u.connect(("127.0.0.1", udp_b)))
+    t = socket.socket()
+    t.setblocking(False)
+    attempt("connect_closed", lambda: t.connect_ex(("127.0.0.1", closed_a)))   # allowed, refused
+    import time; time.sleep(0.5)
+    attempt("so_error", lambda: t.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+    t.setblocking(True); t.settimeout(5)
+    attempt("reconnect_b", lambda: t.connect_ex(("127.0.0.1", tcp_b)))
+    attempt("fastopen_b", lambda: t.sendto(b"x", socket.MSG_FASTOPEN, ("127.0.0.1", tcp_b)))
+    attempt("listen", lambda: t.listen(5))
+    print(json.dumps(out))
+""")
+
+
+def test_allow_host_sockets_reach_nothing_else(as_user: Caller, server_b: CountingServer) -> None:
+    udp_a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with udp_a, udp_b:
+        udp_a.bind(("127.0.0.1", 0))
+        udp_b.bind(("127.0.0.1", 0))
+        closed_a = free_port()
+        ports = [udp_a.getsockname()[1], server_b.port, udp_b.getsockname()[1], closed_a]
+        done = as_user.run(["--allow-net", f"127.0.0.1:{ports[0]}", "--allow-net", f"127.0.0.1:{closed_a}",
+                            *py(HOST_SOCKET_ATTACKS), *map(str, ports)])
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        udp_a.settimeout(2)
+        got_a = {udp_a.recv(100) for _ in range(2)}
+        udp_b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            udp_b.recv(100)  # nothing reached B
+    assert got_a == {b"to a", b"sendmsg a"}
+    assert (out["send_peer"], out["sendmsg_peer"]) == (4, 9)
+    assert out["sendto_b"] == out["sendmsg_b"] == out["reconnect_udp_b"] == errno.EACCES
+    assert out["connect_closed"] == errno.EINPROGRESS and out["so_error"] == errno.ECONNREFUSED
+    assert out["reconnect_b"] == out["fastopen_b"] == out["listen"] == errno.EACCES
+    assert server_b.accepted == 0
