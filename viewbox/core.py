@@ -272,14 +272,14 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     # [net].allow: the supervisor's connect() rules
     net_rules = ffi.new("struct vb_net_rule[]", max(1, len(plan.net_allow)))
     keep.append(net_rules)
-    for i, rule in enumerate(plan.net_allow):
-        network = ipaddress.ip_network(rule.network)
+    for i, net_rule in enumerate(plan.net_allow):
+        network = ipaddress.ip_network(net_rule.network)
         net_rules[i].family = socket.AF_INET if network.version == 4 else socket.AF_INET6
         packed = network.network_address.packed
         ffi.memmove(net_rules[i].address, packed, len(packed))
         net_rules[i].prefix = network.prefixlen
-        net_rules[i].port_min, net_rules[i].port_max = rule.port_min, rule.port_max
-        net_rules[i].origin = _cstr(keep, rule.origin)
+        net_rules[i].port_min, net_rules[i].port_max = net_rule.port_min, net_rule.port_max
+        net_rules[i].origin = _cstr(keep, net_rule.origin)
     p.net_allow, p.n_net_allow = net_rules, len(plan.net_allow)
     p.deny_note_fd = deny_note_fd
 
