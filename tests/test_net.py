@@ -854,3 +854,23 @@ def test_allow_host_sockets_reach_nothing_else(as_user: Caller, server_b: Counti
     assert out["connect_closed"] == errno.EINPROGRESS and out["so_error"] == errno.ECONNREFUSED
     assert out["reconnect_b"] == out["fastopen_b"] == out["listen"] == errno.EACCES
     assert server_b.accepted == 0
+
+
+def test_allow_filter_sends_only_addressed_sends_to_the_supervisor() -> None:
+    """send() (sendto without an address) goes straight through the filter; an address or
+    MSG_FASTOPEN sends it to the supervisor; the hot-call fast path shadows no row."""
+    import viewbox
+    from viewbox import core
+    from test_attacks import RET_ALLOW, run_filter
+
+    plan = viewbox.Sandbox().compile(["true"])
+    program = core.seccomp_program(plan.seccomp_deny_groups, core.lib.VB_FAMILY_NET)
+    notify = 0x7FC00000  # SECCOMP_RET_USER_NOTIF
+    sendto, connect, read, keyctl = 44, 42, 0, 250
+    assert run_filter(program, sendto, args=(3, 0, 10, 0, 0, 0)) == RET_ALLOW
+    assert run_filter(program, sendto, args=(3, 0, 10, 0, 0x7FFF0000, 16)) == notify
+    assert run_filter(program, sendto, args=(3, 0, 10, 0, 1 << 32, 16)) == notify  # high half only
+    assert run_filter(program, sendto, args=(3, 0, 10, socket.MSG_FASTOPEN, 0, 0)) == notify
+    assert run_filter(program, connect, args=(3, 0x1000, 16)) == notify
+    assert run_filter(program, read) == RET_ALLOW
+    assert run_filter(program, keyctl) == 0x00050000 | errno.EPERM  # SECCOMP_RET_ERRNO | EPERM
