@@ -142,33 +142,6 @@ static int emit(struct prog *p, struct sock_filter insn)
  * stay within the 8-bit offsets of classic BPF; everything else -> ALLOW.
  * Allowed calls never depend on arguments except clone/unshare/ioctl, so the
  * kernel's per-syscall action cache makes them free. */
-/* The calls a busy program makes most (a web server's read/write/epoll loop),
- * allowed first, so they do not walk the whole list below: seccomp runs the
- * program on every system call. Only calls no row of the table names (in any
- * group or family) are taken here: see is_in_table. */
-static const int hot_syscalls[] = {
-    __NR_read, __NR_write, __NR_recvfrom, __NR_writev, __NR_readv, __NR_epoll_pwait, __NR_epoll_ctl,
-    __NR_sendfile, __NR_close, __NR_futex, __NR_accept4, __NR_pread64, __NR_pwrite64, __NR_recvmsg,
-    __NR_lseek, __NR_fstat, __NR_ppoll, __NR_mmap, __NR_munmap, __NR_brk, __NR_rt_sigprocmask,
-    __NR_fcntl, __NR_getpid, __NR_gettid, __NR_madvise, __NR_getrandom,
-#ifdef __NR_epoll_wait
-    __NR_epoll_wait, __NR_poll,
-#endif
-};
-
-static int is_in_table(int nr)
-{
-    if (nr == __NR_ioctl)
-        return 1;
-    for (size_t i = 0; i < VB_ARRAY_LEN(syscall_rows); i++)
-        if (syscall_rows[i].info.nr == nr)
-            return 1;
-    for (size_t i = 0; i < VB_ARRAY_LEN(interpose_rows); i++)
-        if (interpose_rows[i].nr == nr)
-            return 1;
-    return 0;
-}
-
 int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, void *out, size_t capacity)
 {
     struct prog p = {out, 0, capacity};
@@ -181,17 +154,6 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, void *ou
     EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, VB_X32_BIT, 0, 1));
     EMIT(&p, RET(SECCOMP_RET_ERRNO | ENOSYS));
 #endif
-
-    /* each hot call jumps to the RET ALLOW after the list; the rest skip it */
-    int hot[VB_ARRAY_LEN(hot_syscalls)];
-    size_t n_hot = 0;
-    for (size_t i = 0; i < VB_ARRAY_LEN(hot_syscalls); i++)
-        if (!is_in_table(hot_syscalls[i]))
-            hot[n_hot++] = hot_syscalls[i];
-    for (size_t i = 0; i < n_hot; i++)
-        EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)hot[i], (uint8_t)(n_hot - i), 0));
-    EMIT(&p, BPF_STMT(BPF_JMP | BPF_JA, 1));
-    EMIT(&p, RET(SECCOMP_RET_ALLOW));
 
     for (size_t i = 0; i < VB_ARRAY_LEN(syscall_rows); i++) {
         const struct vb_syscall_row *row = &syscall_rows[i];

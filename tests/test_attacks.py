@@ -257,8 +257,6 @@ def run_filter(program: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64, args: tup
             pc += 1 + (jt if acc == k else jf)
         elif code == 0x45:  # BPF_JMP | BPF_JSET | BPF_K
             pc += 1 + (jt if acc & k else jf)
-        elif code == 0x05:  # BPF_JMP | BPF_JA
-            pc += 1 + k
         elif code == 0x06:  # BPF_RET | BPF_K
             return k
         else:
