@@ -427,7 +427,8 @@ def test_publish_forwarder_holds_no_privilege(as_user: Caller) -> None:
 def test_publish_is_refused_with_mode_host(as_user: Caller) -> None:
     done = as_user.run(["--net", "host", "--publish", "8080:80", "--", "true"])
     assert done.returncode != 0
-    assert 'publish needs the sandbox\'s own network (mode "none")' in done.stderr
+    assert done.stderr == ('viewbox: --publish: publish needs the sandbox\'s own network (mode "none" or '
+                           '"private"): with mode "host" the daemon binds the host\'s ports itself\n')
 
 
 # --- 4. mode private (root) --------------------------------------------------------------------------

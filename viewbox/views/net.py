@@ -43,8 +43,8 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         raise UnavailableLayer(*_PRIVATE_NEEDS_ROOT)
     if net.mode == "host":
         errors += [policy.origin("net.publish", index).error(
-            f"[net].publish[{index}]", 'publish needs the sandbox\'s own network (mode "none"): with mode '
-            '"host" the daemon binds the host\'s ports itself') for index in range(len(net.publish))]
+            f"[net].publish[{index}]", 'publish needs the sandbox\'s own network (mode "none" or "private"): '
+            'with mode "host" the daemon binds the host\'s ports itself') for index in range(len(net.publish))]
     if net.mode != "none":
         errors += [policy.origin("net.allow", index).error(
             f"[net].allow[{index}]", f'allow needs mode "none" (the sandbox\'s own network, which the '
