@@ -875,3 +875,36 @@ def test_allow_filter_sends_only_addressed_sends_to_the_supervisor() -> None:
     assert run_filter(program, connect, args=(3, 0x1000, 16)) == notify
     assert run_filter(program, read) == RET_ALLOW
     assert run_filter(program, keyctl) == 0x00050000 | errno.EPERM  # SECCOMP_RET_ERRNO | EPERM
+
+
+# A blocking socket (no timeout: Python leaves the fd blocking) to a destination that takes a
+# real round trip: the supervisor holds the call until its own connect is done.
+BLOCKING_CONNECT = textwrap.dedent("""
+    import json, socket, sys, threading
+    host, port, closed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    out = {}
+    def one(i):
+        s = socket.socket()
+        assert s.gettimeout() is None
+        s.connect((host, port))
+        out[i] = s.recv(100).decode()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    s = socket.socket()
+    try:
+        s.connect((host, closed))
+        out["closed"] = "connected"
+    except OSError as e:
+        out["closed"] = e.errno
+    print(json.dumps(out))
+""")
+
+
+def test_allow_blocking_connect_is_held_until_done(as_user: Caller, test_namespace: ServerNamespace) -> None:
+    done = as_user.run(["--allow-net", f"{test_namespace.address}:*",
+                        *py(BLOCKING_CONNECT), test_namespace.address, str(test_namespace.port), "1"])
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert [out[str(i)] for i in range(8)] == [f"hello {test_namespace.host_address}\n"] * 8
+    assert out["closed"] == errno.ECONNREFUSED  # the host's connect failed: so did the caller's
