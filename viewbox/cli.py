@@ -54,6 +54,10 @@ examples:
   viewbox run --tmpfs /scratch:512M -- ./fill-scratch
   viewbox run --rw "$PWD" --deny '**/*.pem' --allow "read:$PWD/ca.pem" -- make
   viewbox run --net host -- curl http://localhost:8080/   (unsafe: shares the host network)
+  viewbox run --listen web=tcp:0.0.0.0:8080 -- ./socket-activated-daemon
+  viewbox run --publish 8080:80 -- nginx -g 'daemon off;'
+  viewbox run --allow-net 10.1.2.0/24:5432 -- ./job      (reaches that network's port 5432 only)
+  sudo viewbox run --net private -- curl https://example.org/   (own interface, NAT)
   viewbox run --audit events.jsonl -- ./untrusted
   viewbox run --memory 256M --pids 64 --timeout 10m --report usage.json -- ./job
 
