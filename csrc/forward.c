@@ -196,7 +196,7 @@ static void pump(struct connection *c, int side, uint32_t events)
     }
 }
 
-__attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan)
+int vb_forward_setup(const struct vb_plan *plan)
 {
     /* a connection takes six fds: take what the hard limit allows */
     struct rlimit nofile;
@@ -208,15 +208,20 @@ __attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan)
     }
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
-        _exit(VB_EXIT_SETUP);
-    size_t n_listeners = plan->n_publish < MAX_LISTENERS ? plan->n_publish : MAX_LISTENERS;
-    for (size_t i = 0; i < n_listeners; i++) {
+        return -errno;
+    if (plan->n_publish > MAX_LISTENERS)
+        return -E2BIG;
+    for (size_t i = 0; i < plan->n_publish; i++) {
         int fd = plan->publish[i].host_fd;
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = LISTENER_TAG | i};
-        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
-            _exit(VB_EXIT_SETUP);
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+            return -errno;
     }
+    return 0;
+}
+
+__attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan)
+{
     struct epoll_event events[64];
     for (;;) {
         int n = epoll_wait(epfd, events, (int)VB_ARRAY_LEN(events), -1);

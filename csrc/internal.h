@@ -45,8 +45,9 @@ void vb_apply_landlock(const struct vb_plan *plan);
  * interposing, else -1. */
 int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families);
 
-/* forward.c: relay connections to plan->publish's listeners into the sandbox
- * (the forwarder process's main loop; never returns). */
+/* forward.c: relay connections to plan->publish's listeners into the sandbox.
+ * Setup (0 or -errno), then the forwarder process's main loop (never returns). */
+int vb_forward_setup(const struct vb_plan *plan);
 __attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan);
 
 /* supervisor.c: start serving a sandbox's listener and, with path rules, its

@@ -498,6 +498,9 @@ __attribute__((noreturn)) static void run_forwarder(const struct vb_plan *plan)
     drop_capabilities();
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* after the id change, which resets it */
     vb_apply_seccomp(plan->seccomp_deny_groups, 0);
+    int rc = vb_forward_setup(plan);
+    if (rc < 0)
+        FAIL(-rc, "set up the forwarder of [net].publish");
     close(child_errfd); /* set up: the caller's error pipe no longer waits for us */
     child_errfd = -1;
     vb_forward_run(plan);

@@ -30,9 +30,6 @@ from conftest import INSIDE_PYTHON, Caller, live_processes, stop, unique, wait_u
 from viewbox.errors import PolicyError, UnavailableLayer
 from viewbox.policy import load_policy
 
-pyroute2 = pytest.importorskip("pyroute2")
-
-
 def py(code: str) -> list[str]:
     return ["--", INSIDE_PYTHON, "-c", code]
 
