@@ -434,13 +434,22 @@ struct vb_decision sys_sendmmsg(struct vb_call *call)
 
 /* bind(fd, addr, addrlen) and listen(fd, backlog): the sandbox's own sockets as its
  * network has them; a host socket (an allowed connection) must not become a port of
- * the host's. */
-static struct vb_decision own_sockets_only(struct vb_call *call)
+ * the host's. A socket passed in by [net].listen already listens there: listen()
+ * again only sets its backlog. */
+static struct vb_decision own_sockets_only(struct vb_call *call, int is_listen)
 {
     struct caller_socket theirs;
     if (!vb_net_filtered(call) || caller_socket(call, (int)ARG(0), &theirs) != 0)
         return CONTINUE_INSIDE;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(theirs.fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0)
+        listening = 0;
     close(theirs.fd);
+    /* SAFETY: listen() reads no memory, and on a listening socket it changes only the
+     * backlog: the socket stays bound where the host bound it */
+    if (is_listen && listening)
+        return decide(VB_DECIDE_CONTINUE, 0, NULL);
     if (theirs.host) {
         snprintf(call->request.path, sizeof call->request.path, "a connection [net].allow let through");
         return decide(VB_DECIDE_DENY, EACCES, "binding or listening on an allowed connection's socket");
@@ -450,10 +459,10 @@ static struct vb_decision own_sockets_only(struct vb_call *call)
 
 struct vb_decision sys_bind(struct vb_call *call)
 {
-    return own_sockets_only(call);
+    return own_sockets_only(call, 0);
 }
 
 struct vb_decision sys_listen(struct vb_call *call)
 {
-    return own_sockets_only(call);
+    return own_sockets_only(call, 1);
 }

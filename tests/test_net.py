@@ -905,3 +905,37 @@ def test_allow_blocking_connect_is_held_until_done(as_user: Caller, test_namespa
     out = json.loads(done.stdout)
     assert [out[str(i)] for i in range(8)] == [f"hello {test_namespace.host_address}\n"] * 8
     assert out["closed"] == errno.ECONNREFUSED  # the host's connect failed: so did the caller's
+
+
+def test_listen_sockets_keep_working_with_an_allowlist(as_user: Caller) -> None:
+    """With [net].allow, bind and listen on host sockets are refused: a socket passed in by
+    [net].listen is one, and a daemon may still set its backlog again."""
+    port = free_port()
+    code = textwrap.dedent("""
+        import socket
+        server = socket.socket(fileno=3)
+        server.listen(64)
+        conn, _ = server.accept()
+        conn.sendall(b"served")
+        conn.close()
+        try:
+            socket.socket(fileno=3).bind(("127.0.0.1", 0))
+        except OSError as e:
+            print(e.errno)
+    """)
+    proc = as_user.popen(["run", "--listen", f"tcp:127.0.0.1:{port}", "--allow-net", "192.0.2.1:80", *py(code)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                    assert conn.recv(100) == b"served"
+                    break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        stop(proc)
+    assert (proc.returncode, out) == (0, f"{errno.EACCES}\n"), err
