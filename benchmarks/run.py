@@ -16,6 +16,11 @@ noise falls on every column alike), the targets of DESIGN.md section 6:
      in a loop; the round trip is its time per call minus the native one;
      and, natively, the floor: a bare seccomp user-notification round trip
      (a thread answering CONTINUE), the kernel's part of any such round trip
+  6. the time view: ns per clock_gettime natively, under faketime and under
+     viewbox --time-offset, and a time-hungry workload's ratio to native
+  7. nginx serving a static file, requests/s with wrk: natively, through
+     --listen and through --publish
+  8. one emulated connect() (--allow-net) against a native one
 
 viewbox is measured twice: plain (no per-path rules: nothing is interposed)
 and "vb+rules", with `--deny '**/*.secret'`, a rule that matches no file of
@@ -95,7 +100,7 @@ SYSCALL_MODES = {
 #: (the figure is per call, so the count only changes its noise).
 PROOT_CALLS_DIVISOR = 10
 
-SECTIONS = ("true", "api", "python", "files", "syscall", "time")
+SECTIONS = ("true", "api", "python", "files", "syscall", "time", "nginx", "connect")
 
 #: Row 6: the time view's columns (viewbox with --time-offset -1d, faketime with -f -1d).
 TIME_COLUMNS = ("native", "faketime", "viewbox")
@@ -650,6 +655,199 @@ def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_i
     return "\n".join(lines), derived
 
 
+# --- the network rows (6: nginx through listen and publish; 7: one emulated connect) ----
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {state}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {state}/body;
+    proxy_temp_path {state}/proxy;
+    fastcgi_temp_path {state}/fastcgi;
+    uwsgi_temp_path {state}/uwsgi;
+    scgi_temp_path {state}/scgi;
+    server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+NET_COLUMNS = ("native", "listen", "publish")
+#: requests/s ratio to native of nginx with [net].listen (DESIGN.md §6)
+NGINX_TARGET = 0.95
+#: nginx runs as this user everywhere (as root it would switch users, which the sandbox forbids)
+NGINX_USER = 65534
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _http_ready(port: int, timeout: float) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as r:
+                r.read()
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def nginx_cases(tools: dict[str, Tool], work: str, seconds: int) -> dict[str, Callable[[], float] | str]:
+    """Each case: start nginx (natively, or in viewbox with its socket passed in by --listen, or
+    behind --publish), wait until it serves, run wrk for `seconds`, stop it; requests/s."""
+    nginx, wrk = shutil.which("nginx", path="/usr/sbin:/usr/bin"), shutil.which("wrk")
+    if not nginx or not wrk:
+        missing = "nginx (nginx-light)" if not nginx else "wrk"
+        return {name: f"{missing} not installed" for name in NET_COLUMNS}
+    root = os.path.join(work, "www")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "index.html"), "wb") as f:
+        f.write(os.urandom(3072).hex().encode()[:4096])  # a 4 KiB static file
+    os.chmod(work, 0o755)
+    for path in (root, os.path.join(root, "index.html")):
+        os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
+    launcher = tools["viewbox"].prefix([work], {})[:-1]  # "... run --ro WORK", before "--"
+    as_nobody = ["setpriv", f"--reuid={NGINX_USER}", f"--regid={NGINX_USER}", "--clear-groups"]
+
+    def serve(name: str) -> tuple[list[str], int]:
+        port = _free_port()
+        state = tempfile.mkdtemp(prefix=f"nginx-{name}-", dir=work)
+        os.chmod(state, 0o777)
+        inside_port = 8080 if name == "publish" else port
+        conf = os.path.join(state, "nginx.conf")
+        with open(conf, "w") as f:
+            # inside viewbox /tmp is its own tmpfs: the state goes there
+            f.write(NGINX_CONF.format(state=state if name == "native" else "/tmp", port=inside_port, root=root))
+        os.chmod(conf, 0o644)
+        command = [nginx, "-e", "stderr", "-c", conf]
+        ids = ["--uid", str(NGINX_USER), "--gid", str(NGINX_USER)]
+        if name == "native":
+            return as_nobody + command, port
+        if name == "listen":  # nginx takes inherited sockets from $NGINX ("3;"), matched by address
+            return launcher + ids + ["--listen", f"tcp:127.0.0.1:{port}", "--env", "NGINX=3;", "--"] + command, port
+        return launcher + ids + ["--publish", f"127.0.0.1:{port}:8080", "--"] + command, port
+
+    def case(name: str) -> Callable[[], float]:
+        def run() -> float:
+            argv, port = serve(name)
+            server = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, env=tools["viewbox"].env, cwd=work)
+            try:
+                if not _http_ready(port, 20):
+                    server.kill()
+                    _, err = server.communicate(timeout=20)
+                    raise RunFailed(f"nginx did not serve: {_first_line(err.decode(errors='replace'))}")
+                p = subprocess.run([wrk, "-t2", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/index.html"],
+                                   capture_output=True, text=True, timeout=seconds + 30)
+                m = re.search(r"Requests/sec:\s*([\d.]+)", p.stdout)
+                if not m or "Non-2xx" in p.stdout or "Socket errors" in p.stdout:
+                    raise RunFailed(f"wrk: {_first_line(p.stdout + p.stderr)}")
+                return float(m.group(1))
+            finally:
+                if server.poll() is None:
+                    server.terminate()
+                    try:
+                        server.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        server.kill()
+                        server.wait()
+        return run
+
+    return {name: case(name) for name in NET_COLUMNS}
+
+
+CONNECT_LOOP = """
+import socket, sys, time
+port, calls = int(sys.argv[1]), int(sys.argv[2])
+start = time.perf_counter()
+for _ in range(calls):
+    s = socket.socket()
+    s.connect(("127.0.0.1", port))
+    s.close()
+print((time.perf_counter() - start) / calls * 1e6)
+"""
+
+
+def connect_cases(tools: dict[str, Tool], work: str, calls: int) -> tuple[dict[str, Callable[[], float] | str], Any]:
+    """µs per connect()+close() to a server on the host's loopback: natively, and in viewbox with
+    --allow-net naming it (each connect emulated by the supervisor)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    port = server.getsockname()[1]
+
+    def accept() -> None:
+        while True:
+            try:
+                server.accept()[0].close()
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    command = [PYTHON, "-c", CONNECT_LOOP, str(port), str(calls)]
+
+    def measure(argv: list[str], env: dict[str, str]) -> float:
+        p = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=work, timeout=300)
+        if p.returncode != 0:
+            raise RunFailed(f"exit {p.returncode}: {_first_line(p.stderr)}")
+        return float(p.stdout.strip()) / 1e6  # interleave scales seconds back to µs
+
+    allowed = tools["viewbox"].prefix([], {})[:-1] + ["--allow-net", f"127.0.0.1:{port}", "--"]
+    cases: dict[str, Callable[[], float] | str] = {
+        "native": lambda: measure(command, WORKLOAD_ENV),
+        "allowed": lambda: measure(allowed + command, tools["viewbox"].env),
+    }
+    return cases, server
+
+
+def net_report(results: dict[str, dict[str, Series]]) -> tuple[list[str], dict[str, Any]]:
+    lines: list[str] = []
+    derived: dict[str, Any] = {}
+    if "nginx" in results:
+        series = results["nginx"]
+        native = series["native"].median if series["native"].ok else None
+        n = max(len(s.samples) for s in series.values())
+        lines.append(f"7. nginx static file (4 KiB), wrk -t2 -c32, requests/s (n={n})")
+        derived["nginx"] = {}
+        for name in NET_COLUMNS:
+            s = series[name]
+            if not s.ok:
+                lines.append(f"   {name:<10}{'error':>12}  {s.error}")
+                continue
+            r = s.median / native if native else None
+            derived["nginx"][name] = {"median_rps": round(s.median, 1), "ratio": None if r is None else round(r, 3)}
+            target = ""
+            if name == "listen" and r is not None:
+                target = f"  target >= {NGINX_TARGET}: {'ok' if r >= NGINX_TARGET else 'MISSED'}"
+            shown = f"ratio {r:.3f}" if r is not None and name != "native" else ""
+            lines.append(f"   {name:<10}{s.median:>12.0f}  {shown}{target}".rstrip())
+    if "connect" in results:
+        series = results["connect"]
+        n = max(len(s.samples) for s in series.values())
+        lines.append(f"8. connect()+close() to the host's loopback, median µs per call (n={n})")
+        native, allowed = series["native"], series["allowed"]
+        for name, s in (("native", native), ("allowed", allowed)):
+            lines.append(f"   {name:<10}{s.median:>12.1f}" if s.ok else f"   {name:<10}{'error':>12}  {s.error}")
+        if native.ok and allowed.ok:
+            cost = allowed.median - native.median
+            derived["connect"] = {"native_us": round(native.median, 2), "allowed_us": round(allowed.median, 2),
+                                  "emulation_cost_us": round(cost, 2)}
+            lines.append(f"   cost of one emulated connect (allowed - native): {cost:.1f} µs")
+    return lines, derived
+
+
 # --- main ----------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -671,9 +869,9 @@ def main(argv: list[str] | None = None) -> int:
     # per section: (runs, time budget in seconds after which to stop, fewest runs even so);
     # proot makes the file workload ~20x slower, so that section takes most of the time
     plan = ({"true": (10, 5, 5), "api": (30, 3, 10), "python": (5, 5, 3), "files": (2, 10, 2),
-             "syscall": (5, 10, 3), "time": (3, 10, 2)} if args.quick else
+             "syscall": (5, 10, 3), "time": (3, 10, 2), "nginx": (2, 30, 1), "connect": (3, 10, 2)} if args.quick else
             {"true": (30, 20, 10), "api": (100, 10, 30), "python": (20, 40, 5), "files": (12, 80, 3),
-             "syscall": (20, 150, 5), "time": (10, 60, 3)})
+             "syscall": (20, 150, 5), "time": (10, 60, 3), "nginx": (5, 120, 3), "connect": (7, 40, 3)})
     calls = 5_000 if args.quick else 20_000  # per batch of section 5 (proot: a tenth)
 
     if os.path.isfile(os.path.join(REPO, "viewbox", "__init__.py")):
@@ -714,9 +912,9 @@ def main(argv: list[str] | None = None) -> int:
             if tools["viewbox"].interpreter:  # the floor under viewbox's start-up: its Python doing nothing
                 floor = [tools["viewbox"].interpreter, "-c", "pass"]
                 cases["interpreter"] = lambda: timed_run(floor, tools["viewbox"].env, work, 30)
-            results["true"] = interleave(cases, *plan["true"], label="1/6 /bin/true")
+            results["true"] = interleave(cases, *plan["true"], label="1/8 /bin/true")
         if "api" in only:
-            results["api"] = interleave(api_cases(), *plan["api"], label="2/6 API spawn")
+            results["api"] = interleave(api_cases(), *plan["api"], label="2/8 API spawn")
 
         inner_env = {k: WORKLOAD_ENV[k] for k in INNER_ENV_KEYS}
         if "python" in only:
@@ -727,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
             if warm.returncode:
                 print(f"warning: native warm-up of {script} failed: {_first_line(warm.stderr)}", file=sys.stderr)
             results["python"] = interleave(tool_cases(tools, [PYTHON, script], work, 120, [work], inner_env),
-                                           *plan["python"], label="3/6 import-heavy python")
+                                           *plan["python"], label="3/8 import-heavy python")
 
         if "files" in only:
             tree = os.path.join(work, "tree")
@@ -743,8 +941,20 @@ def main(argv: list[str] | None = None) -> int:
                 # No warm-up round: writing the tree has just filled the page cache,
                 # and a round under proot costs several seconds (so --quick takes one).
                 results["files"] = interleave(tool_cases(tools, command, work, 300, [work], inner_env),
-                                              *plan["files"], label="4/6 find | xargs cat", warm_up=False,
+                                              *plan["files"], label="4/8 find | xargs cat", warm_up=False,
                                               caps={"proot": 1} if args.quick else None)
+
+        if "nginx" in only:
+            results["nginx"] = interleave(nginx_cases(tools, work, 3 if args.quick else 5),
+                                          *plan["nginx"], label="7/8 nginx: listen, publish", warm_up=False,
+                                          unit="req/s", scale=1)
+        if "connect" in only:
+            cases, server = connect_cases(tools, work, 500 if args.quick else 2000)
+            try:
+                results["connect"] = interleave(cases, *plan["connect"], label="8/8 emulated connect",
+                                                unit="us", scale=1e6)
+            finally:
+                server.close()
 
         if "syscall" in only:
             target = os.path.join(work, "target.txt")  # what stat and open name; fstat's fd is open on it
@@ -758,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   for name in TOOLS}
             else:
                 series = interleave(syscall_cases(tools, binary, target, calls, work, [work]),
-                                    *plan["syscall"], label="5/6 one call in a loop", unit="us", scale=1)
+                                    *plan["syscall"], label="5/8 one call in a loop", unit="us", scale=1)
                 for mode in SYSCALL_MODES:
                     results[f"syscall:{mode}"] = {name: series[f"{mode}:{name}"] for name in TOOLS}
                 results["syscall:notify"] = {"native": series["notify:native"]}
@@ -773,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
                 with open(hungry, "w") as f:
                     f.write(TIME_HUNGRY)
                 time_results = interleave(time_cases(tools, clock_loop, hungry, work), *plan["time"],
-                                          label="6/6 the time view", unit="us", scale=1)
+                                          label="6/8 the time view", unit="us", scale=1)
                 for name, series_ in time_results.items():  # the workload's samples: seconds -> ms
                     if name.startswith("workload:"):
                         series_.samples = [v * 1000 for v in series_.samples]
@@ -782,16 +992,24 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
 
+    net_results = {key: results.pop(key) for key in ("nginx", "connect") if key in results}
     runs_info = {section: max((len(s.samples) for s in series.values()), default=0)
                  for section, series in results.items()}
     table, derived = report(tools, results, runs_info, calls)
-    print()
-    print(table)
+    net_lines, net_derived = net_report(net_results)
+    derived.update(net_derived)
+    results.update(net_results)
+    if any(key in results for key in SECTIONS if key not in net_results and key != "time"):
+        print()
+        print(table)
     if "time" in only:
         time_table, derived["time"] = time_report(time_results)
         results["time"] = time_results  # for --json (after report(): not one of its sections)
         print()
         print(time_table)
+    if net_lines:
+        print()
+        print("\n".join(net_lines))
     print(f"\n(medians over interleaved runs; rows 1-4 wall-clock of the whole command, row 5 timed inside "
           f"the loop; total {elapsed:.0f} s)")
 

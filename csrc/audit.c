@@ -182,6 +182,10 @@ void vb_audit_call(int audit_fd, uint64_t sandbox_id, const struct vb_call *call
         case 'x':
             putf(&o, "\"arg\": \"0x%llx\"", arg);
             break;
+        case 'S':
+            put(&o, "\"address\": ");
+            put_string(&o, copy->path); /* sys_net.c decodes the sockaddr there */
+            break;
         }
     }
     put(&o, "}, \"decision\": ");

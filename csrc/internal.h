@@ -74,6 +74,11 @@ void vb_time_trace(pid_t command, int go_w);
  * (to be handled as any other wait result). */
 int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status);
 
+/* forward.c: relay connections to plan->publish's listeners into the sandbox.
+ * Setup (0 or -errno), then the forwarder process's main loop (never returns). */
+int vb_forward_setup(const struct vb_plan *plan);
+__attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan);
+
 /* supervisor.c: start serving a sandbox's listener and, with path rules, its
  * broker socket (takes ownership of both, closing them on failure too). Its
  * events go to a duplicate of plan->audit_fd (-1: none). */

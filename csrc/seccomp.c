@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -228,6 +229,21 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
     for (size_t i = 0; i < VB_ARRAY_LEN(interpose_rows); i++) {
         if (!(interpose_rows[i].family & interpose_families))
             continue;
+        if (interpose_rows[i].nr == __NR_sendto) {
+            /* send() is sendto without an address: it can only reach the socket's peer
+             * (which connect() let through), unless MSG_FASTOPEN makes it connect. The
+             * address is a register, so the filter decides that without the supervisor. */
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sendto, 0, 8));
+            EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(4)));
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 5));
+            EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_HI(4)));
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 3));
+            EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(3)));
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, MSG_FASTOPEN, 1, 0));
+            EMIT(&p, RET(SECCOMP_RET_ALLOW));
+            EMIT(&p, RET(SECCOMP_RET_USER_NOTIF));
+            continue;
+        }
         EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)interpose_rows[i].nr, 0, 1));
         EMIT(&p, RET(SECCOMP_RET_USER_NOTIF));
     }

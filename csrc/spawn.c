@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -59,7 +60,8 @@ struct vb_clone_args {
 
 /* The error pipe's write end in the child (each process has its own copy). */
 static int child_errfd = -1;
-/* The socket that carries the seccomp listener back to the caller, or -1. */
+/* In the init: the socket that carries the seccomp listener back to the caller;
+ * in the command: its channel to the init, which takes the listener from it. -1: none. */
 static int child_listener_sock = -1;
 /* The broker's end of its socket to the supervisor, or -1. */
 static int child_broker_sock = -1;
@@ -236,8 +238,23 @@ static void setup_fds(const struct vb_plan *plan)
         FAIL(errno, "close inherited file descriptors");
 }
 
-/* Hands the seccomp listener to the caller, then forgets it: the sandbox
- * must never hold the fd that answers its own system calls. */
+/* In the command: lets the init take the listener (its fd number, written on
+ * the channel; the init copies it out with pidfd_getfd), waits until it has,
+ * and forgets it: the sandbox must never hold the fd that answers its own
+ * system calls. Only read and write: the filter may already send sendmsg to
+ * the supervisor, which has no listener to hear it yet. */
+static void hand_over_listener(int listener)
+{
+    char ack = 0;
+    if (write(child_listener_sock, &listener, sizeof listener) != (ssize_t)sizeof listener ||
+        read(child_listener_sock, &ack, 1) != 1 || ack != 'k')
+        FAIL(EPIPE, "hand the seccomp listener to the sandbox's init");
+    close(listener);
+    close(child_listener_sock);
+    child_listener_sock = -1;
+}
+
+/* In the init: sends the listener to the caller and forgets it. */
 static void send_listener(int listener)
 {
     char byte = 'L';
@@ -296,11 +313,58 @@ static void drop_capabilities(void)
         FAIL(errno, "set no_new_privs");
 }
 
+static int has_prefix(const char *text, const char *prefix)
+{
+    return strncmp(text, prefix, strlen(prefix)) == 0;
+}
+
+/* "NAME=<value>" into `out` (child-safe: no stdio). */
+static void format_variable(char *out, size_t cap, const char *name, unsigned value)
+{
+    char digits[16];
+    int len = 0;
+    for (unsigned v = value; len == 0 || v; v /= 10)
+        digits[len++] = (char)('0' + v % 10);
+    vb_strlcpy(out, name, cap);
+    vb_strlcat(out, "=", cap);
+    size_t at = strlen(out);
+    while (len && at + 1 < cap)
+        out[at++] = digits[--len];
+    out[at] = '\0';
+}
+
 __attribute__((noreturn)) static void exec_command(const struct vb_plan *plan)
 {
     const char *name = plan->argv[0];
     char *const *argv = (char *const *)plan->argv;
     char *const *envp = (char *const *)plan->envp;
+    size_t n_env = 0;
+    while (plan->envp[n_env])
+        n_env++;
+    /* with [net].listen: the plan's environment without any LISTEN_* of its own, plus ours */
+    const char *listen_envp[plan->listen_fds > 0 ? n_env + 4 : 1];
+    char pid_variable[32], fds_variable[32], names_variable[plan->listen_fdnames ? strlen(plan->listen_fdnames) + 16 : 1];
+    if (plan->listen_fds > 0) {
+        size_t at = 0;
+        for (size_t i = 0; i < n_env; i++)
+            if (!has_prefix(plan->envp[i], "LISTEN_PID=") && !has_prefix(plan->envp[i], "LISTEN_FDS=") &&
+                !has_prefix(plan->envp[i], "LISTEN_FDNAMES="))
+                listen_envp[at++] = plan->envp[i];
+        /* systemd's sd_listen_fds() takes the sockets only when LISTEN_PID is its
+         * own pid as it sees it (in the sandbox's pid namespace): only the process
+         * about to exec can say it */
+        format_variable(pid_variable, sizeof pid_variable, "LISTEN_PID", (unsigned)getpid());
+        format_variable(fds_variable, sizeof fds_variable, "LISTEN_FDS", (unsigned)plan->listen_fds);
+        listen_envp[at++] = pid_variable;
+        listen_envp[at++] = fds_variable;
+        if (plan->listen_fdnames) {
+            vb_strlcpy(names_variable, "LISTEN_FDNAMES=", sizeof names_variable);
+            vb_strlcat(names_variable, plan->listen_fdnames, sizeof names_variable);
+            listen_envp[at++] = names_variable;
+        }
+        listen_envp[at] = NULL;
+        envp = (char *const *)listen_envp;
+    }
     if (strchr(name, '/')) {
         execve(name, argv, envp);
         int err = errno;
@@ -370,7 +434,7 @@ __attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
     /* last: it restricts what we may call */
     int listener = vb_apply_seccomp(plan->seccomp_deny_groups, plan->interpose_families, vb_time_traps(plan));
     if (listener >= 0)
-        send_listener(listener);
+        hand_over_listener(listener);
     exec_command(plan);
 }
 
@@ -401,6 +465,61 @@ __attribute__((noreturn)) static void run_broker(const struct vb_plan *plan)
     close(child_errfd); /* set up: the caller's error pipe no longer waits for us */
     child_errfd = -1;
     vb_broker_run(plan, child_broker_sock);
+}
+
+/* Closes every fd but the `n` in `keep` (fewer than MAX_FDS). */
+static void close_all_but(const int *keep, size_t n)
+{
+    int sorted[MAX_FDS + 1];
+    for (size_t i = 0; i < n; i++) {
+        size_t at = i;
+        while (at > 0 && sorted[at - 1] > keep[i]) {
+            sorted[at] = sorted[at - 1];
+            at--;
+        }
+        sorted[at] = keep[i];
+    }
+    int from = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sorted[i] > from && syscall(SYS_close_range, from, sorted[i] - 1, 0) != 0)
+            FAIL(errno, "close inherited file descriptors");
+        if (sorted[i] + 1 > from)
+            from = sorted[i] + 1;
+    }
+    if (syscall(SYS_close_range, from, ~0U, 0) != 0)
+        FAIL(errno, "close inherited file descriptors");
+}
+
+/* The forwarder of [net].publish (forward.c): forked by the init before the
+ * command, in the sandbox's network, with the command's identity, view,
+ * Landlock domain and (no) capabilities, not dumpable. It keeps only the
+ * listening sockets the caller bound on the host. */
+__attribute__((noreturn)) static void run_forwarder(const struct vb_plan *plan)
+{
+    reset_signals();
+    if (setsid() < 0)
+        FAIL(errno, "start the forwarder's session");
+    if (plan->n_publish >= MAX_FDS)
+        FAIL(E2BIG, "too many published ports");
+    int keep[MAX_FDS];
+    size_t n_keep = 0;
+    for (size_t i = 0; i < plan->n_publish; i++)
+        keep[n_keep++] = plan->publish[i].host_fd;
+    keep[n_keep++] = child_errfd;
+    close_all_but(keep, n_keep);
+    if (chdir("/") != 0)
+        FAIL(errno, "forwarder: enter the view's root");
+    set_identity(plan);
+    vb_apply_landlock(plan);
+    drop_capabilities();
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* after the id change, which resets it */
+    vb_apply_seccomp(plan->seccomp_deny_groups, 0, 0);
+    int rc = vb_forward_setup(plan);
+    if (rc < 0)
+        FAIL(-rc, "set up the forwarder of [net].publish");
+    close(child_errfd); /* set up: the caller's error pipe no longer waits for us */
+    child_errfd = -1;
+    vb_forward_run(plan);
 }
 
 static void on_signal(int sig)
@@ -555,6 +674,32 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
     }
 }
 
+/* In the init: copies the command's seccomp listener out of it (the command
+ * says its number once the filter is on), passes it to the caller, and lets the
+ * command go on. If the command failed before, the channel reads EOF and the
+ * error pipe already says why. */
+static void take_listener(pid_t command, int handoff)
+{
+    int number = -1;
+    ssize_t n;
+    while ((n = read(handoff, &number, sizeof number)) < 0 && errno == EINTR)
+        ;
+    if (n != (ssize_t)sizeof number) {
+        close(handoff);
+        return;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, command, 0);
+    int listener = pidfd >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, number, 0) : -1;
+    if (listener < 0)
+        FAIL(errno, "take the seccomp listener from the command");
+    close(pidfd);
+    send_listener(listener);
+    char ack = 'k';
+    if (write(handoff, &ack, 1) != 1)
+        FAIL(errno, "let the command go on after its seccomp listener");
+    close(handoff);
+}
+
 /* The init is a copy of the caller, its command line included, and
  * /proc/PID/cmdline is readable by everyone in the pid namespace, dumpable or
  * not: `viewbox run --rw /home/alice/... -- ...` would be there for the
@@ -621,6 +766,16 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         FAIL(errno, "set the hostname ", plan->hostname);
     if (plan->unshare_net)
         loopback_up();
+    if (plan->n_publish) {
+        /* before the broker's setup closes the host's listening sockets in this init */
+        pid_t forwarder = raw_fork();
+        if (forwarder < 0)
+            FAIL(errno, "fork the forwarder of [net].publish");
+        if (forwarder == 0) {
+            close(status_w);
+            run_forwarder(plan);
+        }
+    }
 
     /* Handlers (not SIG_DFL) make pid 1 receive these signals at all; they
      * stay blocked and are taken synchronously. The command resets both. */
@@ -662,6 +817,10 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
     int trace_pipe[2] = {-1, -1};
     if (clock && pipe2(trace_pipe, O_CLOEXEC) != 0)
         FAIL(errno, "time view: make a pipe");
+    /* the command's channel for its seccomp listener (see hand_over_listener) */
+    int handoff[2] = {-1, -1};
+    if (child_listener_sock >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, handoff) != 0)
+        FAIL(errno, "make the channel for the seccomp listener");
     pid_t command = raw_fork();
     if (command < 0)
         FAIL(errno, "fork the command");
@@ -671,11 +830,22 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
             close(trace_pipe[1]);
             child_trace_go = trace_pipe[0];
         }
+        if (handoff[0] >= 0) {
+            close(handoff[0]);
+            close(child_listener_sock);
+            child_listener_sock = handoff[1];
+        }
         run_command(plan);
     }
+    /* first the tracer (the command waits for it before doing anything), then
+     * the listener (the command hands it over once its filter is in place) */
     if (clock) {
         close(trace_pipe[0]);
         vb_time_trace(command, trace_pipe[1]);
+    }
+    if (handoff[0] >= 0) {
+        close(handoff[1]);
+        take_listener(command, handoff[0]);
     }
     supervise_command(command, broker, status_w, plan->wall_ms, clock);
 }
@@ -837,8 +1007,41 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
 
+    /* Mode "private": the caller built the namespace (veth, addresses, routes). It
+     * is entered for the clone only: setns moves just this thread, and back. It
+     * stays owned by the host's user namespace, so nothing inside may change it. */
+    int own_netns = -1;
+    if (plan->netns_fd >= 0) {
+        own_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (own_netns < 0 || setns(plan->netns_fd, CLONE_NEWNET) != 0) {
+            int err = errno;
+            if (own_netns >= 0)
+                close(own_netns);
+            int *all[] = {err_pipe, status_pipe, sync_pipe, listener_socks, broker_socks};
+            for (size_t i = 0; i < VB_ARRAY_LEN(all); i++)
+                for (int end = 0; end < 2; end++)
+                    if (all[i][end] >= 0)
+                        close(all[i][end]);
+            error->err = err;
+            error->exit_code = VB_EXIT_SETUP;
+            snprintf(error->what, sizeof error->what, "enter the sandbox's private network namespace");
+            return -err;
+        }
+    }
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid != 0 && own_netns >= 0) {
+        int clone_err = errno;
+        if (setns(own_netns, CLONE_NEWNET) != 0) {
+            /* this thread would stay in the sandbox's network: nothing safe is left to do */
+            perror("viewbox: return to the caller's network namespace");
+            abort();
+        }
+        close(own_netns);
+        errno = clone_err;
+    }
     if (pid == 0) {
+        if (own_netns >= 0)
+            close(own_netns);
         close(err_pipe[0]);
         close(status_pipe[0]);
         close(sync_pipe[1]);

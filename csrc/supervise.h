@@ -13,6 +13,7 @@ struct served;
 
 #define VB_WAIT_BROKER 1   /* sent to the broker, its reply not yet in */
 #define VB_WAIT_ANSWER 2   /* an ask rule holds it until the asking side answers */
+#define VB_WAIT_CONNECT 3  /* the supervisor's connect for it is in progress (fds[0]) */
 
 /* One intercepted call, from SECCOMP_IOCTL_NOTIF_RECV to its answer. */
 struct vb_call {
@@ -27,6 +28,7 @@ struct vb_call {
     unsigned asked;                          /* VB_ANSWER_* once an ask was answered, + 1 */
     unsigned asked_access;                   /* what the ask rule held it for */
     int asked_rule;
+    int new_fd_flags;                        /* REPLACE_FD: O_CLOEXEC if the caller's fd had it */
     struct vb_call *next;
 };
 
@@ -37,11 +39,17 @@ enum vb_decision_kind {
     VB_DECIDE_BROKER,    /* the request is ready: the broker performs and the rules decide */
     VB_DECIDE_CONTINUE,  /* let the kernel run it as it is: only where layers 0-2 hold the
                             outcome, each use marked SAFETY */
+    VB_DECIDE_REPLACE_FD,/* put fds[0] in place of the caller's fd args[0]
+                            (ADDFD_FLAG_SETFD), then return `value` (0, or -EINPROGRESS) */
+    VB_DECIDE_CONNECTING,/* fds[0] is connecting: once it is done, REPLACE_FD and 0, or
+                            fail with its error (a blocking connect, held meanwhile) */
+    VB_DECIDE_DENY,      /* refused by the policy: fail with `value`; `rule` says why */
 };
 
 struct vb_decision {
     enum vb_decision_kind kind;
     int64_t value;
+    const char *rule;    /* the rule that decided (origin), for the audit */
 };
 
 typedef struct vb_decision (*vb_handler)(struct vb_call *call);
@@ -66,6 +74,17 @@ const struct vb_interpose_info *vb_interpose_row(int nr);
 #undef VB_SYSCALL
 #undef VB_IOCTL
 #undef VB_INTERPOSE
+
+/* --- the sandbox's network policy (supervisor.c), for sys_net.c -------- */
+
+/* The [net].allow rule that admits `address` (4 or 16 bytes, network order) and
+ * `port`, or NULL. */
+const struct vb_net_rule *vb_net_allowed(const struct vb_call *call, int family, const uint8_t *address,
+                                         unsigned port);
+/* Whether the sandbox has [net].allow rules at all (else connect is not its business). */
+int vb_net_filtered(const struct vb_call *call);
+/* A pidfd of the calling thread's process, or -errno. */
+int vb_caller_pidfd(const struct vb_call *call);
 
 /* --- tracee access (supervisor.c) --------------------------------------- */
 

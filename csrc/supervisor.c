@@ -44,6 +44,15 @@
 #ifndef SECCOMP_ADDFD_FLAG_SEND
 #define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
 #endif
+#ifndef SECCOMP_ADDFD_FLAG_SETFD
+#define SECCOMP_ADDFD_FLAG_SETFD (1UL << 0)
+#endif
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+
+/* Destinations a sandbox's deny notes name at most (each is said once). */
+#define MAX_NOTED 64
 #ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS /* Linux 6.6 */
 #define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
 #define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
@@ -95,6 +104,11 @@ struct served {
     size_t n_rules;
     struct grant *always;
     size_t n_always;
+    struct vb_net_rule *net_allow; /* [net].allow, origins owned */
+    size_t n_net_allow;
+    int deny_note_fd;          /* -1, or where "viewbox: denied connect ..." notes go */
+    char *noted[MAX_NOTED];    /* destinations already noted there */
+    size_t n_noted;
     int at_broker;             /* requests sent, not yet answered */
     struct exec_check *exec_checks;
     size_t n_exec_checks;
@@ -199,7 +213,9 @@ static void close_served_fds(struct served *s)
         close(s->broker);
     if (s->audit_fd >= 0)
         close(s->audit_fd);
-    s->listener = s->broker = s->audit_fd = -1;
+    if (s->deny_note_fd >= 0)
+        close(s->deny_note_fd);
+    s->listener = s->broker = s->audit_fd = s->deny_note_fd = -1;
 }
 
 static void forget_exec(struct exec_check **at)
@@ -219,6 +235,11 @@ static void free_served(struct served *s)
     for (size_t i = 0; i < s->n_always; i++)
         free(s->always[i].path);
     free(s->always);
+    for (size_t i = 0; i < s->n_net_allow; i++)
+        free((char *)s->net_allow[i].origin);
+    free(s->net_allow);
+    for (size_t i = 0; i < s->n_noted; i++)
+        free(s->noted[i]);
     free(s);
 }
 
@@ -232,6 +253,19 @@ int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const
     s->broker = broker;
     s->emulate = broker >= 0;
     s->audit_fd = plan->audit_fd >= 0 ? fcntl(plan->audit_fd, F_DUPFD_CLOEXEC, 3) : -1;
+    s->deny_note_fd = plan->deny_note_fd >= 0 ? fcntl(plan->deny_note_fd, F_DUPFD_CLOEXEC, 3) : -1;
+    if (plan->n_net_allow) {
+        s->net_allow = calloc(plan->n_net_allow, sizeof *s->net_allow);
+        if (!s->net_allow)
+            goto fail;
+        for (size_t i = 0; i < plan->n_net_allow; i++) {
+            s->net_allow[i] = plan->net_allow[i];
+            s->net_allow[i].origin = strdup(plan->net_allow[i].origin ? plan->net_allow[i].origin : "");
+            s->n_net_allow = i + 1;
+            if (!s->net_allow[i].origin)
+                goto fail;
+        }
+    }
     s->id = plan->sandbox_id;
     s->ask_upcall = plan->ask_upcall;
     s->on_listener = (struct watch){WATCH_LISTENER, s};
@@ -289,6 +323,64 @@ fail:
             close(broker);
     }
     return -err;
+}
+
+/* --- the network policy ----------------------------------------------------------- */
+
+int vb_net_filtered(const struct vb_call *call)
+{
+    return call->sandbox->n_net_allow > 0;
+}
+
+static int prefix_matches(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+    unsigned whole = bits / 8, rest = bits % 8;
+    if (memcmp(a, b, whole) != 0)
+        return 0;
+    if (!rest)
+        return 1;
+    uint8_t mask = (uint8_t)(0xFF << (8 - rest));
+    return (a[whole] & mask) == (b[whole] & mask);
+}
+
+const struct vb_net_rule *vb_net_allowed(const struct vb_call *call, int family, const uint8_t *address,
+                                         unsigned port)
+{
+    const struct served *s = call->sandbox;
+    for (size_t i = 0; i < s->n_net_allow; i++) {
+        const struct vb_net_rule *r = &s->net_allow[i];
+        if (r->family == family && port >= r->port_min && port <= r->port_max &&
+            prefix_matches(r->address, address, r->prefix))
+            return r;
+    }
+    return NULL;
+}
+
+int vb_caller_pidfd(const struct vb_call *call)
+{
+    /* the notification names the calling thread: its own pidfd (Linux 6.9), or, for
+     * a process's main thread, the process's */
+    int fd = (int)syscall(SYS_pidfd_open, call->notif.pid, PIDFD_THREAD);
+    if (fd < 0)
+        fd = (int)syscall(SYS_pidfd_open, call->notif.pid, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+/* The first refusal of each destination, said on the deny-note fd (the CLI's stderr). */
+static void note_denied(struct served *s, const char *destination, const char *rule)
+{
+    if (s->deny_note_fd < 0 || s->n_noted >= MAX_NOTED)
+        return;
+    for (size_t i = 0; i < s->n_noted; i++)
+        if (strcmp(s->noted[i], destination) == 0)
+            return;
+    if (!(s->noted[s->n_noted] = strdup(destination)))
+        return;
+    s->n_noted++;
+    char line[512];
+    int n = snprintf(line, sizeof line, "viewbox: denied connect to %s: %s\n", destination, rule);
+    ssize_t w = write(s->deny_note_fd, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
+    (void)w;
 }
 
 /* --- reading and writing the tracee ---------------------------------------------
@@ -445,6 +537,105 @@ static void finish(struct vb_call *call, int64_t result, const char *decision, c
         send_response(call, result, 0, 0);
     vb_audit_call(call->sandbox->audit_fd, call->sandbox->id, call, decision, rule, resolved, result);
     free_call(call);
+}
+
+/* --- network calls (sys_net.c decides) ---------------------------------------------- */
+
+/* Puts the supervisor's connected socket (fds[0]) in place of the caller's fd and
+ * answers `value`. */
+static void replace_fd(struct vb_call *call, int64_t value, const char *rule)
+{
+    struct seccomp_notif_addfd addfd;
+    memset(&addfd, 0, sizeof addfd);
+    addfd.id = call->notif.id;
+    addfd.flags = SECCOMP_ADDFD_FLAG_SETFD;
+    addfd.srcfd = (uint32_t)call->fds[0];
+    addfd.newfd = (uint32_t)call->notif.data.args[0];
+    addfd.newfd_flags = (uint32_t)call->new_fd_flags;
+    if (ioctl(call->sandbox->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0) {
+        int err = errno;
+        if (err == ENOENT) { /* the caller went away */
+            free_call(call);
+            return;
+        }
+        value = -err;
+    }
+    char destination[PATH_MAX];
+    vb_strlcpy(destination, call->request.path, sizeof destination);
+    finish(call, value, "allow", rule, destination);
+}
+
+static void decide_net(struct vb_supervisor *sup, struct vb_call *call, struct vb_decision d)
+{
+    struct served *s = call->sandbox;
+    char destination[PATH_MAX];
+    vb_strlcpy(destination, call->request.path, sizeof destination);
+    switch (d.kind) {
+    case VB_DECIDE_DENY:
+        note_denied(s, destination, d.rule);
+        finish(call, -d.value, "deny", d.rule, destination);
+        return;
+    case VB_DECIDE_ERRNO:
+        finish(call, -d.value, "allow", d.rule ? d.rule : "connect failed", destination);
+        return;
+    case VB_DECIDE_RETURN:
+        finish(call, d.value, "allow", d.rule ? d.rule : "", destination);
+        return;
+    case VB_DECIDE_CONTINUE:
+        vb_audit_call(s->audit_fd, s->id, call, "allow", "the sandbox's own network", destination, INT64_MIN);
+        /* SAFETY: sys_connect returns CONTINUE only for what the sandbox's own network
+         * namespace holds (layer 0): see CONTINUE_INSIDE in sys_net.c */
+        send_response(call, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
+        free_call(call);
+        return;
+    case VB_DECIDE_REPLACE_FD:
+        replace_fd(call, d.value, d.rule);
+        return;
+    case VB_DECIDE_CONNECTING: {
+        /* a blocking connect: held until the supervisor's own connect is done, while
+         * the loop serves everyone else; the epoll event carries the call's token */
+        call->token = ++sup->next_token;
+        vb_strlcpy(call->request.granted, d.rule, sizeof call->request.granted);
+        struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = (call->token << 1) | 1};
+        if (epoll_ctl(sup->epoll_fd, EPOLL_CTL_ADD, call->fds[0], &ev) != 0) {
+            finish(call, -errno, "allow", d.rule, destination);
+            return;
+        }
+        call->waiting = VB_WAIT_CONNECT;
+        call->next = sup->calls;
+        sup->calls = call;
+        return;
+    }
+    case VB_DECIDE_BROKER:
+        break;
+    }
+    finish(call, -ENOSYS, "deny", "not a network decision", destination);
+}
+
+static struct vb_call *find_call(struct vb_supervisor *sup, uint64_t token, int waiting);
+static void unlink_call(struct vb_supervisor *sup, struct vb_call *call);
+
+/* The supervisor's connect for a held call finished (or failed). */
+static void connect_done(struct vb_supervisor *sup, uint64_t token)
+{
+    struct vb_call *call = find_call(sup, token, VB_WAIT_CONNECT);
+    if (!call)
+        return; /* its sandbox was dropped: its socket is closed */
+    unlink_call(sup, call);
+    epoll_ctl(sup->epoll_fd, EPOLL_CTL_DEL, call->fds[0], NULL);
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(call->fds[0], SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    char rule[PATH_MAX];
+    vb_strlcpy(rule, call->request.granted, sizeof rule);
+    if (err) {
+        char destination[PATH_MAX];
+        vb_strlcpy(destination, call->request.path, sizeof destination);
+        finish(call, -err, "allow", rule, destination);
+        return;
+    }
+    replace_fd(call, 0, rule);
 }
 
 /* --- the broker ------------------------------------------------------------------- */
@@ -998,6 +1189,16 @@ static void receive(struct vb_supervisor *sup, struct served *s, struct seccomp_
     }
     if (s->exec_checks)
         verify_exec(s, call);
+    if (call->row->family == VB_FAMILY_NET) {
+        struct vb_decision d = call->row->handler(call);
+        /* decided on a copy of the caller's memory: only if the call is still that one */
+        if (!call_valid(call)) {
+            free_call(call);
+            return;
+        }
+        decide_net(sup, call, d);
+        return;
+    }
     int copied = copy_arguments(call);
 
     if (!s->emulate) {
@@ -1037,6 +1238,11 @@ static void receive(struct vb_supervisor *sup, struct served *s, struct seccomp_
     case VB_DECIDE_BROKER:
         to_broker(sup, call);
         await_broker_briefly(sup, s);
+        break;
+    case VB_DECIDE_REPLACE_FD:
+    case VB_DECIDE_CONNECTING:
+    case VB_DECIDE_DENY:
+        finish(call, -ENOSYS, "deny", "a network decision for a filesystem call", NULL); /* cannot happen */
         break;
     }
 }
@@ -1140,6 +1346,10 @@ int vb_supervisor_run(struct vb_supervisor *sup)
         clock_gettime(CLOCK_MONOTONIC, &last_event);
         struct served *graveyard = NULL;
         for (int i = 0; i < n; i++) {
+            if (events[i].data.u64 & 1) { /* a held connect's socket (watches are aligned) */
+                connect_done(sup, events[i].data.u64 >> 1);
+                continue;
+            }
             struct watch *w = events[i].data.ptr;
             struct served *s = w->sandbox;
             if (s && s->dead)

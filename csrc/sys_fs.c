@@ -18,7 +18,7 @@
 
 static struct vb_decision decide(enum vb_decision_kind kind, int64_t value)
 {
-    return (struct vb_decision){kind, value};
+    return (struct vb_decision){kind, value, NULL};
 }
 
 #define BROKER decide(VB_DECIDE_BROKER, 0)

@@ -348,7 +348,7 @@ static int read_arg(struct vb_tracee *t, uint64_t addr, void *out, size_t len)
 
 static struct vb_decision decide(enum vb_decision_kind kind, int64_t value)
 {
-    struct vb_decision d = {kind, value};
+    struct vb_decision d = {kind, value, NULL};
     return d;
 }
 

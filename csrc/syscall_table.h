@@ -98,7 +98,7 @@ VB_IOCTL(0x541C, TIOCLINUX, VB_GROUP_TTY_INJECT, "console selection can inject i
  * each is sys_<name>() in the family's file (sys_fs.c). `args` says how to
  * decode each argument for the audit, one letter per argument:
  *   d dirfd   p path   f open flags   m mode   a AT_* flags   h struct open_how *
- *   i int     x hex    - not shown
+ *   i int     x hex    S sockaddr (the destination, as decoded once)    - not shown
  */
 #ifdef __NR_open
 VB_INTERPOSE(open, VB_FAMILY_FS, "pfm", "opens a file")
@@ -133,6 +133,12 @@ VB_INTERPOSE(truncate, VB_FAMILY_FS, "pi", "truncates a file")
 VB_INTERPOSE(chdir, VB_FAMILY_FS, "p", "changes the working directory")
 VB_INTERPOSE(execve, VB_FAMILY_EXEC, "p--", "runs a program")
 VB_INTERPOSE(execveat, VB_FAMILY_EXEC, "dp--a", "runs a program")
+VB_INTERPOSE(connect, VB_FAMILY_NET, "iS-", "connects a socket")
+VB_INTERPOSE(sendto, VB_FAMILY_NET, "i--xS-", "sends to an address (without one, the filter lets it through)")
+VB_INTERPOSE(sendmsg, VB_FAMILY_NET, "iSx", "sends a message")
+VB_INTERPOSE(sendmmsg, VB_FAMILY_NET, "iS-x", "sends messages")
+VB_INTERPOSE(bind, VB_FAMILY_NET, "iS-", "names a socket")
+VB_INTERPOSE(listen, VB_FAMILY_NET, "ii", "listens on a socket")
 
 /* The time view's rows: VB_TIME(name, trap, note), read only where VB_TIME is
  * defined. When a plan's time view sets `trap` (VB_TRAP_*), the call stops

@@ -69,6 +69,21 @@ struct vb_path_rule {
     const char *origin;    /* where it was written, for events ("p.toml:12: [fs].deny[0]") */
 };
 
+/* --- [net].publish: a host port relayed to a port inside ---------------- */
+struct vb_publish {
+    int host_fd;           /* listening socket the caller bound on the host */
+    int port;              /* relayed to 127.0.0.1:port in the sandbox's network */
+};
+
+/* --- [net].allow: destinations the supervisor connects to for the sandbox */
+struct vb_net_rule {
+    int family;            /* AF_INET or AF_INET6 */
+    uint8_t address[16];   /* network byte order: 4 bytes for AF_INET */
+    unsigned prefix;       /* leading bits that must match */
+    unsigned port_min, port_max; /* inclusive */
+    const char *origin;    /* where it was written, for events ("p.toml:9: [net].allow[0]") */
+};
+
 #define VB_BASE_HOST  1    /* the host's / read-only, recursively */
 #define VB_BASE_EMPTY 2    /* an empty read-only tmpfs */
 
@@ -84,6 +99,9 @@ struct vb_plan {
     size_t n_mounts;
 
     int unshare_net;                /* 1: own net namespace, loopback up; 0: host network */
+    int netns_fd;                   /* -1, or a network namespace the caller set up (mode
+                                       "private"): the sandbox is cloned into it, instead
+                                       of a new one (needs CAP_SYS_ADMIN: root) */
     uint32_t uid, gid;              /* identity inside the sandbox */
     uint32_t outer_uid, outer_gid;  /* who that identity is on the host (the caller) */
     int map_all_ids;                /* 1: identity-map every id (caller is root on the host) */
@@ -129,6 +147,19 @@ struct vb_plan {
     int cgroup_fd;                  /* -1, or a cgroup v2 dir fd: clone straight into it */
     const int *cgroup_procs_fds;    /* open cgroup.procs files (cgroup v1): the sandbox's init */
     size_t n_cgroup_procs_fds;      /* is written into each before anything of it runs */
+
+    int listen_fds;                 /* > 0: fds 3.. are listening sockets (plan->fds places
+                                       them): the command gets LISTEN_FDS, LISTEN_FDNAMES and
+                                       LISTEN_PID (its own pid, set right before exec) */
+    const char *listen_fdnames;     /* LISTEN_FDNAMES' value: names joined by ':' */
+
+    const struct vb_publish *publish;/* relayed by the forwarder, a process the sandbox's */
+    size_t n_publish;               /* init forks before the command (forward.c) */
+
+    const struct vb_net_rule *net_allow; /* connect() to these is performed by the */
+    size_t n_net_allow;             /* supervisor, from the host (needs VB_FAMILY_NET) */
+    int deny_note_fd;               /* -1, or where a one-line note goes the first time a
+                                       destination is refused ("viewbox: denied connect ...") */
 };
 
 /* --- results ----------------------------------------------------------- */
@@ -181,6 +212,7 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage);
 
 #define VB_FAMILY_FS   1           /* path-based filesystem calls */
 #define VB_FAMILY_EXEC 2           /* execve, execveat */
+#define VB_FAMILY_NET  4           /* connect: the egress allowlist ([net].allow) */
 
 struct vb_supervisor;
 

@@ -18,7 +18,7 @@ from viewbox import doctor
 from viewbox.policy import SHIPPED, Policy, load_policy
 
 LAYER_ORDER = ["userns", "mountns", "pidns", "netns", "ipcns", "utsns", "cgroupns", "timens",
-               "seccomp", "seccomp-notify", "seccomp-addfd", "landlock", "cgroups", "pidfd"]
+               "seccomp", "seccomp-notify", "seccomp-addfd", "landlock", "cgroups", "pidfd", "private-net"]
 
 # layer -> util-linux unshare option creating that namespace
 UNSHARE_OPTION = {"mountns": "--mount", "pidns": "--pid", "netns": "--net", "ipcns": "--ipc",

@@ -144,7 +144,7 @@ def test_every_mistake_of_a_file_is_reported_at_once(in_tmp: Path) -> None:
         [identity]
         hostname = "no spaces"
         [net]
-        mode = "private"
+        mode = "bridge"
         [env]
         set = { OK = "1", "BAD NAME" = "x" }
         [seccomp]
@@ -159,7 +159,7 @@ def test_every_mistake_of_a_file_is_reported_at_once(in_tmp: Path) -> None:
         'policy.toml:2: [fsx]: unknown table (did you mean "fs"?)',
         'policy.toml:4: [fs].tmpfs[0]: invalid size "64X" (bytes, or a number with K, M or G)',
         'policy.toml:6: [identity].hostname: invalid hostname "no spaces" (1 to 64 letters, digits, "." or "-")',
-        'policy.toml:8: [net].mode: mode "private" is not available yet',
+        'policy.toml:8: [net].mode: expected "none" or "private" or "host", got "bridge"',
         'policy.toml:10: [env].set."BAD NAME": invalid variable name "BAD NAME" '
         "(letters, digits and _, not starting with a digit)",
         'policy.toml:12: [seccomp].allow[0]: unknown syscall group "ptrce" (did you mean "ptrace"?)',
@@ -301,7 +301,7 @@ def test_bad_override_is_named_by_its_flag() -> None:
         '--ro: path must be absolute, got "usr"',
         '--uid: expected an integer, got string "root"',
     ]
-    with pytest.raises(PolicyErrors, match=r'^api: net: expected "none" or "host", got "hots" '
+    with pytest.raises(PolicyErrors, match=r'^api: net: expected "none" or "private" or "host", got "hots" '
                                            r'\(did you mean "host"\?\)$'):
         load_policy("default", overrides={"net": "hots"})
 

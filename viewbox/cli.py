@@ -54,6 +54,10 @@ examples:
   viewbox run --tmpfs /scratch:512M -- ./fill-scratch
   viewbox run --rw "$PWD" --deny '**/*.pem' --allow "read:$PWD/ca.pem" -- make
   viewbox run --net host -- curl http://localhost:8080/   (unsafe: shares the host network)
+  viewbox run --listen web=tcp:0.0.0.0:8080 -- ./socket-activated-daemon
+  viewbox run --publish 8080:80 -- nginx -g 'daemon off;'
+  viewbox run --allow-net 10.1.2.0/24:5432 -- ./job      (reaches that network's port 5432 only)
+  sudo viewbox run --net private -- curl https://example.org/   (own interface, NAT)
   viewbox run --audit events.jsonl -- ./untrusted
   viewbox run --memory 256M --pids 64 --timeout 10m --report usage.json -- ./job
 
@@ -114,8 +118,18 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hostname", metavar="H", help="hostname inside")
     g.add_argument("--uid", type=int, metavar="N", help="user id inside")
     g.add_argument("--gid", type=int, metavar="N", help="group id inside")
-    g.add_argument("--net", choices=["none", "host"],
-                   help="none: own network namespace, loopback only (default); host: share the host's (unsafe)")
+    g.add_argument("--net", choices=["none", "private", "host"],
+                   help="none: own network namespace, loopback only (default); private (root): own namespace "
+                        "with a veth pair to the host and NAT; host: share the host's (unsafe)")
+    g.add_argument("--listen", action="append", default=[], metavar="[NAME=]tcp:ADDR:PORT|unix:PATH",
+                   help="bind this socket on the host and pass it in, systemd's way (LISTEN_FDS, from fd 3), "
+                        "e.g. tcp:127.0.0.1:8080, web=tcp:8080, unix:/run/app.sock (repeatable)")
+    g.add_argument("--publish", action="append", default=[], metavar="[ADDR:]HOST_PORT:PORT",
+                   help="forward the host's HOST_PORT (on every address unless ADDR) to 127.0.0.1:PORT "
+                        "inside, e.g. 8080:80 (repeatable)")
+    g.add_argument("--allow-net", action="append", default=[], metavar="ADDR[/PREFIX]:PORT",
+                   help="let the sandbox connect to this destination outside (with --net none): "
+                        "e.g. 10.1.2.0/24:5432, 127.0.0.1:8080, [::1]:443, 10.0.0.5:* (repeatable)")
     g.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
                    help="set K=V inside; a bare K copies the host's value (repeatable)")
     r = p.add_argument_group("path rules (after the policy's [fs] deny/ask/allow)", description=PATH_RULES_HELP)
@@ -154,6 +168,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
                 "time_start", "time_offset", "time_rate", "time_frozen"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
+    for key in ("listen", "publish", "allow_net"):
+        if getattr(args, key):
+            out[key] = list(getattr(args, key))
     for key in ("deny", "ask", "allow"):  # globs, kept as written ("**/x" is no path to make absolute)
         if getattr(args, key):
             out[key] = list(getattr(args, key))
@@ -251,7 +268,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     box = Sandbox(policy=policy, audit=args.audit,
                   on_request=terminal_prompt() if any(rule.action == RuleAction.ASK for rule in policy.fs.rules)
-                  else None)
+                  else None, deny_notes=True)
     try:
         proc = spawn_forwarding_signals(box, command)
     except ViewboxError as e:

@@ -6,7 +6,9 @@ exceptions here, in one place (errors.spawn_error).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -167,7 +169,8 @@ def new_sandbox_id() -> int:
 
 def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
           map_all_ids: bool, cgroup_fd: int = -1, cgroup_procs_fds: Sequence[int] = (),
-          audit_fd: int = -1, sandbox_id: int = 0, ask_upcall: bool = False) -> Child:
+          audit_fd: int = -1, sandbox_id: int = 0, ask_upcall: bool = False,
+          publish_fds: Sequence[int] = (), netns_fd: int = -1, deny_note_fd: int = -1) -> Child:
     """Spawns the sandbox described by `plan`; `fds` maps host fds to fd numbers inside.
     `cgroup_fd` (a cgroup v2 directory) or `cgroup_procs_fds` (open cgroup.procs
     files of cgroup v1 hierarchies) put the sandbox in its cgroups before it runs.
@@ -175,6 +178,11 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     writes one JSON line per call there. With path rules in the plan, it
     emulates path calls through the sandbox's broker and decides them; ask
     rules wait for `Supervisor.answer` when `ask_upcall`, else they deny.
+    `publish_fds` are the listening sockets bound for plan.publish, in its order.
+    `netns_fd` is a network namespace set up for the sandbox (mode "private"):
+    it is cloned into that one instead of a new one. With plan.net_allow, the
+    supervisor connects to those destinations for the sandbox, and writes a
+    one-line note on `deny_note_fd` the first time it refuses a destination.
 
     Returns once the command has been exec'd; raises SpawnError (or a
     subclass) naming the step that failed otherwise. The C structs only need
@@ -200,6 +208,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     p.mounts, p.n_mounts = mounts, len(plan.mounts)
 
     p.unshare_net = int(plan.unshare_net)
+    p.netns_fd = netns_fd
     p.uid, p.gid = plan.uid, plan.gid
     p.outer_uid, p.outer_gid = outer_uid, outer_gid
     p.map_all_ids = int(map_all_ids)
@@ -250,11 +259,37 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         families |= lib.VB_FAMILY_FS
         if any(rule.access & _ACCESS_EXEC for rule in plan.path_rules):
             families |= lib.VB_FAMILY_EXEC
+    if plan.net_allow:
+        families |= lib.VB_FAMILY_NET
     if families:
         p.interpose_families = families
         p.supervisor = supervisor()._c
     procs = ffi.new("int[]", list(cgroup_procs_fds) or [-1])
     p.cgroup_procs_fds, p.n_cgroup_procs_fds = procs, len(cgroup_procs_fds)
+
+    # [net].listen: the sockets are among `fds`, from fd 3 on, in plan.listen's order
+    p.listen_fds = len(plan.listen)
+    p.listen_fdnames = _cstr(keep, ":".join(sock.name for sock in plan.listen)) if plan.listen else ffi.NULL
+    # [net].publish: publish_fds[i] is bound to plan.publish[i]'s host address
+    published = ffi.new("struct vb_publish[]", max(1, len(plan.publish)))
+    keep.append(published)
+    for i, (fd, port) in enumerate(zip(publish_fds, plan.publish, strict=True)):
+        published[i].host_fd, published[i].port = fd, port.port
+    p.publish, p.n_publish = published, len(plan.publish)
+
+    # [net].allow: the supervisor's connect() rules
+    net_rules = ffi.new("struct vb_net_rule[]", max(1, len(plan.net_allow)))
+    keep.append(net_rules)
+    for i, net_rule in enumerate(plan.net_allow):
+        network = ipaddress.ip_network(net_rule.network)
+        net_rules[i].family = socket.AF_INET if network.version == 4 else socket.AF_INET6
+        packed = network.network_address.packed
+        ffi.memmove(net_rules[i].address, packed, len(packed))
+        net_rules[i].prefix = network.prefixlen
+        net_rules[i].port_min, net_rules[i].port_max = net_rule.port_min, net_rule.port_max
+        net_rules[i].origin = _cstr(keep, net_rule.origin)
+    p.net_allow, p.n_net_allow = net_rules, len(plan.net_allow)
+    p.deny_note_fd = deny_note_fd
 
     c_child = ffi.new("struct vb_child *")
     error = ffi.new("struct vb_error *")

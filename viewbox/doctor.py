@@ -135,6 +135,7 @@ def probe() -> Probe:
         _landlock_layer(abi),
         _cgroups_layer(cgroup),
         _pidfd_layer(probe_pidfd()),
+        _private_net_layer(privileged),
     )
     return Probe(user=_user(), privileged=privileged, layers=layers,
                  landlock_abi=max(abi, 0), userns=userns.available,
@@ -148,6 +149,10 @@ def blocking_layers(probe: Probe, policy: Policy) -> list[Layer]:
         needed.add("netns")
     if "landlock" not in policy.viewbox.accept_degraded:
         needed.add("landlock")
+    if policy.net.mode == "private":
+        needed.add("private-net")
+    if policy.net.allow:  # the supervisor puts the sockets it connected in place (ADDFD)
+        needed |= {"seccomp-notify", "seccomp-addfd"}
     return [layer for layer in probe.layers if layer.name in needed and not layer.available]
 
 
@@ -454,3 +459,18 @@ def _pidfd_layer(ret: int) -> Layer:
                      "the supervisor tracks each sandbox by pidfd, immune to pid reuse")
     return Layer("pidfd", False, f"pidfd_open: {os.strerror(-ret)} (needs Linux >= 5.3)",
                  "no policy can run: the supervisor tracks every sandbox through a pidfd")
+
+
+def _private_net_layer(privileged: bool) -> Layer:
+    """Whether net.mode = "private" can be wired here: root, and pyroute2 for netlink."""
+    consequence_missing = ('policies with net.mode = "private" cannot run; "none" with listen, '
+                           "publish and allow still can")
+    if not privileged:
+        return Layer("private-net", False, "needs root: it creates a veth pair, addresses, routes and NAT rules "
+                     "in the host's network", consequence_missing)
+    try:
+        import pyroute2  # noqa: F401  (only probed: the run imports it when it wires a network)
+    except ImportError:
+        return Layer("private-net", False, "pyroute2 is not installed (pip install pyroute2)", consequence_missing)
+    return Layer("private-net", True, "root, pyroute2: veth pairs, addresses, routes, nftables NAT",
+                 'net.mode = "private" gives a sandbox its own interface to the host, with NAT')

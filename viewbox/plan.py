@@ -70,6 +70,36 @@ class PathRule:
 
 
 @record
+class ListenSpec:
+    """A socket viewbox binds on the host and passes in at fd 3 + its index (LISTEN_FDS)."""
+
+    name: str           # its LISTEN_FDNAMES entry
+    kind: str           # "tcp" or "unix"
+    host: str = ""      # tcp: address to bind
+    port: int = 0       # tcp: port to bind
+    path: str = ""      # unix: the socket file on the host
+
+
+@record
+class PublishSpec:
+    """The host's host:host_port, forwarded by the sandbox's forwarder to 127.0.0.1:port inside."""
+
+    host: str
+    host_port: int
+    port: int
+
+
+@record
+class NetRule:
+    """A destination of [net].allow: connect() to it is performed by the supervisor, from the host."""
+
+    network: str        # "10.1.2.0/24", "::1/128"
+    port_min: int
+    port_max: int
+    origin: str         # where it was written: "p.toml:9: [net].allow[0]", "--allow-net"
+
+
+@record
 class Rlimit:
     resource: int
     soft: int
@@ -108,6 +138,14 @@ class Plan:
     time_strict: bool = False          # rdtsc traps (PR_SET_TSC)
     # Extra fds passed in, host fd -> fd number inside (stdio is added at spawn).
     pass_fds: dict[int, int] = field(default_factory=dict)
+    # [net].mode "private": a namespace viewbox wires up (veth, NAT) before the spawn
+    private_network: bool = False
+    # [net].listen: bound at spawn, passed in from fd 3 on with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES.
+    listen: tuple[ListenSpec, ...] = ()
+    # [net].publish: host ports the sandbox's forwarder relays to ports inside.
+    publish: tuple[PublishSpec, ...] = ()
+    # [net].allow: destinations the supervisor connects to for the sandbox (layer 3).
+    net_allow: tuple[NetRule, ...] = ()
 
     @property
     def path_search(self) -> str:

@@ -18,10 +18,11 @@ from typing import IO, Any
 
 from . import ask, core
 from ._record import field, record
-from .errors import SpawnError, TimeoutExpired, UnavailableLayer
+from .errors import SpawnError, TimeoutExpired, UnavailableLayer, ViewboxError
 from .quota import LIMIT_EXIT_STATUS, QuotaSession, Usage
 from .plan import Plan, RuleAction
 from .policy import Policy, compile_policy, load_policy
+from .views import net
 
 #: As in subprocess (same values): a new pipe for this stream, or /dev/null.
 PIPE = -1
@@ -104,7 +105,9 @@ class Process:
 
     def __init__(self, child: core.Child, argv: tuple[str, ...], plan: Plan,
                  stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
-                 audit: _Audit, quota: QuotaSession, sandbox_id: int = 0) -> None:
+                 audit: _Audit, quota: QuotaSession, sandbox_id: int = 0,
+                 host_sockets: net.HostSockets | None = None,
+                 network: net.PrivateNetwork | None = None) -> None:
         self._child = child
         self.argv = argv
         self.plan = plan
@@ -121,6 +124,8 @@ class Process:
         self.broker_lost = False
         self._audit = audit
         self._sandbox_id = sandbox_id
+        self._host_sockets = host_sockets
+        self._network = network
         #: the read end of signal.set_wakeup_fd(), or None: a signal arriving just before
         #: `wait` blocks would otherwise wait with its Python handler until the command ends
         self.wakeup_fd: int | None = None
@@ -171,6 +176,10 @@ class Process:
         #: the sandbox's init ended it because its broker (path rules) was gone
         self.broker_lost = kernel_usage.broker_lost
         ask.unregister(self._sandbox_id)
+        if self._host_sockets:
+            self._host_sockets.cleanup()
+        if self._network:
+            self._network.cleanup()
         self._audit.end_calls()
         self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6),
                          usage=self.usage.to_dict())
@@ -224,7 +233,10 @@ class Sandbox:
 
     Overrides are the same as the CLI flags: ro, rw, hide, tmpfs (lists of
     paths, tmpfs items "PATH" or "PATH:SIZE"), workdir, hostname, uid, gid,
-    net ("none" or "host"), env (a mapping added to the sandbox's
+    net ("none", "private" or "host"), listen (sockets bound on the host and passed in:
+    "[NAME=]tcp:ADDRESS:PORT", "[NAME=]unix:PATH"), publish (host ports
+    forwarded in: "[ADDRESS:]HOST_PORT:PORT"), allow_net (destinations the sandbox
+    may connect to: "ADDRESS[/PREFIX]:PORT"), env (a mapping added to the sandbox's
     environment); per-path rules deny, ask, allow (lists of "[ACCESS:]GLOB");
     and the limits: memory and disk (bytes, or "256M"), cpus (cores, 0.5),
     pids, timeout (seconds, or "10m": [limits].wall); the clock: time_start (an instant,
@@ -233,15 +245,19 @@ class Sandbox:
     `audit` is a file that receives JSON-lines events, or True: either way
     `Result.events` has them, one "syscall" event per interposed call.
     `on_request(request) -> Decision` answers the calls an ask rule holds
-    (without it, ask rules deny).
+    (without it, ask rules deny). `deny_notes` writes one line to this
+    process's stderr the first time a connect to a destination is refused
+    ([net].allow), as `viewbox run` does; the audit events say it either way.
     Leaving the `with` block kills whatever it spawned that still runs."""
 
     def __init__(self, *, policy: str | os.PathLike[str] | Policy | None = None,
                  audit: str | os.PathLike[str] | bool | None = None,
-                 on_request: ask.OnRequest | None = None, **overrides: Any) -> None:
+                 on_request: ask.OnRequest | None = None, deny_notes: bool = False,
+                 **overrides: Any) -> None:
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy, overrides=overrides)
         self._audit_path = audit
         self._on_request = on_request
+        self._deny_note_fd = 2 if deny_notes else -1
         self._processes: list[Process] = []
 
     def compile(self, argv: Sequence[str]) -> Plan:
@@ -265,12 +281,38 @@ class Sandbox:
         except BaseException:
             quota.abort()
             raise
-        fds = {**ends.child_fds(), **(pass_fds or {})}
+        network: net.PrivateNetwork | None = None
+        try:
+            host_sockets = net.HostSockets.bind(plan.listen, plan.publish)
+            try:
+                network = net.PrivateNetwork.create() if plan.private_network else None
+            except BaseException:
+                host_sockets.release()
+                host_sockets.cleanup()
+                raise
+        except BaseException:
+            quota.abort()
+            ends.close_all()
+            audit.close()
+            raise
+        listen_fds = host_sockets.child_fds()
+        taken = sorted(set(listen_fds.values()) & set((pass_fds or {}).values()))
+        if taken:
+            quota.abort()
+            ends.close_all()
+            audit.close()
+            host_sockets.release()
+            host_sockets.cleanup()
+            if network:
+                network.cleanup()
+            raise ViewboxError(f"pass_fds: fd {taken[0]} inside is taken by a [net].listen socket "
+                               f"(they are fds {min(listen_fds.values())}-{max(listen_fds.values())})")
+        fds = {**ends.child_fds(), **listen_fds, **(pass_fds or {})}
         uid, gid, privileged = _caller()
         # Before the spawn: the supervisor's per-call events follow it in the audit.
         sandbox_id = core.new_sandbox_id()
         audit.emit("start", sandbox=sandbox_id, argv=list(argv), policy=self.policy.name,
-                   layers=_layers(plan), degraded=list(plan.degraded), quota=quota.describe())
+                   layers=_layers(plan, network), degraded=list(plan.degraded), quota=quota.describe())
         asks = bool(self._on_request) and any(rule.action == RuleAction.ASK for rule in plan.path_rules)
         if asks:
             assert self._on_request is not None
@@ -278,8 +320,13 @@ class Sandbox:
         try:
             child = core.spawn(plan, fds=fds, outer_uid=uid, outer_gid=gid, map_all_ids=privileged,
                                audit_fd=audit.call_fd(), sandbox_id=sandbox_id, ask_upcall=asks,
-                               **quota.spawn_args())
+                               publish_fds=host_sockets.publish_fds(),
+                               netns_fd=network.netns_fd() if network else -1,
+                               deny_note_fd=self._deny_note_fd, **quota.spawn_args())
         except SpawnError as e:
+            host_sockets.cleanup()
+            if network:
+                network.cleanup()
             ask.unregister(sandbox_id)
             quota.abort()
             ends.close_all()
@@ -290,11 +337,14 @@ class Sandbox:
             raise _explain(e) from None
         finally:
             ends.close_child_ends()
+            host_sockets.release()
+            if network:
+                network.after_spawn()
         audit.calls_started()
         audit.emit("spawned", sandbox=sandbox_id, pid=child.pid)
         stdin_file, stdout_file, stderr_file = ends.parent_files()
         proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota,
-                       sandbox_id=sandbox_id)
+                       sandbox_id=sandbox_id, host_sockets=host_sockets, network=network)
         self._processes.append(proc)
         return proc
 
@@ -367,9 +417,13 @@ def _readable(fd: int, timeout: float | None, wakeup_fd: int | None = None) -> b
     return any(got == fd for got, _ in ready)
 
 
-def _layers(plan: Plan) -> dict[str, Any]:
-    return {"namespaces": ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if plan.unshare_net else []),
-            "landlock_abi": plan.landlock_abi, "seccomp_deny_groups": plan.seccomp_deny_groups}
+def _layers(plan: Plan, network: net.PrivateNetwork | None = None) -> dict[str, Any]:
+    own_net = plan.unshare_net or plan.private_network
+    layers = {"namespaces": ["user", "mount", "pid", "ipc", "uts", "cgroup"] + (["net"] if own_net else []),
+              "landlock_abi": plan.landlock_abi, "seccomp_deny_groups": plan.seccomp_deny_groups}
+    if network:
+        layers["network"] = network.describe()
+    return layers
 
 
 def _explain(error: SpawnError) -> Exception:

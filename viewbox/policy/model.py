@@ -625,12 +625,185 @@ class FsTable:
     rules: tuple[GlobRule, ...] = _list(check_ordered_rule, ordered=True)
 
 
+# --- [net]: listen and publish ------------------------------------------------
+
+_SOCKET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+
+
+def _check_port(text: str, what: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise FieldError(f"{what} must be a number from 1 to 65535, got {quote(text)}")
+    return int(text)
+
+
+def _check_ip(text: str, what: str) -> str:
+    """An IPv4 address, or an IPv6 one in brackets ("[::1]"); returned without brackets."""
+    import ipaddress  # only while checking a policy with [net] sockets
+
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        raise FieldError(f"{what} must be an IP address (\"0.0.0.0\", \"127.0.0.1\", \"[::1]\"), "
+                         f"got {quote(text)}") from None
+    if address.version == 6 and bare == text:
+        raise FieldError(f"write an IPv6 {what} in brackets: \"[{bare}]\"")
+    return str(address)
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@record
+class ListenSocket:
+    """An item of [net].listen: a socket viewbox binds on the host and passes in (LISTEN_FDS).
+
+    str() gives the form the policy reads: "web=tcp:0.0.0.0:8080", "app=unix:/run/app.sock".
+    """
+
+    name: str           # its LISTEN_FDNAMES entry
+    kind: str           # "tcp" or "unix"
+    host: str = ""      # tcp: the address bound
+    port: int = 0       # tcp: the port bound
+    path: str = ""      # unix: the socket file's path on the host (may hold placeholders)
+
+    def __str__(self) -> str:
+        where = f"{_host_text(self.host)}:{self.port}" if self.kind == "tcp" else self.path
+        return f"{self.name}={self.kind}:{where}"
+
+
+def check_listen(value: object) -> ListenSocket:
+    """An item of [net].listen: "[NAME=]tcp:ADDRESS:PORT", "[NAME=]tcp:PORT" (every IPv4
+    address) or "[NAME=]unix:PATH"."""
+    if not isinstance(value, str):
+        raise _expected('a string "[NAME=]tcp:ADDRESS:PORT" or "[NAME=]unix:PATH"', value)
+    name, equals, spec = value.partition("=")
+    if not equals:
+        name, spec = "", value
+    elif not _SOCKET_NAME.fullmatch(name):
+        raise FieldError(f"invalid socket name {quote(name)} in {quote(value)} "
+                         '(1 to 255 letters, digits, "_", "." or "-")')
+    kind, colon, where = spec.partition(":")
+    if kind == "unix" and colon:
+        path = check_path(where)
+        if len(os.fsencode(path)) > 107:
+            raise FieldError(f"a unix socket path holds at most 107 bytes, got {quote(path)}")
+        default = "unix-" + re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path) or "socket")
+        return ListenSocket(name or default[:255], "unix", path=path)
+    if kind == "tcp" and colon:
+        host, colon, port = where.rpartition(":")
+        ip = _check_ip(host, "address") if colon else "0.0.0.0"
+        number = _check_port(port, "port")
+        return ListenSocket(name or f"tcp-{number}", "tcp", host=ip, port=number)
+    raise FieldError(f'expected "[NAME=]tcp:ADDRESS:PORT" or "[NAME=]unix:PATH", got {quote(value)}')
+
+
+@record
+class PublishedPort:
+    """An item of [net].publish: the host's ADDRESS:HOST_PORT forwarded to 127.0.0.1:PORT inside.
+
+    str() gives the form the policy reads: "0.0.0.0:8080:80".
+    """
+
+    host: str
+    host_port: int
+    port: int
+
+    def __str__(self) -> str:
+        return f"{_host_text(self.host)}:{self.host_port}:{self.port}"
+
+
+def check_publish(value: object) -> PublishedPort:
+    """An item of [net].publish: "[ADDRESS:]HOST_PORT:PORT", ADDRESS 0.0.0.0 when left out."""
+    if not isinstance(value, str):
+        raise _expected('a string "[ADDRESS:]HOST_PORT:PORT"', value)
+    text = value
+    rest, colon, port = text.rpartition(":")
+    if not colon:
+        raise FieldError(f'expected "[ADDRESS:]HOST_PORT:PORT" (e.g. "8080:80"), got {quote(text)}')
+    host, colon, host_port = rest.rpartition(":")
+    ip = _check_ip(host, "address") if colon else "0.0.0.0"
+    return PublishedPort(ip, _check_port(host_port, "host port"), _check_port(port, "port"))
+
+
+@record
+class NetAllowRule:
+    """An item of [net].allow: destinations the sandbox may connect to, by address.
+
+    str() gives the form the policy reads: "10.1.2.0/24:5432", "[::1]:8080", "127.0.0.1:8000-8099".
+    """
+
+    network: str        # "10.1.2.0/24", "::1/128"
+    port_min: int
+    port_max: int
+
+    def __str__(self) -> str:
+        import ipaddress
+
+        net = ipaddress.ip_network(self.network)
+        host = str(net.network_address) if net.prefixlen == net.max_prefixlen else self.network
+        if net.version == 6:
+            host = f"[{host}]"
+        if (self.port_min, self.port_max) == (1, 65535):
+            ports = "*"
+        elif self.port_min == self.port_max:
+            ports = str(self.port_min)
+        else:
+            ports = f"{self.port_min}-{self.port_max}"
+        return f"{host}:{ports}"
+
+
+def check_net_allow(value: object) -> NetAllowRule:
+    """An item of [net].allow: "ADDRESS[/PREFIX]:PORTS", IPv6 in brackets, PORTS a port,
+    "LOW-HIGH" or "*"."""
+    import ipaddress
+
+    if not isinstance(value, str):
+        raise _expected('a string "ADDRESS[/PREFIX]:PORT"', value)
+    host, colon, ports = value.rpartition(":")
+    if not colon or not host:
+        raise FieldError(f'expected "ADDRESS[/PREFIX]:PORT" (e.g. "10.1.2.0/24:5432"), got {quote(value)}')
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare == host and ":" in host:
+        raise FieldError(f"write an IPv6 address in brackets: \"[{host}]:{ports}\"")
+    try:
+        network = ipaddress.ip_network(bare, strict=True)
+    except ValueError as err:
+        if re.fullmatch(r"[A-Za-z0-9*.-]+", bare) and re.search(r"[A-Za-z*]", bare):
+            raise FieldError(f"domain names are not supported yet, got {quote(bare)}: give the addresses "
+                             '("93.184.215.14:443", "10.1.2.0/24:5432")') from None
+        raise FieldError(f"invalid address {quote(bare)} in {quote(value)}: {err}") from None
+    if network.version == 6 and bare == host:
+        raise FieldError(f"write an IPv6 address in brackets: \"[{bare}]:{ports}\"")
+    if ports == "*":
+        low, high = 1, 65535
+    else:
+        first, dash, last = ports.partition("-")
+        low = _check_port(first, "port")
+        high = _check_port(last, "port") if dash else low
+        if high < low:
+            raise FieldError(f"port range {quote(ports)} ends before it starts")
+    return NetAllowRule(str(network), low, high)
+
+
+#: [net].mode values
+NET_MODES = ("none", "private", "host")
+
+
 @record
 class NetTable:
     """[net]: the network view."""
 
-    mode: str = _scalar("none", check_choice(
-        "none", "host", planned={"private": 'mode "private" is not available yet'}))
+    mode: str = _scalar("none", check_choice(*NET_MODES))
+    #: sockets bound on the host and passed in, systemd's way (LISTEN_FDS), in this order from fd 3
+    listen: tuple[ListenSocket, ...] = _list(
+        check_listen, identity=lambda sock: (sock.kind, sock.host, sock.port, sock.path))
+    #: host ports forwarded to ports inside (needs the sandbox's own network: mode "none")
+    publish: tuple[PublishedPort, ...] = _list(
+        check_publish, identity=lambda port: (port.host, port.host_port))
+    #: destinations outside that the sandbox may connect to (mode "none"): the supervisor connects
+    allow: tuple[NetAllowRule, ...] = _list(check_net_allow)
 
 
 @record

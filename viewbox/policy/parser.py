@@ -12,7 +12,8 @@ from typing import Any
 
 from viewbox.errors import PolicyError
 from viewbox.policy.model import (
-    DEFAULT_ORIGIN, FIELDS, SCHEMA, GlobRule, Layer, Origin, Policy, Shape, TmpfsMount,
+    DEFAULT_ORIGIN, FIELDS, SCHEMA, GlobRule, Layer, ListenSocket, NetAllowRule, Origin, Policy, PublishedPort,
+    Shape, TmpfsMount,
     check_field, describe, did_you_mean, format_size, quote, toml_key,
 )
 
@@ -329,7 +330,7 @@ def toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, str):
         return quote(value)
-    if isinstance(value, GlobRule):
+    if isinstance(value, (GlobRule, ListenSocket, PublishedPort, NetAllowRule)):
         return quote(str(value))
     if isinstance(value, TmpfsMount):
         return f"{{ path = {quote(value.path)}, size = {quote(format_size(value.size))} }}"
