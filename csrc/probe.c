@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -131,4 +132,28 @@ int vb_probe_pidfd(void)
         return -errno;
     close((int)fd);
     return 0;
+}
+
+int vb_probe_trace(int with_userns)
+{
+    /* As the time view does it: a process in the sandbox's user namespace
+     * (its init) seizes its own child. Yama's ptrace_scope 3 forbids that. */
+    pid_t pid = raw_fork(with_userns ? CLONE_NEWUSER : 0);
+    if (pid < 0)
+        return pid;
+    if (pid == 0) {
+        pid_t child = raw_fork(0);
+        if (child < 0)
+            _exit(-child);
+        if (child == 0) {
+            for (;;)
+                pause();
+        }
+        int err = ptrace(PTRACE_SEIZE, child, 0, 0) == 0 ? 0 : errno;
+        kill(child, SIGKILL);
+        while (waitpid(child, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+        _exit(err);
+    }
+    return reap(pid);
 }

@@ -313,5 +313,8 @@ int vb_probe_landlock_abi(void);
 int vb_probe_seccomp_notify(void);
 /* 0 if pidfd_open works, else -errno. */
 int vb_probe_pidfd(void);
+/* 0 if a process may PTRACE_SEIZE its own child (in a new user namespace when
+ * `with_userns`), as the sandbox's init does for the time view; else -errno. */
+int vb_probe_trace(int with_userns);
 
 #endif

@@ -18,7 +18,8 @@ from viewbox import doctor
 from viewbox.policy import SHIPPED, Policy, load_policy
 
 LAYER_ORDER = ["userns", "mountns", "pidns", "netns", "ipcns", "utsns", "cgroupns", "timens",
-               "seccomp", "seccomp-notify", "seccomp-addfd", "landlock", "cgroups", "pidfd", "private-net"]
+               "seccomp", "seccomp-notify", "seccomp-addfd", "landlock", "cgroups", "pidfd", "time-trace",
+               "private-net"]
 
 # layer -> util-linux unshare option creating that namespace
 UNSHARE_OPTION = {"mountns": "--mount", "pidns": "--pid", "netns": "--net", "ipcns": "--ipc",

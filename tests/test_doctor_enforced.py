@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import Caller
 from unpriv import run_unprivileged
 
 # Runs inside the sandbox: what each layer looks like from the inside.
@@ -66,3 +67,15 @@ def test_doctor_report_matches_run(user: str) -> None:
     assert inside["no_new_privs"] == "1" and int(inside["cap_eff"], 16) == 0
     # Landlock: doctor's ABI decides whether the signal scope (ABI >= 6) holds inside
     assert inside["signal_scoped"] == (report["landlock_abi"] >= 6)
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_doctor_time_layers_match_a_time_view_run(user: str) -> None:
+    """A [time] table needs the time namespace and the init's tracing: doctor says both work,
+    and a run with a clock of its own then really reads that clock (not the host's)."""
+    caller = Caller(user)
+    doctor = caller.cli(["doctor", "--json"])
+    run = caller.run(["--time-start", "2009-04-21T12:00:00Z", "--", "date", "-u", "+%Y"])
+    layers = {layer["name"]: layer for layer in json.loads(doctor.stdout)["layers"]}
+    assert layers["timens"]["available"] and layers["time-trace"]["available"]
+    assert run.returncode == 0 and run.stdout == "2009\n", run.stderr

@@ -354,3 +354,7 @@ def probe_seccomp_notify() -> int:
 
 def probe_pidfd() -> int:
     return int(lib.vb_probe_pidfd())
+
+
+def probe_trace(with_userns: bool) -> int:
+    return int(lib.vb_probe_trace(int(with_userns)))

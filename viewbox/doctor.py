@@ -12,13 +12,14 @@ import errno
 import functools
 import operator
 import os
+import platform
 import pwd
 import re
 import textwrap
 from viewbox._record import asdict, record
 from typing import Any
 
-from viewbox.core import probe_clone, probe_landlock_abi, probe_pidfd, probe_seccomp_notify
+from viewbox.core import probe_clone, probe_landlock_abi, probe_pidfd, probe_seccomp_notify, probe_trace
 from viewbox.policy import SHIPPED, Policy, load_policy
 
 __all__ = ["CgroupInfo", "Layer", "Probe", "blocking_layers", "probe", "render"]
@@ -135,6 +136,7 @@ def probe() -> Probe:
         _landlock_layer(abi),
         _cgroups_layer(cgroup),
         _pidfd_layer(probe_pidfd()),
+        _time_trace_layer(userns.available),
         _private_net_layer(privileged),
     )
     return Probe(user=_user(), privileged=privileged, layers=layers,
@@ -153,6 +155,8 @@ def blocking_layers(probe: Probe, policy: Policy) -> list[Layer]:
         needed.add("private-net")
     if policy.net.allow:  # the supervisor puts the sockets it connected in place (ADDFD)
         needed |= {"seccomp-notify", "seccomp-addfd"}
+    if policy.time.active:  # a time namespace, and the sandbox's init tracing the command
+        needed |= {"timens", "time-trace"}
     return [layer for layer in probe.layers if layer.name in needed and not layer.available]
 
 
@@ -306,14 +310,13 @@ def _seccomp_notify_layer(err: int) -> Layer:
     if err == 0:
         return Layer("seccomp-notify", True,
                      "a filter with SECCOMP_FILTER_FLAG_NEW_LISTENER installs (Linux >= 5.0)",
-                     "the supervisor serves virtual time, per-path rules, audit, learn, ask "
-                     "and egress decisions")
+                     "the supervisor serves per-path rules, audit, learn, ask and egress decisions")
     reason = os.strerror(err)
     if err == errno.EBUSY:  # only one listener per filter chain
         reason += " (this process already runs under a supervisor: nested sandboxes lack it)"
     return Layer("seccomp-notify", False, f"seccomp user notification: {reason}",
-                 "layer 3 cannot run here: no virtual time, per-path deny rules, audit, "
-                 "learn, ask or egress decisions by the supervisor")
+                 "layer 3 cannot run here: no per-path deny rules, audit, learn, ask or "
+                 "egress decisions by the supervisor")
 
 
 def _kernel_version() -> tuple[int, int]:
@@ -459,6 +462,20 @@ def _pidfd_layer(ret: int) -> Layer:
                      "the supervisor tracks each sandbox by pidfd, immune to pid reuse")
     return Layer("pidfd", False, f"pidfd_open: {os.strerror(-ret)} (needs Linux >= 5.3)",
                  "no policy can run: the supervisor tracks every sandbox through a pidfd")
+
+
+def _time_trace_layer(userns: bool) -> Layer:
+    """Whether the sandbox's init may trace its command, as the time view needs (x86_64)."""
+    missing = "policies with a [time] table cannot run: the clock is kept by tracing the command"
+    if platform.machine() != "x86_64":
+        return Layer("time-trace", False, f"the time view reads x86_64 registers; this is {platform.machine()}",
+                     missing)
+    err = -probe_trace(userns)
+    if err:
+        hint = " (kernel.yama.ptrace_scope = 3 forbids it)" if err == errno.EPERM else ""
+        return Layer("time-trace", False, f"PTRACE_SEIZE of a child: {os.strerror(err)}{hint}", missing)
+    return Layer("time-trace", True, "a process may PTRACE_SEIZE its own child (in a user namespace)",
+                 "[time]: the sandbox's init hides the vDSO at each exec and answers clock reads")
 
 
 def _private_net_layer(privileged: bool) -> Layer:
