@@ -150,7 +150,10 @@ def host_network_state() -> dict[str, list[str]]:
     with IPRoute() as host:
         links = sorted(str(link.get_attr("IFLA_IFNAME")) for link in host.get_links())
     state = {"links": links, "netns": sorted(netns.listnetns()), "nat": nat_tables()}
-    return {kind: [name for name in names if not left_by_a_dead_viewbox(name)] for kind, names in state.items()}
+    clean = {kind: [name for name in names if not left_by_a_dead_viewbox(name)] for kind, names in state.items()}
+    with open("/proc/sys/net/ipv4/ip_forward") as knob:
+        clean["ip_forward"] = [knob.read().strip()]
+    return clean
 
 
 def left_by_a_dead_viewbox(name: str) -> bool:
@@ -495,13 +498,15 @@ def test_private_leftovers_of_a_killed_run_are_removed() -> None:
         stop(proc)  # SIGKILL: viewbox cleans nothing up itself
     # the namespace dies with the sandbox, and the veth pair with it; the NAT table stays ...
     assert wait_until(lambda: not any(link.startswith("vbh") for link in host_network_state()["links"]), 10)
-    assert host_network_state() == before
+    # (IPv4 forwarding too, when viewbox turned it on: nobody was left to turn it off)
+    assert {**host_network_state(), "ip_forward": before["ip_forward"]} == before
     tables = nat_tables()
     assert any(left_by_a_dead_viewbox(name) for name in tables)
     # ... until the next private run, which removes what runs of dead viewbox processes left
     done = as_user.run(["--net", "private", "--", "true"])
     assert done.returncode == 0, done.stderr
     assert not any(left_by_a_dead_viewbox(name) for name in nat_tables())
+    assert host_network_state() == before  # forwarding as it was
 
 
 # --- 5. the policy schema ----------------------------------------------------------------------------

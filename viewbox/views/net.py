@@ -298,6 +298,11 @@ class PrivateNetwork:
         if self._table:
             _delete_table(self.name)
             self._table = False
+        try:
+            with _subnet_lock():
+                _restore_forwarding()
+        except OSError:
+            pass  # forwarding stays on, as it does when viewbox is killed: the next run retries
 
 
 def _free_subnet(host: Any) -> tuple[Any, Any]:
@@ -324,14 +329,39 @@ def _subnet_lock() -> Iterator[None]:
         os.close(fd)
 
 
+#: Exists while IPv4 forwarding is on because viewbox turned it on: the last private
+#: network to go turns it off again (a host that had it on keeps it on).
+_FORWARDING_MARK = "/run/viewbox-ip-forward"
+_FORWARDING_KNOB = "/proc/sys/net/ipv4/ip_forward"
+
+
 def _enable_forwarding() -> None:
     # Replies to the sandbox's connections come in on the host's uplink and are
     # forwarded after NAT: that takes forwarding on every interface, as Docker,
-    # Podman and libvirt also turn on. It is left on (other sandboxes may use it).
-    with open("/proc/sys/net/ipv4/ip_forward", "r+") as knob:
+    # Podman and libvirt also turn on; viewbox turns it off again after its last
+    # private network (_restore_forwarding).
+    with open(_FORWARDING_KNOB, "r+") as knob:
         if knob.read().strip() != "1":
+            with open(_FORWARDING_MARK, "w"):
+                pass
             knob.seek(0)
             knob.write("1")
+
+
+def _restore_forwarding() -> None:
+    """Turns IPv4 forwarding off again if viewbox turned it on and no private network of any
+    viewbox process is left (their host ends are the vbh* links). Call with _subnet_lock held:
+    a network being built takes its link under the lock before it turns forwarding on."""
+    if not os.path.exists(_FORWARDING_MARK):
+        return
+    from pyroute2 import IPRoute
+
+    with IPRoute() as host:
+        if any(str(link.get_attr("IFLA_IFNAME") or "").startswith("vbh") for link in host.get_links()):
+            return
+    with open(_FORWARDING_KNOB, "w") as knob:
+        knob.write("0")
+    os.unlink(_FORWARDING_MARK)
 
 
 def _delete_link(name: str) -> None:
@@ -389,3 +419,5 @@ def _remove_stale() -> None:
     for name in tables:
         if name and _owner_gone(name, _PRIVATE_PREFIX):
             _delete_table(name)
+    with _subnet_lock():
+        _restore_forwarding()
