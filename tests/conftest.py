@@ -141,7 +141,8 @@ def shared_dir() -> Iterator[pathlib.Path]:
 
 # --- processes ------------------------------------------------------------------
 
-def _cmdline(pid: str) -> bytes:
+def cmdline(pid: str | int) -> bytes:
+    """/proc/PID/cmdline, or b"" once it is gone."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read()
@@ -165,7 +166,7 @@ def live_processes(marker: str) -> list[int]:
     needle = marker.encode()
     own = os.getpid()
     return sorted(int(pid) for pid in os.listdir("/proc")
-                  if pid.isdigit() and int(pid) != own and needle in _cmdline(pid)
+                  if pid.isdigit() and int(pid) != own and needle in cmdline(pid)
                   and _state(pid) not in ("Z", "X", "gone"))
 
 

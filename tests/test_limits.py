@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import viewbox
-from conftest import HOST_ENV, INSIDE_PYTHON, Caller, live_processes, mountinfo, stop, unique, wait_until
+from conftest import HOST_ENV, INSIDE_PYTHON, Caller, cmdline, live_processes, mountinfo, stop, unique, wait_until
 from viewbox import quota
 from viewbox.doctor import probe
 
@@ -309,7 +309,7 @@ def test_sigkill_of_viewbox_leaves_nothing_and_the_cgroup_is_swept(root: Caller)
     try:
         # the command runs (the sandbox's init, a copy of viewbox, shows the marker for a
         # moment too, before it has joined its cgroup and overwritten its command line)
-        assert wait_until(lambda: any(_cmdline(pid).startswith(b"sh\0-c\0") for pid in live_processes(marker)), 5)
+        assert wait_until(lambda: any(cmdline(pid).startswith(b"sh\0-c\0") for pid in live_processes(marker)), 5)
         made = {path for path in cgroups_left(of_live_viewbox=True) if os.path.basename(path) == name}
         assert made, "the sandbox has a cgroup"
         proc.send_signal(signal.SIGKILL)
@@ -323,14 +323,6 @@ def test_sigkill_of_viewbox_leaves_nothing_and_the_cgroup_is_swept(root: Caller)
     assert wait_until(lambda: all(_procs(path) == "" for path in made), 5)
     assert root.run(["--memory", "64M", "--", "true"]).returncode == 0
     assert not made & cgroups_left()
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
 
 
 def _procs(cgroup: str) -> str:
