@@ -327,19 +327,41 @@ static int send_may_continue(const struct caller_socket *theirs, int flags)
     return theirs->type == SOCK_DGRAM ? 0 : -EACCES;
 }
 
+/* The send calls' common start: 1 and the caller's socket when the supervisor must send
+ * for it (a datagram socket of the host's); else 0, and `*early` is the call's answer. */
+static int socket_to_send_on(struct vb_call *call, int flags, struct caller_socket *theirs,
+                             struct vb_decision *early)
+{
+    if (!vb_net_filtered(call) || caller_socket(call, (int)ARG(0), theirs) != 0) {
+        *early = CONTINUE_INSIDE;
+        return 0;
+    }
+    int may = send_may_continue(theirs, flags);
+    if (may == 0)
+        return 1;
+    close(theirs->fd);
+    *early = may > 0 ? CONTINUE_INSIDE : decide(VB_DECIDE_DENY, -may, "MSG_FASTOPEN on an allowed connection");
+    return 0;
+}
+
+/* The answer of a send the supervisor made: its byte (or message) count, or its errno;
+ * EACCES: the destination is not allowed. */
+static struct vb_decision sent_result(int64_t n)
+{
+    if (n == -EACCES)
+        return DENIED;
+    return n < 0 ? decide(VB_DECIDE_ERRNO, -n, NULL) : decide(VB_DECIDE_RETURN, n, NULL);
+}
+
 /* sendto(fd, buf, len, flags, addr, addrlen): to an allowed address on a host datagram
  * socket, sent by the supervisor; elsewhere as the sandbox's own network has it. The
  * seccomp filter lets sendto without an address (send) through without asking. */
 struct vb_decision sys_sendto(struct vb_call *call)
 {
     struct caller_socket theirs;
-    if (!vb_net_filtered(call) || caller_socket(call, (int)ARG(0), &theirs) != 0)
-        return CONTINUE_INSIDE;
-    int may = send_may_continue(&theirs, (int)ARG(3));
-    if (may != 0) {
-        close(theirs.fd);
-        return may > 0 ? CONTINUE_INSIDE : decide(VB_DECIDE_DENY, -may, "MSG_FASTOPEN on an allowed connection");
-    }
+    struct vb_decision early;
+    if (!socket_to_send_on(call, (int)ARG(3), &theirs, &early))
+        return early;
     struct iovec iov = {NULL, (size_t)ARG(2)};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
     int64_t n;
@@ -369,29 +391,21 @@ struct vb_decision sys_sendto(struct vb_call *call)
         }
     }
     close(theirs.fd);
-    if (n == -EACCES)
-        return DENIED;
-    return n < 0 ? decide(VB_DECIDE_ERRNO, -n, NULL) : decide(VB_DECIDE_RETURN, n, NULL);
+    return sent_result(n);
 }
 
 /* sendmsg(fd, msg, flags): as sendto; the message is copied once when the supervisor sends it. */
 struct vb_decision sys_sendmsg(struct vb_call *call)
 {
     struct caller_socket theirs;
-    if (!vb_net_filtered(call) || caller_socket(call, (int)ARG(0), &theirs) != 0)
-        return CONTINUE_INSIDE;
-    int may = send_may_continue(&theirs, (int)ARG(2));
-    if (may != 0) {
-        close(theirs.fd);
-        return may > 0 ? CONTINUE_INSIDE : decide(VB_DECIDE_DENY, -may, "MSG_FASTOPEN on an allowed connection");
-    }
+    struct vb_decision early;
+    if (!socket_to_send_on(call, (int)ARG(2), &theirs, &early))
+        return early;
     struct msghdr msg;
     int64_t n = vb_read_memory(call, ARG(1), &msg, sizeof msg) != 0 ? -EFAULT
                                                                      : send_for_caller(call, theirs.fd, &msg, (int)ARG(2));
     close(theirs.fd);
-    if (n == -EACCES)
-        return DENIED;
-    return n < 0 ? decide(VB_DECIDE_ERRNO, -n, NULL) : decide(VB_DECIDE_RETURN, n, NULL);
+    return sent_result(n);
 }
 
 /* sendmmsg(fd, msgvec, vlen, flags): as sendmsg, message by message (glibc's resolver
@@ -399,13 +413,9 @@ struct vb_decision sys_sendmsg(struct vb_call *call)
 struct vb_decision sys_sendmmsg(struct vb_call *call)
 {
     struct caller_socket theirs;
-    if (!vb_net_filtered(call) || caller_socket(call, (int)ARG(0), &theirs) != 0)
-        return CONTINUE_INSIDE;
-    int may = send_may_continue(&theirs, (int)ARG(3));
-    if (may != 0) {
-        close(theirs.fd);
-        return may > 0 ? CONTINUE_INSIDE : decide(VB_DECIDE_DENY, -may, "MSG_FASTOPEN on an allowed connection");
-    }
+    struct vb_decision early;
+    if (!socket_to_send_on(call, (int)ARG(3), &theirs, &early))
+        return early;
     unsigned vlen = ARG(2) < MAX_MMSG ? (unsigned)ARG(2) : MAX_MMSG;
     struct mmsghdr msgs[MAX_MMSG];
     int64_t result = 0;
@@ -427,9 +437,7 @@ struct vb_decision sys_sendmmsg(struct vb_call *call)
         }
     }
     close(theirs.fd);
-    if (result == -EACCES)
-        return DENIED;
-    return result < 0 ? decide(VB_DECIDE_ERRNO, -result, NULL) : decide(VB_DECIDE_RETURN, sent, NULL);
+    return sent_result(result < 0 ? result : sent);
 }
 
 /* bind(fd, addr, addrlen) and listen(fd, backlog): the sandbox's own sockets as its

@@ -126,7 +126,7 @@ def probe() -> Probe:
     userns = _userns_layer(privileged)
     abi = probe_landlock_abi()
     notify_err = -probe_seccomp_notify()  # 0 or errno
-    cgroup = _cgroup_info()
+    cgroup = cgroup_info()
     layers = (
         userns,
         *_namespace_layers(privileged, userns),
@@ -376,7 +376,9 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
-def _cgroup_info() -> CgroupInfo:
+def cgroup_info() -> CgroupInfo:
+    """The cgroup facts alone (the layout, this process's cgroups, what it may write): what
+    a run with limits needs, without the other probes' clones and filters."""
     v2_mount: str | None = None
     v2_root = "/"
     v1_mounts: dict[str, str] = {}

@@ -1,7 +1,7 @@
 """Quotas and accounting: how a sandbox is held to its [limits], and what it used.
 
 The enforcement level is chosen for each run from what this machine and user
-can do (the facts `viewbox doctor` reports: doctor.probe().cgroup), strongest
+can do (the facts `viewbox doctor` reports: doctor.cgroup_info()), strongest
 first, and reported in the usage, the audit start event and `--report`:
 
   cgroup v2  a child cgroup per sandbox under the caller's own cgroup, the
@@ -575,9 +575,9 @@ class QuotaSession:
         "cgroup", or a cpu limit) and none can be written here."""
         if limits.memory is None and limits.cpu is None and limits.pids is None and limits.require != "cgroup":
             return cls(limits, LEVEL_RLIMIT)
-        from .doctor import probe
+        from .doctor import cgroup_info
 
-        cgroups, why_not = _open_cgroups(limits, probe().cgroup)
+        cgroups, why_not = _open_cgroups(limits, cgroup_info())
         if cgroups is not None:
             return cls(limits, cgroups.level, cgroups)
         needs = [f"[limits].cpu = {limits.cpu:g}"] if limits.cpu is not None else []
