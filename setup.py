@@ -17,8 +17,9 @@ setup(
     include_package_data=False,
     setup_requires=["cffi>=1.15"],
     cffi_modules=["viewbox/_build.py:ffibuilder"],
-    # pyroute2: netlink (links, addresses, routes, nftables) for [net] mode "private"
-    install_requires=["cffi>=1.15", "pyroute2>=0.9"],
+    # pyroute2: netlink (links, addresses, routes, nftables) for [net] mode "private";
+    # dnspython: the sandbox's resolver for [net].allow's names (DNS messages, upstream queries)
+    install_requires=["cffi>=1.15", "pyroute2>=0.9", "dnspython>=2.4"],
     extras_require={"test": ["pytest>=7", "mypy>=1.5"]},
     entry_points={"console_scripts": ["viewbox = viewbox.cli:console_main"]},
     classifiers=[

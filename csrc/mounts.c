@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -427,6 +428,20 @@ static void bind_host_entries(struct view *v, const struct vb_plan *plan)
     close(dir);
 }
 
+/* [net].allow by name: the view's /etc/resolv.conf names the sandbox's own
+ * resolver (see bind_resolver in spawn.c), and nothing else: no search
+ * domains of the host's, no other server a query could leak to. */
+static void name_resolver(struct view *v)
+{
+    static const char text[] = "# viewbox: the sandbox's resolver answers for the names [net].allow names\n"
+                               "nameserver 127.0.0.53\n";
+    int fd = openat(v->stage, ".resolv.conf", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+    if (fd < 0 || write(fd, text, sizeof text - 1) != (ssize_t)(sizeof text - 1))
+        FAIL(errno, "write the view's /etc/resolv.conf");
+    close(fd);
+    bind_file(v, v->stage, "/.resolv.conf", "/etc/resolv.conf");
+}
+
 static const char *pick_stage(void)
 {
     static const char *const candidates[] = STAGE_CANDIDATES;
@@ -476,6 +491,8 @@ void vb_build_view(const struct vb_plan *plan)
 
     for (size_t i = 0; i < plan->n_mounts; i++)
         apply(&v, &plan->mounts[i]);
+    if (plan->resolver)
+        name_resolver(&v);
 
     for (size_t i = 0; i < v.n_seal; i++) {
         set_attr(v.seal[i], MOUNT_ATTR_RDONLY, 0, "a sealed mount");

@@ -20,6 +20,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -254,28 +255,50 @@ static void hand_over_listener(int listener)
     child_listener_sock = -1;
 }
 
-/* In the init: sends the listener to the caller and forgets it. */
-static void send_listener(int listener)
+/* In the init: sends the listener (and the resolver's socket, or -1) to the
+ * caller and forgets them. */
+static void send_listener(int listener, int resolver)
 {
+    int fds[2] = {listener, resolver};
+    size_t n = resolver >= 0 ? 2 : 1;
     char byte = 'L';
     struct iovec iov = {&byte, 1};
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof fds)];
     } control;
     memset(&control, 0, sizeof control);
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                         .msg_controllen = sizeof control.buf};
+                         .msg_controllen = CMSG_SPACE(n * sizeof(int))};
     struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
     cmsg->cmsg_level = SOL_SOCKET;
     cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &listener, sizeof(int));
+    cmsg->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(cmsg), fds, n * sizeof(int));
     if (sendmsg(child_listener_sock, &msg, MSG_NOSIGNAL) != 1)
         FAIL(errno, "hand the seccomp listener to the supervisor");
     close(listener);
+    if (resolver >= 0)
+        close(resolver);
     close(child_listener_sock);
     child_listener_sock = -1;
+}
+
+/* In the init, for [net].allow by name: the sandbox's resolver address,
+ * 127.0.0.53:53 in its own network. Bound here, by the root of the user
+ * namespace that owns that network (port 53 is its to bind), and answered
+ * from the caller's side, which gets the socket with the listener. */
+static int bind_resolver(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in at;
+    memset(&at, 0, sizeof at);
+    at.sin_family = AF_INET;
+    at.sin_port = htons(53);
+    at.sin_addr.s_addr = htonl(0x7f000035); /* 127.0.0.53 */
+    if (s < 0 || bind(s, (struct sockaddr *)&at, sizeof at) != 0)
+        FAIL(errno, "bind the sandbox's DNS resolver address, 127.0.0.53:53");
+    return s;
 }
 
 static void set_identity(const struct vb_plan *plan)
@@ -678,7 +701,7 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
  * says its number once the filter is on), passes it to the caller, and lets the
  * command go on. If the command failed before, the channel reads EOF and the
  * error pipe already says why. */
-static void take_listener(pid_t command, int handoff)
+static void take_listener(pid_t command, int handoff, int resolver)
 {
     int number = -1;
     ssize_t n;
@@ -693,7 +716,7 @@ static void take_listener(pid_t command, int handoff)
     if (listener < 0)
         FAIL(errno, "take the seccomp listener from the command");
     close(pidfd);
-    send_listener(listener);
+    send_listener(listener, resolver ? bind_resolver() : -1);
     char ack = 'k';
     if (write(handoff, &ack, 1) != 1)
         FAIL(errno, "let the command go on after its seccomp listener");
@@ -845,7 +868,7 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
     }
     if (handoff[0] >= 0) {
         close(handoff[1]);
-        take_listener(command, handoff[0]);
+        take_listener(command, handoff[0], plan->resolver);
     }
     supervise_command(command, broker, status_w, plan->wall_ms, clock);
 }
@@ -896,15 +919,16 @@ static int write_id_maps(pid_t pid, const struct vb_plan *plan, struct vb_error 
     return rc;
 }
 
-/* The listener the command sends before exec; -errno if it sent none
- * (then the error pipe says why). */
-static int receive_listener(int sock)
+/* The listener the command sends before exec (and the resolver's socket, into
+ * *resolver, or -1); -errno if it sent none (then the error pipe says why). */
+static int receive_listener(int sock, int *resolver)
 {
+    *resolver = -1;
     char byte;
     struct iovec iov = {&byte, 1};
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(2 * sizeof(int))];
     } control;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
                          .msg_controllen = sizeof control.buf};
@@ -914,9 +938,11 @@ static int receive_listener(int sock)
     struct cmsghdr *cmsg = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
     if (!cmsg || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
         return n < 0 ? -errno : -EPIPE;
-    int fd;
-    memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
-    return fd;
+    int fds[2] = {-1, -1};
+    size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    memcpy(fds, CMSG_DATA(cmsg), (count > 2 ? 2 : count) * sizeof(int));
+    *resolver = fds[1];
+    return fds[0];
 }
 
 static ssize_t read_full(int fd, void *buf, size_t len)
@@ -961,7 +987,8 @@ static int join_cgroups(pid_t pid, const struct vb_plan *plan, struct vb_error *
 int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error)
 {
     memset(error, 0, sizeof *error);
-    child->pid = child->pidfd = child->status_fd = -1;
+    child->pid = child->pidfd = child->status_fd = child->resolver_fd = -1;
+    int resolver = -1;
 
     if (plan->interpose_families && !plan->supervisor)
         return -EINVAL;
@@ -1085,7 +1112,7 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     if (rc == 0 && listener_socks[0] >= 0) {
         /* Served before the exec it may have to answer; no listener means
          * the setup failed, and the error pipe says why. */
-        int listener = receive_listener(listener_socks[0]);
+        int listener = receive_listener(listener_socks[0], &resolver);
         if (listener >= 0) {
             /* the supervisor takes both: the broker's end is closed with the listener */
             int added = vb_supervisor_add(plan->supervisor, listener, broker_socks[0], plan);
@@ -1112,6 +1139,8 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     }
     close(err_pipe[0]);
     if (rc != 0) {
+        if (resolver >= 0)
+            close(resolver);
         int status;
         reap(pid, &status, NULL);
         close(status_pipe[0]);
@@ -1122,6 +1151,7 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
     child->pid = pid;
     child->pidfd = pidfd;
     child->status_fd = status_pipe[0];
+    child->resolver_fd = resolver;
     return 0;
 }
 

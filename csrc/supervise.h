@@ -81,6 +81,8 @@ const struct vb_interpose_info *vb_interpose_row(int nr);
  * `port`, or NULL. */
 const struct vb_net_rule *vb_net_allowed(const struct vb_call *call, int family, const uint8_t *address,
                                          unsigned port);
+/* The name a pinned address was resolved from (vb_supervisor_pin), or NULL. */
+const char *vb_net_name(const struct vb_call *call, int family, const uint8_t *address);
 /* Whether the sandbox has [net].allow rules at all (else connect is not its business). */
 int vb_net_filtered(const struct vb_call *call);
 /* A pidfd of the calling thread's process, or -errno. */

@@ -90,8 +90,18 @@ struct exec_check {
     struct exec_check *next;
 };
 
+/* An address one of the allowlist's names resolved to (vb_supervisor_pin).
+ * Pins are added by the resolver's thread while the loop reads them: the list
+ * only grows, and each pin is complete before it is published (release, read
+ * with acquire). They are freed with their sandbox. */
+struct pin {
+    struct vb_net_rule rule;   /* origin owned */
+    char *name;                /* the name resolved: said when the address is refused */
+    struct pin *next;
+};
+
 /* One sandbox. Built by vb_supervisor_add (the spawning thread), then owned
- * by the loop thread. */
+ * by the loop thread (its pins excepted). */
 struct served {
     struct watch on_listener, on_broker;
     int listener;
@@ -106,6 +116,9 @@ struct served {
     size_t n_always;
     struct vb_net_rule *net_allow; /* [net].allow, origins owned */
     size_t n_net_allow;
+    int net_filtered;          /* [net].allow has rules (addresses, or names to pin) */
+    _Atomic(struct pin *) pins;/* the names' addresses, newest first */
+    size_t n_pins;             /* under vb_supervisor.lock */
     int deny_note_fd;          /* -1, or where "viewbox: denied connect ..." notes go */
     char *noted[MAX_NOTED];    /* destinations already noted there */
     size_t n_noted;
@@ -238,6 +251,12 @@ static void free_served(struct served *s)
     for (size_t i = 0; i < s->n_net_allow; i++)
         free((char *)s->net_allow[i].origin);
     free(s->net_allow);
+    for (struct pin *p = atomic_load(&s->pins), *next; p; p = next) {
+        next = p->next;
+        free((char *)p->rule.origin);
+        free(p->name);
+        free(p);
+    }
     for (size_t i = 0; i < s->n_noted; i++)
         free(s->noted[i]);
     free(s);
@@ -266,6 +285,7 @@ int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const
                 goto fail;
         }
     }
+    s->net_filtered = plan->n_net_allow > 0 || plan->resolver;
     s->id = plan->sandbox_id;
     s->ask_upcall = plan->ask_upcall;
     s->on_listener = (struct watch){WATCH_LISTENER, s};
@@ -329,7 +349,7 @@ fail:
 
 int vb_net_filtered(const struct vb_call *call)
 {
-    return call->sandbox->n_net_allow > 0;
+    return call->sandbox->net_filtered;
 }
 
 static int prefix_matches(const uint8_t *a, const uint8_t *b, unsigned bits)
@@ -343,17 +363,80 @@ static int prefix_matches(const uint8_t *a, const uint8_t *b, unsigned bits)
     return (a[whole] & mask) == (b[whole] & mask);
 }
 
+static int rule_matches(const struct vb_net_rule *r, int family, const uint8_t *address, unsigned port)
+{
+    return r->family == family && port >= r->port_min && port <= r->port_max &&
+           prefix_matches(r->address, address, r->prefix);
+}
+
 const struct vb_net_rule *vb_net_allowed(const struct vb_call *call, int family, const uint8_t *address,
                                          unsigned port)
 {
     const struct served *s = call->sandbox;
-    for (size_t i = 0; i < s->n_net_allow; i++) {
-        const struct vb_net_rule *r = &s->net_allow[i];
-        if (r->family == family && port >= r->port_min && port <= r->port_max &&
-            prefix_matches(r->address, address, r->prefix))
-            return r;
-    }
+    for (size_t i = 0; i < s->n_net_allow; i++)
+        if (rule_matches(&s->net_allow[i], family, address, port))
+            return &s->net_allow[i];
+    for (const struct pin *p = atomic_load_explicit(&s->pins, memory_order_acquire); p; p = p->next)
+        if (rule_matches(&p->rule, family, address, port))
+            return &p->rule;
     return NULL;
+}
+
+const char *vb_net_name(const struct vb_call *call, int family, const uint8_t *address)
+{
+    for (const struct pin *p = atomic_load_explicit(&call->sandbox->pins, memory_order_acquire); p; p = p->next)
+        if (p->rule.family == family && prefix_matches(p->rule.address, address, p->rule.prefix))
+            return p->name;
+    return NULL;
+}
+
+static int same_rule(const struct vb_net_rule *a, const struct vb_net_rule *b)
+{
+    return a->family == b->family && a->prefix == b->prefix && a->port_min == b->port_min &&
+           a->port_max == b->port_max && memcmp(a->address, b->address, sizeof a->address) == 0;
+}
+
+int vb_supervisor_pin(struct vb_supervisor *sup, uint64_t sandbox_id, const struct vb_net_rule *rule,
+                      const char *name)
+{
+    if ((rule->family != AF_INET && rule->family != AF_INET6) ||
+        rule->prefix > (rule->family == AF_INET ? 32u : 128u))
+        return -EINVAL;
+    pthread_mutex_lock(&sup->lock);
+    struct served *s = sup->sandboxes;
+    while (s && s->id != sandbox_id)
+        s = s->next;
+    int rc = 0;
+    if (!s) {
+        rc = -ESRCH;
+        goto out;
+    }
+    for (const struct pin *p = atomic_load(&s->pins); p; p = p->next)
+        if (same_rule(&p->rule, rule))
+            goto out;
+    if (s->n_pins >= VB_MAX_PINS) {
+        rc = -ENOSPC;
+        goto out;
+    }
+    struct pin *pin = calloc(1, sizeof *pin);
+    char *origin = strdup(rule->origin ? rule->origin : "");
+    char *copy = strdup(name ? name : "");
+    if (!pin || !origin || !copy) {
+        free(pin);
+        free(origin);
+        free(copy);
+        rc = -ENOMEM;
+        goto out;
+    }
+    pin->rule = *rule;
+    pin->rule.origin = origin;
+    pin->name = copy;
+    pin->next = atomic_load(&s->pins);
+    atomic_store_explicit(&s->pins, pin, memory_order_release);
+    s->n_pins++;
+out:
+    pthread_mutex_unlock(&sup->lock);
+    return rc;
 }
 
 int vb_caller_pidfd(const struct vb_call *call)

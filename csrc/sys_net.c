@@ -81,13 +81,15 @@ static int caller_fd_cloexec(const struct vb_call *call, int fd)
 }
 
 /* "1.2.3.4:80" or "[::1]:80" into call->request.path: the destination as
- * decided on, for the audit and the deny note. */
+ * decided on, for the audit and the deny note; with the name it was resolved
+ * from when it is a pinned one: "1.2.3.4:80 (good.test)". */
 static void describe_destination(struct vb_call *call, int family, const void *address, unsigned port)
 {
     char text[INET6_ADDRSTRLEN];
     inet_ntop(family, address, text, sizeof text);
-    snprintf(call->request.path, sizeof call->request.path, family == AF_INET6 ? "[%s]:%u" : "%s:%u", text,
-             port);
+    const char *name = vb_net_name(call, family, address);
+    snprintf(call->request.path, sizeof call->request.path, family == AF_INET6 ? "[%s]:%u%s%s%s" : "%s:%u%s%s%s",
+             text, port, name ? " (" : "", name ? name : "", name ? ")" : "");
 }
 
 #ifndef SIOCGSKNS

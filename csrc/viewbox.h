@@ -160,6 +160,13 @@ struct vb_plan {
     size_t n_net_allow;             /* supervisor, from the host (needs VB_FAMILY_NET) */
     int deny_note_fd;               /* -1, or where a one-line note goes the first time a
                                        destination is refused ("viewbox: denied connect ...") */
+    int resolver;                   /* 1: [net].allow names domains. The sandbox gets its
+                                       own DNS resolver address, 127.0.0.53:53: the init binds
+                                       a UDP socket there in the sandbox's network and hands
+                                       it to the caller (vb_child.resolver_fd), who answers
+                                       for the allowed names and pins their addresses with
+                                       vb_supervisor_pin(); the view's /etc/resolv.conf names
+                                       it (needs VB_FAMILY_NET and unshare_net) */
 };
 
 /* --- results ----------------------------------------------------------- */
@@ -178,6 +185,8 @@ struct vb_child {
     int pid;                        /* host pid of the sandbox's init (pid 1 inside) */
     int pidfd;                      /* pidfd of that init: signals, polling */
     int status_fd;                  /* readable once the command ended: 4-byte wait status */
+    int resolver_fd;                /* -1, or with plan.resolver: the sandbox's DNS socket,
+                                       bound to 127.0.0.53:53 inside (the caller closes it) */
 };
 
 /* Spawn a sandbox from `plan`. On success fills `child` and returns 0: the
@@ -226,6 +235,14 @@ void vb_supervisor_stop(struct vb_supervisor *sup);
 int vb_supervisor_count(struct vb_supervisor *sup);
 /* Frees it; only after vb_supervisor_run() has returned. */
 void vb_supervisor_free(struct vb_supervisor *sup);
+
+/* Adds a destination to a served sandbox's [net].allow while it runs: an
+ * address a name of its allowlist resolved to (`rule` is copied, its origin
+ * too; `name` is said with refusals of that address on other ports).
+ * 0, -ESRCH (no such sandbox served), -ENOSPC (VB_MAX_PINS reached), -ENOMEM. */
+#define VB_MAX_PINS 4096
+int vb_supervisor_pin(struct vb_supervisor *sup, uint64_t sandbox_id, const struct vb_net_rule *rule,
+                      const char *name);
 
 /* An access an ask rule holds until the caller's side answers. */
 struct vb_request {

@@ -561,21 +561,33 @@ def test_duplicate_listen_names_are_refused(tmp_path: pathlib.Path) -> None:
 def test_allow_entries_parse_and_errors_name_the_place(tmp_path: pathlib.Path) -> None:
     policy = load_policy(write_policy(tmp_path, """
         [net]
-        allow = ["10.1.2.0/24:5432", "127.0.0.1:8000-8099", "[::1]:443", "192.0.2.7:*"]
+        allow = ["10.1.2.0/24:5432", "127.0.0.1:8000-8099", "[::1]:443", "192.0.2.7:*", "PyPI.org.:443",
+                 "*.example.com:8000-8080"]
+        dns = ["127.0.0.1:5353", "10.0.0.53", "[::1]:53"]
     """))
     assert [str(rule) for rule in policy.net.allow] == [
-        "10.1.2.0/24:5432", "127.0.0.1:8000-8099", "[::1]:443", "192.0.2.7:*"]
+        "10.1.2.0/24:5432", "127.0.0.1:8000-8099", "[::1]:443", "192.0.2.7:*", "pypi.org:443",
+        "*.example.com:8000-8080"]
+    assert policy.net.dns == ("127.0.0.1:5353", "10.0.0.53:53", "[::1]:53")
     for line, message in [
-        ('allow = ["pypi.org:443"]', 'domain names are not supported yet, got "pypi.org": give the addresses '
-                                     '("93.184.215.14:443", "10.1.2.0/24:5432")'),
+        ('allow = ["*.com:443"]', '"*.com" is too wide: a wildcard needs a domain of two labels or more '
+                                  '("*.example.com")'),
+        ('allow = ["a.*.example.com:443"]', 'invalid domain name "a.*.example.com": labels of letters, digits '
+                                            'and "-", joined by "."; a "*." in front stands for any subdomain'),
+        ('allow = ["bad_name.test:443"]', 'invalid domain name "bad_name.test": labels of letters, digits '
+                                          'and "-", joined by "."; a "*." in front stands for any subdomain'),
+        ('dns = ["resolver.example"]', 'a DNS server is an address ("10.0.0.53", "127.0.0.1:5353"), '
+                                       'got "resolver.example"'),
         ('allow = ["10.1.2.3/24:80"]', 'invalid address "10.1.2.3/24" in "10.1.2.3/24:80": 10.1.2.3/24 has host bits set'),
-        ('allow = ["10.1.2.3"]', 'expected "ADDRESS[/PREFIX]:PORT" (e.g. "10.1.2.0/24:5432"), got "10.1.2.3"'),
+        ('allow = ["10.1.2.3"]', 'expected "ADDRESS[/PREFIX]:PORT" or "NAME:PORT" (e.g. "10.1.2.0/24:5432", '
+                                 '"pypi.org:443"), got "10.1.2.3"'),
         ('allow = ["10.1.2.3:90-80"]', 'port range "90-80" ends before it starts'),
     ]:
         path = write_policy(tmp_path, f"[net]\n{line}\n")
         with pytest.raises(PolicyError) as caught:
             load_policy(path)
-        assert str(caught.value) == f"{path}:2: [net].allow[0]: {message}"
+        field = "[net].dns[0]" if line.startswith("dns") else "[net].allow[0]"
+        assert str(caught.value) == f"{path}:2: {field}: {message}"
 
 
 def test_allow_needs_mode_none(tmp_path: pathlib.Path) -> None:
@@ -601,8 +613,8 @@ def test_private_refusal_is_clear_for_an_ordinary_user() -> None:
 class CountingServer:
     """A TCP server on the host's loopback that greets each client and counts them."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sock = socket.create_server((host, port), backlog=512)
         self.port: int = self.sock.getsockname()[1]
         self.accepted = 0
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -952,3 +964,149 @@ def test_listen_sockets_keep_working_with_an_allowlist(as_user: Caller) -> None:
     finally:
         stop(proc)
     assert (proc.returncode, out) == (0, f"{errno.EACCES}\n"), err
+
+
+# --- 4. [net].allow by name: the sandbox's resolver ----------------------------------------------------
+
+class ZoneServer:
+    """A DNS server of the test's own on the host's loopback (UDP): answers A queries from
+    `zone`, NXDOMAIN for other names, and logs every name it was asked about."""
+
+    def __init__(self, zone: dict[str, str], host: str = "127.0.0.1", port: int = 0) -> None:
+        self.zone = zone
+        self.asked: list[str] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.address = f"{host}:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+        import dns.rrset
+
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            question = query.question[0]
+            name = question.name.to_text(omit_final_dot=True)
+            self.asked.append(name)
+            if name not in self.zone:
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+            elif question.rdtype == dns.rdatatype.A:
+                reply.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", self.zone[name]))
+            self.sock.sendto(reply.to_wire(), peer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def zone() -> Iterator[ZoneServer]:
+    server = ZoneServer({"good.test": "127.0.0.1", "www.good.test": "127.0.0.1", "bad.test": "127.0.0.2"})
+    yield server
+    server.close()
+
+
+# Resolves and connects by name, then tries the way around: what each saw, as JSON.
+BY_NAME = textwrap.dedent("""
+    import json, socket, sys
+    port, other_port = int(sys.argv[1]), int(sys.argv[2])
+    out = {}
+    def greet(host, port):
+        try:
+            with socket.create_connection((host, port), timeout=10) as c:
+                return c.recv(100).decode()
+        except socket.gaierror as e:
+            return "unresolved"
+        except OSError as e:
+            return e.errno
+    for name in sys.argv[3:]:
+        out[name] = greet(name, port)
+    out["bad address"] = greet("127.0.0.2", port)
+    out["good, other port"] = greet("good.test", other_port)
+    print(json.dumps(out))
+""")
+
+
+def test_allow_by_name_resolves_and_connects_only_the_allowed_name(
+        as_user: Caller, shared_dir: pathlib.Path, zone: ZoneServer, server_b: CountingServer) -> None:
+    good = CountingServer("127.0.0.1")
+    bad = CountingServer("127.0.0.2", good.port)  # where bad.test points: the same port, another address
+    audit = shared_dir / "audit.jsonl"
+    try:
+        done = as_user.run(["--audit", str(audit), "--allow-net", f"good.test:{good.port}", "--dns", zone.address,
+                            *py(BY_NAME), str(good.port), str(server_b.port), "good.test", "bad.test"])
+    finally:
+        good.close()
+        bad.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "good.test": "hello from the host\n",
+        "bad.test": "unresolved",
+        "bad address": errno.ECONNREFUSED,       # the sandbox's own loopback: nothing listens there
+        "good, other port": errno.ECONNREFUSED,  # the name's address, but not its port
+    }
+    assert (good.accepted, bad.accepted, server_b.accepted) == (1, 0, 0)
+    # a name outside the allowlist is answered by viewbox: it never leaves the sandbox
+    assert "bad.test" not in zone.asked and "good.test" in zone.asked
+    assert done.stderr == "viewbox: denied lookup of bad.test: not in [net].allow\n"
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    lookups = {(e["name"], e["type"], e["decision"]) for e in events if e["event"] == "dns"}
+    assert ("good.test", "A", "allow") in lookups and ("bad.test", "A", "deny") in lookups
+    (allowed,) = [e for e in events if e["event"] == "dns" and e["name"] == "good.test" and e["type"] == "A"][:1]
+    assert allowed["addresses"] == ["127.0.0.1"] and allowed["rule"] == "--allow-net"
+    connects = [e for e in events if e["event"] == "syscall" and e["syscall"] == "connect" and e["decision"] == "allow"
+                and e["rule"] == "--allow-net"]
+    assert [e["resolved"] for e in connects] == [f"127.0.0.1:{good.port} (good.test)"]
+
+
+def test_allow_by_name_with_curl_and_a_wildcard(as_user: Caller, zone: ZoneServer, server_a: CountingServer) -> None:
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    script = (f"curl -s --http0.9 http://www.good.test:{server_a.port}/; echo \"www=$?\"; "
+              f"curl -s --http0.9 http://good.test:{server_a.port}/; echo \"apex=$?\"; "
+              "cat /etc/resolv.conf")
+    done = as_user.run(["--allow-net", f"*.good.test:{server_a.port}", "--dns", zone.address,
+                        "--", "sh", "-c", script])
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # "*.good.test" is any name under good.test, not good.test itself (6: could not resolve)
+    assert lines[:3] == ["hello from the host", "www=0", "apex=6"]
+    assert "nameserver 127.0.0.53" in lines and not [line for line in lines if "10.255" in line]
+    assert server_a.accepted == 1
+    assert zone.asked and set(zone.asked) == {"www.good.test"}
+
+
+def test_allow_by_name_through_the_hosts_resolver(tmp_path: pathlib.Path, server_a: CountingServer) -> None:
+    """Without [net].dns, names resolve as the host's own programs resolve them (getaddrinfo):
+    here a private mount namespace gives viewbox a resolv.conf naming the test's server."""
+    if os.getuid() != 0:
+        pytest.skip("needs root: a private mount namespace with another /etc/resolv.conf")
+    server = ZoneServer({"good.test": "127.0.0.1"}, host="127.77.0.1", port=53)
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.77.0.1\n")
+    try:
+        script = f"mount --bind {conf} /etc/resolv.conf && exec \"$@\""
+        done = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", sys.executable, "-m", "viewbox",
+             "run", "--allow-net", f"good.test:{server_a.port}", *py(BY_NAME), str(server_a.port), "1", "good.test"],
+            capture_output=True, text=True, timeout=60, env=Caller("root").viewbox_env(None))
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["good.test"] == "hello from the host\n"
+    assert "good.test" in server.asked
+
+
+def test_dns_without_a_name_to_resolve_is_refused(tmp_path: pathlib.Path) -> None:
+    import viewbox
+
+    path = write_policy(tmp_path, '[net]\nallow = ["10.0.0.1:80"]\ndns = ["10.0.0.53"]\n')
+    with pytest.raises(PolicyError, match=r":3: \[net\].dns: no \[net\].allow entry is a name"):
+        viewbox.Sandbox(policy=path).compile(["true"])

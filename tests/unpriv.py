@@ -54,6 +54,11 @@ def unprivileged_pythonpath(tmp_dir: str | os.PathLike[str]) -> str:
     if policies.is_dir() and not (package / "policies").exists():
         shutil.copytree(policies, dest / "policies", ignore=_IGNORE)
     shutil.copy(_cffi_backend.__file__, dest)
+    # Pure-Python dependencies the system Python may lack (dnspython: the resolver of [net].allow's names).
+    for name in ("dns",):
+        module = importlib.util.find_spec(name)
+        assert module is not None and module.submodule_search_locations, f"{name} is not importable"
+        shutil.copytree(next(iter(module.submodule_search_locations)), dest / name, ignore=_IGNORE)
     # The umask and the source modes decide what the copies got: open them up.
     for path in [dest, *dest.rglob("*")]:
         path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)

@@ -57,6 +57,7 @@ examples:
   viewbox run --listen web=tcp:0.0.0.0:8080 -- ./socket-activated-daemon
   viewbox run --publish 8080:80 -- nginx -g 'daemon off;'
   viewbox run --allow-net 10.1.2.0/24:5432 -- ./job      (reaches that network's port 5432 only)
+  viewbox run --allow-net pypi.org:443 -- pip download six   (that name resolves, nothing else)
   sudo viewbox run --net private -- curl https://example.org/   (own interface, NAT)
   viewbox run --audit events.jsonl -- ./untrusted
   viewbox run --memory 256M --pids 64 --timeout 10m --report usage.json -- ./job
@@ -127,9 +128,14 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--publish", action="append", default=[], metavar="[ADDR:]HOST_PORT:PORT",
                    help="forward the host's HOST_PORT (on every address unless ADDR) to 127.0.0.1:PORT "
                         "inside, e.g. 8080:80 (repeatable)")
-    g.add_argument("--allow-net", action="append", default=[], metavar="ADDR[/PREFIX]:PORT",
+    g.add_argument("--allow-net", action="append", default=[], metavar="ADDR[/PREFIX]:PORT|NAME:PORT",
                    help="let the sandbox connect to this destination outside (with --net none): "
-                        "e.g. 10.1.2.0/24:5432, 127.0.0.1:8080, [::1]:443, 10.0.0.5:* (repeatable)")
+                        "e.g. 10.1.2.0/24:5432, 127.0.0.1:8080, [::1]:443, 10.0.0.5:*, pypi.org:443, "
+                        "*.example.com:443; names resolve inside (through viewbox) and nothing else "
+                        "does (repeatable)")
+    g.add_argument("--dns", action="append", default=[], metavar="ADDR[:PORT]",
+                   help="resolve --allow-net's names with this DNS server instead of the host's resolver "
+                        "(repeatable: asked in turn)")
     g.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
                    help="set K=V inside; a bare K copies the host's value (repeatable)")
     r = p.add_argument_group("path rules (after the policy's [fs] deny/ask/allow)", description=PATH_RULES_HELP)
@@ -168,7 +174,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
                 "time_start", "time_offset", "time_rate", "time_frozen"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
-    for key in ("listen", "publish", "allow_net"):
+    for key in ("listen", "publish", "allow_net", "dns"):
         if getattr(args, key):
             out[key] = list(getattr(args, key))
     for key in ("deny", "ask", "allow"):  # globs, kept as written ("**/x" is no path to make absolute)

@@ -51,6 +51,8 @@ class Child:
         self.pid: int = c_child.pid
         self.pidfd: int = c_child.pidfd
         self.status_fd: int = c_child.status_fd
+        #: with plan.net_names: the sandbox's DNS socket (127.0.0.53:53 inside), ours to answer and close
+        self.resolver_fd: int = c_child.resolver_fd
 
     def collect(self) -> tuple[int, Usage]:
         """The command's wait status and the sandbox's usage; call once status_fd
@@ -133,6 +135,22 @@ class Supervisor:
     def answer(self, token: int, answer: int) -> bool:
         """Answers a held call (VB_ANSWER_*); False if it no longer waits."""
         return int(lib.vb_supervisor_answer(self._c, token, answer)) == 0
+
+    def pin(self, sandbox_id: int, address: str, port_min: int, port_max: int, origin: str, name: str) -> None:
+        """Lets a served sandbox connect to `address` (one host) on those ports from now on: an
+        address one of its [net].allow names resolved to. Raises OSError (ESRCH: not served,
+        ENOSPC: it has VB_MAX_PINS already)."""
+        ip = ipaddress.ip_address(address)
+        rule = ffi.new("struct vb_net_rule *")
+        rule.family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        ffi.memmove(rule.address, ip.packed, len(ip.packed))
+        rule.prefix = ip.max_prefixlen
+        rule.port_min, rule.port_max = port_min, port_max
+        c_origin = ffi.new("char[]", origin.encode())
+        rule.origin = c_origin
+        rc = lib.vb_supervisor_pin(self._c, sandbox_id, rule, name.encode())
+        if rc < 0:
+            raise OSError(-rc, f"pin {address} for sandbox {sandbox_id}: {os.strerror(-rc)}")
 
     def stop(self) -> None:
         lib.vb_supervisor_stop(self._c)
@@ -259,7 +277,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         families |= lib.VB_FAMILY_FS
         if any(rule.access & _ACCESS_EXEC for rule in plan.path_rules):
             families |= lib.VB_FAMILY_EXEC
-    if plan.net_allow:
+    if plan.net_allow or plan.net_names:
         families |= lib.VB_FAMILY_NET
     if families:
         p.interpose_families = families
@@ -290,6 +308,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         net_rules[i].origin = _cstr(keep, net_rule.origin)
     p.net_allow, p.n_net_allow = net_rules, len(plan.net_allow)
     p.deny_note_fd = deny_note_fd
+    p.resolver = int(bool(plan.net_names))
 
     c_child = ffi.new("struct vb_child *")
     error = ffi.new("struct vb_error *")

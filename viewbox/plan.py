@@ -100,6 +100,23 @@ class NetRule:
 
 
 @record
+class NetName:
+    """A name of [net].allow: it resolves inside, through viewbox, and the addresses it resolves
+    to become NetRules of the sandbox (pinned) with its ports."""
+
+    name: str           # "pypi.org", or "*.example.com": any name under example.com
+    port_min: int
+    port_max: int
+    origin: str
+
+    def matches(self, name: str) -> bool:
+        """Whether `name` (lower case, no final dot) is this rule's."""
+        if self.name.startswith("*."):
+            return name.endswith(self.name[1:]) and len(name) > len(self.name) - 1
+        return name == self.name
+
+
+@record
 class Rlimit:
     resource: int
     soft: int
@@ -146,6 +163,10 @@ class Plan:
     publish: tuple[PublishSpec, ...] = ()
     # [net].allow: destinations the supervisor connects to for the sandbox (layer 3).
     net_allow: tuple[NetRule, ...] = ()
+    # [net].allow's names: the sandbox gets a resolver (127.0.0.53) that answers only these,
+    # from `dns_servers` ("ADDRESS:PORT", "[ADDRESS]:PORT"; none: the host's getaddrinfo).
+    net_names: tuple[NetName, ...] = ()
+    dns_servers: tuple[str, ...] = ()
 
     @property
     def path_search(self) -> str:

@@ -6,6 +6,7 @@ compiles it into a Plan for that command and hands it to the C core.
 from __future__ import annotations
 
 import fcntl
+import functools
 import math
 import os
 import select
@@ -107,7 +108,7 @@ class Process:
                  stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
                  audit: _Audit, quota: QuotaSession, sandbox_id: int = 0,
                  host_sockets: net.HostSockets | None = None,
-                 network: net.PrivateNetwork | None = None) -> None:
+                 network: net.PrivateNetwork | None = None, resolver: Any = None) -> None:
         self._child = child
         self.argv = argv
         self.plan = plan
@@ -126,6 +127,7 @@ class Process:
         self._sandbox_id = sandbox_id
         self._host_sockets = host_sockets
         self._network = network
+        self._resolver = resolver
         #: the read end of signal.set_wakeup_fd(), or None: a signal arriving just before
         #: `wait` blocks would otherwise wait with its Python handler until the command ends
         self.wakeup_fd: int | None = None
@@ -176,6 +178,8 @@ class Process:
         #: the sandbox's init ended it because its broker (path rules) was gone
         self.broker_lost = kernel_usage.broker_lost
         ask.unregister(self._sandbox_id)
+        if self._resolver:
+            self._resolver.close()
         if self._host_sockets:
             self._host_sockets.cleanup()
         if self._network:
@@ -236,7 +240,8 @@ class Sandbox:
     net ("none", "private" or "host"), listen (sockets bound on the host and passed in:
     "[NAME=]tcp:ADDRESS:PORT", "[NAME=]unix:PATH"), publish (host ports
     forwarded in: "[ADDRESS:]HOST_PORT:PORT"), allow_net (destinations the sandbox
-    may connect to: "ADDRESS[/PREFIX]:PORT"), env (a mapping added to the sandbox's
+    may connect to: "ADDRESS[/PREFIX]:PORT" or "NAME:PORT"), dns (where those names are
+    resolved: "ADDRESS[:PORT]"), env (a mapping added to the sandbox's
     environment); per-path rules deny, ask, allow (lists of "[ACCESS:]GLOB");
     and the limits: memory and disk (bytes, or "256M"), cpus (cores, 0.5),
     pids, timeout (seconds, or "10m": [limits].wall); the clock: time_start (an instant,
@@ -246,8 +251,9 @@ class Sandbox:
     `Result.events` has them, one "syscall" event per interposed call.
     `on_request(request) -> Decision` answers the calls an ask rule holds
     (without it, ask rules deny). `deny_notes` writes one line to this
-    process's stderr the first time a connect to a destination is refused
-    ([net].allow), as `viewbox run` does; the audit events say it either way.
+    process's stderr the first time a connect to a destination, or a lookup of a
+    name, is refused ([net].allow), as `viewbox run` does; the audit events say
+    it either way ("dns" events for lookups).
     Leaving the `with` block kills whatever it spawned that still runs."""
 
     def __init__(self, *, policy: str | os.PathLike[str] | Policy | None = None,
@@ -342,9 +348,16 @@ class Sandbox:
                 network.after_spawn()
         audit.calls_started()
         audit.emit("spawned", sandbox=sandbox_id, pid=child.pid)
+        resolver = None
+        if child.resolver_fd >= 0:
+            from .views import dns  # dnspython: loaded only by a run that resolves names
+
+            pin = functools.partial(core.supervisor().pin, sandbox_id)
+            resolver = dns.Resolver.start(child.resolver_fd, plan.net_names, plan.dns_servers, pin,
+                                          functools.partial(audit.emit, sandbox=sandbox_id), self._deny_note_fd)
         stdin_file, stdout_file, stderr_file = ends.parent_files()
         proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota,
-                       sandbox_id=sandbox_id, host_sockets=host_sockets, network=network)
+                       sandbox_id=sandbox_id, host_sockets=host_sockets, network=network, resolver=resolver)
         self._processes.append(proc)
         return proc
 

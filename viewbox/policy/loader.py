@@ -86,6 +86,7 @@ OVERRIDES: Mapping[str, str] = MappingProxyType({
     "listen": "net.listen",
     "publish": "net.publish",
     "allow_net": "net.allow",
+    "dns": "net.dns",
     "env": "env.set",
     "memory": "limits.memory",
     "cpus": "limits.cpu",
@@ -307,8 +308,9 @@ def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | 
     `ref` is a shipped policy name ("default" when None) or a path: a path when it is
     os.PathLike, contains "/" or ends in ".toml", or when no shipped policy has that
     name but a file does. `overrides` keys: ro, rw, hide, tmpfs, deny, ask, allow (lists of
-    str; deny, ask and allow take "[ACCESS:]GLOB" path rules), workdir,
-    hostname, net (str), uid, gid (int), env (dict added to [env].set), memory, disk (size),
+    str; deny, ask and allow take "[ACCESS:]GLOB" path rules), workdir, hostname, net (str),
+    listen, publish, allow_net, dns (lists of str: [net]), uid, gid (int), env (dict added
+    to [env].set), memory, disk (size),
     cpus (cores), pids (int), timeout (duration: [limits].wall), time_start (instant),
     time_offset ("-1d"), time_rate (float), time_frozen (bool): [time]; None values are
     skipped; an unknown key raises TypeError. `override_origin="cli"` names their origins

@@ -729,22 +729,27 @@ def check_publish(value: object) -> PublishedPort:
 
 @record
 class NetAllowRule:
-    """An item of [net].allow: destinations the sandbox may connect to, by address.
+    """An item of [net].allow: destinations the sandbox may connect to, by address or by name.
 
-    str() gives the form the policy reads: "10.1.2.0/24:5432", "[::1]:8080", "127.0.0.1:8000-8099".
+    str() gives the form the policy reads: "10.1.2.0/24:5432", "[::1]:8080", "127.0.0.1:8000-8099",
+    "pypi.org:443", "*.example.com:443".
     """
 
-    network: str        # "10.1.2.0/24", "::1/128"
+    network: str        # "10.1.2.0/24", "::1/128"; "" for a name
     port_min: int
     port_max: int
+    name: str = ""      # "pypi.org", "*.example.com" (lower case): its addresses, once resolved
 
     def __str__(self) -> str:
         import ipaddress
 
-        net = ipaddress.ip_network(self.network)
-        host = str(net.network_address) if net.prefixlen == net.max_prefixlen else self.network
-        if net.version == 6:
-            host = f"[{host}]"
+        if self.name:
+            host = self.name
+        else:
+            net = ipaddress.ip_network(self.network)
+            host = str(net.network_address) if net.prefixlen == net.max_prefixlen else self.network
+            if net.version == 6:
+                host = f"[{host}]"
         if (self.port_min, self.port_max) == (1, 65535):
             ports = "*"
         elif self.port_min == self.port_max:
@@ -754,27 +759,48 @@ class NetAllowRule:
         return f"{host}:{ports}"
 
 
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _check_domain(text: str) -> str:
+    """A domain name of [net].allow, or "*." and one: lower case, without the final dot."""
+    name = text.lower().removesuffix(".")
+    labels = name.split(".")
+    wildcard = labels[0] == "*"
+    if wildcard:
+        labels = labels[1:]
+    if "*" in name[1:] or not labels or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise FieldError(f"invalid domain name {quote(text)}: labels of letters, digits and \"-\", "
+                         'joined by "."; a "*." in front stands for any subdomain')
+    if wildcard and len(labels) < 2:
+        raise FieldError(f"{quote(text)} is too wide: a wildcard needs a domain of two labels or more "
+                         '("*.example.com")')
+    return name
+
+
 def check_net_allow(value: object) -> NetAllowRule:
-    """An item of [net].allow: "ADDRESS[/PREFIX]:PORTS", IPv6 in brackets, PORTS a port,
-    "LOW-HIGH" or "*"."""
+    """An item of [net].allow: "ADDRESS[/PREFIX]:PORTS" (IPv6 in brackets) or "NAME:PORTS"
+    ("pypi.org:443", "*.example.com:443"); PORTS a port, "LOW-HIGH" or "*"."""
     import ipaddress
 
     if not isinstance(value, str):
-        raise _expected('a string "ADDRESS[/PREFIX]:PORT"', value)
+        raise _expected('a string "ADDRESS[/PREFIX]:PORT" or "NAME:PORT"', value)
     host, colon, ports = value.rpartition(":")
     if not colon or not host:
-        raise FieldError(f'expected "ADDRESS[/PREFIX]:PORT" (e.g. "10.1.2.0/24:5432"), got {quote(value)}')
+        raise FieldError(f'expected "ADDRESS[/PREFIX]:PORT" or "NAME:PORT" (e.g. "10.1.2.0/24:5432", '
+                         f'"pypi.org:443"), got {quote(value)}')
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if bare == host and ":" in host:
         raise FieldError(f"write an IPv6 address in brackets: \"[{host}]:{ports}\"")
+    name = ""
+    network = None
     try:
         network = ipaddress.ip_network(bare, strict=True)
     except ValueError as err:
-        if re.fullmatch(r"[A-Za-z0-9*.-]+", bare) and re.search(r"[A-Za-z*]", bare):
-            raise FieldError(f"domain names are not supported yet, got {quote(bare)}: give the addresses "
-                             '("93.184.215.14:443", "10.1.2.0/24:5432")') from None
-        raise FieldError(f"invalid address {quote(bare)} in {quote(value)}: {err}") from None
-    if network.version == 6 and bare == host:
+        if bare != host or "/" in bare or not re.search(r"[A-Za-z*]", bare) or re.fullmatch(r"[0-9.]+", bare):
+            raise FieldError(f"invalid address {quote(bare)} in {quote(value)}: {err}") from None
+        name = _check_domain(bare)
+    if network is not None and network.version == 6 and bare == host:
         raise FieldError(f"write an IPv6 address in brackets: \"[{bare}]:{ports}\"")
     if ports == "*":
         low, high = 1, 65535
@@ -784,7 +810,30 @@ def check_net_allow(value: object) -> NetAllowRule:
         high = _check_port(last, "port") if dash else low
         if high < low:
             raise FieldError(f"port range {quote(ports)} ends before it starts")
-    return NetAllowRule(str(network), low, high)
+    return NetAllowRule(str(network) if network is not None else "", low, high, name)
+
+
+def check_dns_server(value: object) -> str:
+    """An item of [net].dns: "ADDRESS" or "ADDRESS:PORT" ("[ADDRESS]:PORT" for IPv6), normalised
+    to "ADDRESS:PORT" / "[ADDRESS]:PORT"."""
+    import ipaddress
+
+    if not isinstance(value, str):
+        raise _expected('a string "ADDRESS[:PORT]"', value)
+    host, port = value, "53"
+    if value.startswith("["):
+        inner, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise FieldError(f'expected "[IPV6]:PORT", got {quote(value)}')
+        host, port = inner, rest[1:] or "53"
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise FieldError(f"a DNS server is an address (\"10.0.0.53\", \"127.0.0.1:5353\"), got {quote(value)}") from None
+    number = _check_port(port, "port")
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
 
 
 #: [net].mode values
@@ -802,8 +851,12 @@ class NetTable:
     #: host ports forwarded to ports inside (needs the sandbox's own network: mode "none")
     publish: tuple[PublishedPort, ...] = _list(
         check_publish, identity=lambda port: (port.host, port.host_port))
-    #: destinations outside that the sandbox may connect to (mode "none"): the supervisor connects
+    #: destinations outside that the sandbox may connect to (mode "none"): the supervisor connects;
+    #: names are resolved by viewbox, and only they resolve inside
     allow: tuple[NetAllowRule, ...] = _list(check_net_allow)
+    #: where viewbox resolves [net].allow's names: DNS servers ("ADDRESS[:PORT]"), asked in turn
+    #: (none: the host's resolver, as getaddrinfo: /etc/hosts, then DNS)
+    dns: tuple[str, ...] = _list(check_dns_server)
 
 
 @record

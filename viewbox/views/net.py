@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from viewbox.errors import PolicyError, PolicyErrors, SpawnError, UnavailableLayer
-from viewbox.plan import ListenSpec, NetRule, PublishSpec
+from viewbox.plan import ListenSpec, NetName, NetRule, PublishSpec
 
 if TYPE_CHECKING:
     from viewbox.policy.model import Policy
@@ -51,16 +51,25 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
             f'supervisor adds these destinations to), not mode {net.mode!r}') for index in range(len(net.allow))]
     if errors:
         raise PolicyErrors(errors)
+    if net.dns and not any(rule.name for rule in net.allow):
+        errors.append(policy.origin("net.dns", 0).error(
+            "[net].dns", "no [net].allow entry is a name: [net].dns says where names are resolved"))
+    if errors:
+        raise PolicyErrors(errors)
     net_allow = tuple(NetRule(network=rule.network, port_min=rule.port_min, port_max=rule.port_max,
                               origin=_origin_text(policy, "net.allow", index, "[net].allow"))
-                      for index, rule in enumerate(net.allow))
+                      for index, rule in enumerate(net.allow) if not rule.name)
+    net_names = tuple(NetName(name=rule.name, port_min=rule.port_min, port_max=rule.port_max,
+                              origin=_origin_text(policy, "net.allow", index, "[net].allow"))
+                      for index, rule in enumerate(net.allow) if rule.name)
     listen = tuple(ListenSpec(name=sock.name, kind=sock.kind, host=sock.host, port=sock.port,
                               path=expand(sock.path, cwd=context.cwd) if sock.path else "")
                    for sock in net.listen)
     publish = tuple(PublishSpec(host=port.host, host_port=port.host_port, port=port.port)
                     for port in net.publish)
     return {"unshare_net": net.mode == "none", "private_network": net.mode == "private",
-            "listen": listen, "publish": publish, "net_allow": net_allow}
+            "listen": listen, "publish": publish, "net_allow": net_allow, "net_names": net_names,
+            "dns_servers": net.dns}
 
 
 def _origin_text(policy: Policy, name: str, index: int, label: str) -> str:
