@@ -51,6 +51,7 @@ struct connection {
 };
 
 static struct connection conns[MAX_CONNECTIONS];
+static struct vb_net_counters *counted; /* shared with the caller: what was relayed */
 static unsigned batch = 1;
 static int max_connections = MAX_CONNECTIONS;
 static int epfd = -1;
@@ -86,6 +87,13 @@ static int watch(int fd, uint64_t data)
 {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = data};
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* A client reached the daemon inside (one the daemon never took is not counted). */
+static void count_connection(void)
+{
+    if (counted)
+        atomic_fetch_add_explicit(&counted->connections_in, 1, memory_order_relaxed);
 }
 
 /* Connects a new client to 127.0.0.1:port inside; drops it when that fails at once. */
@@ -128,8 +136,12 @@ static void open_connection(int client, int port)
         return;
     }
     uint64_t index = (uint64_t)(c - conns);
-    if (watch(c->fd[0], index << 1) != 0 || watch(c->fd[1], (index << 1) | 1) != 0)
+    if (watch(c->fd[0], index << 1) != 0 || watch(c->fd[1], (index << 1) | 1) != 0) {
         close_connection(c);
+        return;
+    }
+    if (!c->connecting)
+        count_connection();
 }
 
 /* Moves what it can in direction d; returns 1 on progress, 0 on none, -1 when the
@@ -157,6 +169,9 @@ static int pump_direction(struct connection *c, int d)
         if (n > 0) {
             dir->pending -= (size_t)n;
             progress = 1;
+            if (counted) /* dir[0]: from the client into the sandbox */
+                atomic_fetch_add_explicit(d == 0 ? &counted->bytes_in : &counted->bytes_out, (uint64_t)n,
+                                          memory_order_relaxed);
         } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
             return -1;
         }
@@ -184,6 +199,7 @@ static void pump(struct connection *c, int side, uint32_t events)
         if (!(events & EPOLLOUT))
             return;
         c->connecting = 0;
+        count_connection();
     }
     for (;;) {
         int a = pump_direction(c, 0), b = pump_direction(c, 1);
@@ -220,8 +236,9 @@ int vb_forward_setup(const struct vb_plan *plan)
     return 0;
 }
 
-__attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan)
+__attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan, struct vb_net_counters *counters)
 {
+    counted = counters;
     struct epoll_event events[64];
     for (;;) {
         int n = epoll_wait(epfd, events, (int)VB_ARRAY_LEN(events), -1);

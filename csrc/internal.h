@@ -4,6 +4,7 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 
@@ -74,14 +75,31 @@ void vb_time_trace(pid_t command, int go_w);
  * (to be handled as any other wait result). */
 int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status);
 
+/* The network counters (viewbox.h) live in a page shared (MAP_SHARED, made
+ * before the clone) by the caller's process, where the supervisor counts the
+ * connections it makes for the sandbox, and the sandbox's forwarder, which
+ * counts what it relays. In the caller's process two hold it at most (the
+ * child record until vb_wait, the supervisor's record of the sandbox): the
+ * last to let go unmaps it. */
+struct vb_net_counters {
+    _Atomic uint64_t connections_in, connections_out, bytes_in, bytes_out;
+    _Atomic int holders;
+};
+struct vb_net_counters *vb_net_counters_new(void); /* one holder; NULL and errno */
+void vb_net_counters_hold(struct vb_net_counters *counters);
+void vb_net_counters_release(struct vb_net_counters *counters);
+
 /* forward.c: relay connections to plan->publish's listeners into the sandbox.
- * Setup (0 or -errno), then the forwarder process's main loop (never returns). */
+ * Setup (0 or -errno), then the forwarder process's main loop (never returns),
+ * counting into `counters` (may be NULL). */
 int vb_forward_setup(const struct vb_plan *plan);
-__attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan);
+__attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan, struct vb_net_counters *counters);
 
 /* supervisor.c: start serving a sandbox's listener and, with path rules, its
  * broker socket (takes ownership of both, closing them on failure too). Its
- * events go to a duplicate of plan->audit_fd (-1: none). */
-int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const struct vb_plan *plan);
+ * events go to a duplicate of plan->audit_fd (-1: none); the connections it
+ * makes for the sandbox are counted in `counters` (held meanwhile; may be NULL). */
+int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const struct vb_plan *plan,
+                      struct vb_net_counters *counters);
 
 #endif

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -64,6 +65,8 @@ static int child_errfd = -1;
 /* In the init: the socket that carries the seccomp listener back to the caller;
  * in the command: its channel to the init, which takes the listener from it. -1: none. */
 static int child_listener_sock = -1;
+/* In the init and the forwarder: the network counters shared with the caller, or NULL. */
+static struct vb_net_counters *child_counters;
 /* The broker's end of its socket to the supervisor, or -1. */
 static int child_broker_sock = -1;
 /* The init's status pipe while the init places fds itself (see run_init), or -1. */
@@ -542,7 +545,7 @@ __attribute__((noreturn)) static void run_forwarder(const struct vb_plan *plan)
         FAIL(-rc, "set up the forwarder of [net].publish");
     close(child_errfd); /* set up: the caller's error pipe no longer waits for us */
     child_errfd = -1;
-    vb_forward_run(plan);
+    vb_forward_run(plan, child_counters);
 }
 
 static void on_signal(int sig)
@@ -968,6 +971,26 @@ static void reap(pid_t pid, int *status, struct rusage *usage)
         ;
 }
 
+struct vb_net_counters *vb_net_counters_new(void)
+{
+    struct vb_net_counters *c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (c == MAP_FAILED)
+        return NULL;
+    atomic_store(&c->holders, 1);
+    return c;
+}
+
+void vb_net_counters_hold(struct vb_net_counters *counters)
+{
+    atomic_fetch_add(&counters->holders, 1);
+}
+
+void vb_net_counters_release(struct vb_net_counters *counters)
+{
+    if (counters && atomic_fetch_sub(&counters->holders, 1) == 1)
+        munmap(counters, sizeof *counters);
+}
+
 /* Puts the sandbox's init into each cgroup v1 hierarchy the plan names. */
 static int join_cgroups(pid_t pid, const struct vb_plan *plan, struct vb_error *error)
 {
@@ -984,10 +1007,35 @@ static int join_cgroups(pid_t pid, const struct vb_plan *plan, struct vb_error *
     return 0;
 }
 
+static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error,
+                         struct vb_net_counters *counters);
+
 int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error)
+{
+    /* the sandbox's own network: what viewbox carries across its edge is counted */
+    struct vb_net_counters *counters = NULL;
+    if (plan->unshare_net || plan->netns_fd >= 0) {
+        counters = vb_net_counters_new();
+        if (!counters) {
+            memset(error, 0, sizeof *error);
+            return -errno;
+        }
+    }
+    int rc = spawn_counted(plan, child, error, counters);
+    if (rc == 0)
+        child->net_counters = counters;
+    else
+        vb_net_counters_release(counters);
+    return rc;
+}
+
+static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error,
+                         struct vb_net_counters *counters)
 {
     memset(error, 0, sizeof *error);
     child->pid = child->pidfd = child->status_fd = child->resolver_fd = -1;
+    child->net_counters = NULL;
+    child_counters = counters; /* the init's copy of this static is the forwarder's */
     int resolver = -1;
 
     if (plan->interpose_families && !plan->supervisor)
@@ -1115,7 +1163,7 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
         int listener = receive_listener(listener_socks[0], &resolver);
         if (listener >= 0) {
             /* the supervisor takes both: the broker's end is closed with the listener */
-            int added = vb_supervisor_add(plan->supervisor, listener, broker_socks[0], plan);
+            int added = vb_supervisor_add(plan->supervisor, listener, broker_socks[0], plan, counters);
             broker_socks[0] = -1;
             if (added < 0) {
                 kill(pid, SIGKILL);
@@ -1174,6 +1222,13 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
     usage->broker_lost = n == (ssize_t)sizeof record && record.broker_lost;
     /* no report: the init itself died (killed from outside) */
     *wstatus = n == (ssize_t)sizeof record ? record.wstatus : init_status;
+    struct vb_net_counters *net = child->net_counters;
+    usage->net_connections_in = net ? (int64_t)atomic_load(&net->connections_in) : -1;
+    usage->net_connections_out = net ? (int64_t)atomic_load(&net->connections_out) : -1;
+    usage->net_bytes_in = net ? (int64_t)atomic_load(&net->bytes_in) : -1;
+    usage->net_bytes_out = net ? (int64_t)atomic_load(&net->bytes_out) : -1;
+    vb_net_counters_release(net);
+    child->net_counters = NULL;
     close(child->status_fd);
     close(child->pidfd);
     child->status_fd = child->pidfd = -1;

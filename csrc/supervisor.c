@@ -118,6 +118,7 @@ struct served {
     size_t n_net_allow;
     int net_filtered;          /* [net].allow has rules (addresses, or names to pin) */
     _Atomic(struct pin *) pins;/* the names' addresses, newest first */
+    struct vb_net_counters *counters; /* held: the connections made for it are counted */
     size_t n_pins;             /* under vb_supervisor.lock */
     int deny_note_fd;          /* -1, or where "viewbox: denied connect ..." notes go */
     char *noted[MAX_NOTED];    /* destinations already noted there */
@@ -240,6 +241,7 @@ static void forget_exec(struct exec_check **at)
 
 static void free_served(struct served *s)
 {
+    vb_net_counters_release(s->counters);
     while (s->exec_checks)
         forget_exec(&s->exec_checks);
     for (size_t i = 0; i < s->n_rules; i++)
@@ -262,12 +264,17 @@ static void free_served(struct served *s)
     free(s);
 }
 
-int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const struct vb_plan *plan)
+int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const struct vb_plan *plan,
+                      struct vb_net_counters *counters)
 {
     struct served *s = calloc(1, sizeof *s);
     int err = ENOMEM;
     if (!s)
         goto fail;
+    if (counters) {
+        vb_net_counters_hold(counters);
+        s->counters = counters;
+    }
     s->listener = listener;
     s->broker = broker;
     s->emulate = broker >= 0;
@@ -642,6 +649,8 @@ static void replace_fd(struct vb_call *call, int64_t value, const char *rule)
             return;
         }
         value = -err;
+    } else if (call->sandbox->counters) {
+        atomic_fetch_add_explicit(&call->sandbox->counters->connections_out, 1, memory_order_relaxed);
     }
     char destination[PATH_MAX];
     vb_strlcpy(destination, call->request.path, sizeof destination);

@@ -181,12 +181,18 @@ struct vb_error {
     char what[4352];                /* what failed, naming the path or flag */
 };
 
+/* What crossed the network boundary of a sandbox with its own network, as far
+ * as viewbox carries it: connections the supervisor made for [net].allow, and
+ * connections and bytes the forwarder relayed for [net].publish (internal). */
+struct vb_net_counters;
+
 struct vb_child {
     int pid;                        /* host pid of the sandbox's init (pid 1 inside) */
     int pidfd;                      /* pidfd of that init: signals, polling */
     int status_fd;                  /* readable once the command ended: 4-byte wait status */
     int resolver_fd;                /* -1, or with plan.resolver: the sandbox's DNS socket,
                                        bound to 127.0.0.53:53 inside (the caller closes it) */
+    struct vb_net_counters *net_counters; /* NULL with the host's network; vb_wait reads them */
 };
 
 /* Spawn a sandbox from `plan`. On success fills `child` and returns 0: the
@@ -205,6 +211,11 @@ struct vb_usage {
     int64_t wall_expired;           /* 1: the init ended the sandbox at plan.wall_ms */
     int64_t broker_lost;            /* 1: the init ended the sandbox because its broker was
                                        gone (path calls could no longer be decided) */
+    /* its own network's traffic that viewbox carried (-1 each with the host's network) */
+    int64_t net_connections_in;     /* accepted by the forwarder ([net].publish) */
+    int64_t net_connections_out;    /* made by the supervisor ([net].allow) */
+    int64_t net_bytes_in;           /* relayed in by the forwarder */
+    int64_t net_bytes_out;          /* relayed out by the forwarder */
 };
 
 /* Reads the command's wait status once status_fd is readable, reaps the init

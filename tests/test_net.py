@@ -1110,3 +1110,87 @@ def test_dns_without_a_name_to_resolve_is_refused(tmp_path: pathlib.Path) -> Non
     path = write_policy(tmp_path, '[net]\nallow = ["10.0.0.1:80"]\ndns = ["10.0.0.53"]\n')
     with pytest.raises(PolicyError, match=r":3: \[net\].dns: no \[net\].allow entry is a name"):
         viewbox.Sandbox(policy=path).compile(["true"])
+
+
+# --- counters: what crossed the sandbox's network edge, in the run's usage -----------------------------
+
+# Serves three clients through [net].publish: reads 1000 bytes, answers 2000, and waits for the
+# client to close before the next (so every byte is through before the command ends).
+COUNTED_DAEMON = textwrap.dedent("""
+    import socket
+    server = socket.create_server(("127.0.0.1", 8000))
+    for _ in range(3):
+        conn, _ = server.accept()
+        got = b""
+        while len(got) < 1000:
+            got += conn.recv(1000 - len(got))
+        conn.sendall(b"y" * 2000)
+        while conn.recv(100):
+            pass
+        conn.close()
+""")
+
+
+def test_usage_counts_what_publish_relayed(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    port = free_port()
+    report = shared_dir / "report.json"
+    proc = as_user.popen(["run", "--report", str(report), "--publish", f"127.0.0.1:{port}:8000",
+                          *py(COUNTED_DAEMON)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        served = 0
+        deadline = time.monotonic() + 20
+        while served < 3:
+            assert time.monotonic() < deadline, "the daemon inside never answered"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                    conn.sendall(b"x" * 1000)
+                    got = b""
+                    while len(got) < 2000 and (chunk := conn.recv(4096)):
+                        got += chunk
+            except OSError:
+                got = b""
+            if got == b"y" * 2000:
+                served += 1
+            else:
+                time.sleep(0.05)  # the daemon is not listening yet: the forwarder hung up
+        out, err = proc.communicate(timeout=20)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    usage = json.loads(report.read_text())["usage"]
+    # the tries made before the daemon listened never reached it: they are not counted
+    assert (usage["net_connections_in"], usage["net_rx_bytes"], usage["net_tx_bytes"]) == (3, 3000, 6000)
+    assert usage["net_connections_out"] == 0
+
+
+def test_usage_counts_allowed_connections_and_says_what_it_cannot_see(
+        as_user: Caller, shared_dir: pathlib.Path, server_a: CountingServer, server_b: CountingServer) -> None:
+    report = shared_dir / "report.json"
+    done = as_user.run(["--report", str(report), "--allow-net", f"127.0.0.1:{server_a.port}",
+                        *py(CONNECT), *[f"127.0.0.1:{server_a.port}"] * 3, f"127.0.0.1:{server_b.port}"])
+    assert done.returncode == 0, done.stderr
+    usage = json.loads(report.read_text())["usage"]
+    assert usage["net_connections_out"] == 3 == server_a.accepted
+    # the bytes of a connection the supervisor handed in pass through nothing of viewbox's
+    assert (usage["net_rx_bytes"], usage["net_tx_bytes"]) == (None, None)
+    assert usage["net_connections_in"] == 0
+
+    done = as_user.run(["--report", str(report), "--net", "host", "--", "true"])
+    assert done.returncode == 0, done.stderr
+    usage = json.loads(report.read_text())["usage"]
+    assert [usage[k] for k in ("net_rx_bytes", "net_tx_bytes", "net_connections_in", "net_connections_out")] == \
+        [None] * 4
+
+
+def test_usage_counts_a_private_networks_traffic(test_namespace: ServerNamespace, tmp_path: pathlib.Path) -> None:
+    as_root = Caller("root")  # mode private is root's
+    report = tmp_path / "report.json"
+    target = f"{test_namespace.address}:{test_namespace.port}"
+    done = as_root.run(["--report", str(report), "--net", "private", *py(CONNECT), target, target])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[target] == f"hello {test_namespace.host_address}\n"
+    usage = json.loads(report.read_text())["usage"]
+    assert usage["net_connections_out"] == 2
+    # two TCP handshakes and greetings, as frames: more than the greetings' bytes
+    greeting = len(f"hello {test_namespace.host_address}\n")
+    assert usage["net_rx_bytes"] > 2 * greeting and usage["net_tx_bytes"] > 0

@@ -41,6 +41,11 @@ class Usage:
     write_bytes: int        # filesystem output, likewise
     wall_expired: bool      # the sandbox's init ended it at the plan's wall-time limit
     broker_lost: bool = False  # its init ended it: the broker deciding path calls was gone
+    # its own network's traffic that viewbox carried (None with the host's network)
+    net_connections_in: int | None = None   # accepted by the forwarder ([net].publish)
+    net_connections_out: int | None = None  # made by the supervisor ([net].allow)
+    net_bytes_in: int | None = None         # relayed by the forwarder
+    net_bytes_out: int | None = None
 
 
 class Child:
@@ -61,9 +66,14 @@ class Child:
         usage = ffi.new("struct vb_usage *")
         lib.vb_wait(self._c, wstatus, usage)
         self.pidfd = self.status_fd = -1
+        def counted(value: int) -> int | None:
+            return None if value < 0 else int(value)
+
         return wstatus[0], Usage(usage.user_us / 1e6, usage.system_us / 1e6, usage.max_rss_kib * 1024,
                                  usage.in_blocks * 512, usage.out_blocks * 512, bool(usage.wall_expired),
-                                 bool(usage.broker_lost))
+                                 bool(usage.broker_lost), counted(usage.net_connections_in),
+                                 counted(usage.net_connections_out), counted(usage.net_bytes_in),
+                                 counted(usage.net_bytes_out))
 
 
 def _cstr(keep: list[Any], text: str) -> Any:

@@ -96,8 +96,11 @@ class Usage(NamedTuple):
     pids_peak: int | None           # tasks (processes and threads), the init included
     read_bytes: int                 # read from storage (tmpfs reads are not storage)
     write_bytes: int                # written to storage, e.g. through rw binds
-    net_rx_bytes: int | None = None  # not measured yet: the network view will provide them
+    # What crossed the sandbox's network edge (see `network_usage`); None: not all of it was seen.
+    net_rx_bytes: int | None = None
     net_tx_bytes: int | None = None
+    net_connections_in: int | None = None
+    net_connections_out: int | None = None
     limit: str | None = None        # the limit that ended the run: "memory", "pids" or "wall"
     reason: str | None = None       # one line saying so: "memory limit 128 MiB reached (peak 128 MiB)"
 

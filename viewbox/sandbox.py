@@ -174,7 +174,8 @@ class Process:
         status, kernel_usage = self._child.collect()
         self.duration = time.monotonic() - self.started
         self.returncode = os.waitstatus_to_exitcode(status)
-        self.usage = self._quota.close(kernel_usage, self.duration)
+        self.usage = self._quota.close(kernel_usage, self.duration)._replace(
+            **net.network_usage(self.plan, kernel_usage, self._network))
         #: the sandbox's init ended it because its broker (path rules) was gone
         self.broker_lost = kernel_usage.broker_lost
         ask.unregister(self._sandbox_id)

@@ -23,6 +23,8 @@ from viewbox.errors import PolicyError, PolicyErrors, SpawnError, UnavailableLay
 from viewbox.plan import ListenSpec, NetName, NetRule, PublishSpec
 
 if TYPE_CHECKING:
+    from viewbox.core import Usage as KernelUsage
+    from viewbox.plan import Plan
     from viewbox.policy.model import Policy
     from viewbox.views import CompileContext
 
@@ -78,6 +80,34 @@ def _origin_text(policy: Policy, name: str, index: int, label: str) -> str:
     if origin.flag or not origin.file:
         return str(origin)
     return f"{origin.file}:{origin.line}: {label}[{index}]" if origin.line else f"{origin.file}: {label}[{index}]"
+
+
+def network_usage(plan: Plan, kernel: KernelUsage, network: PrivateNetwork | None) -> dict[str, int | None]:
+    """A run's usage.net_* fields: what crossed its network's edge, in bytes and connections.
+
+    viewbox sees the connections the supervisor makes for [net].allow (out), the
+    connections and bytes the forwarder relays for [net].publish (in), and, in mode
+    "private", the frames through the sandbox's eth0 and the connections NAT gave an address
+    (out). It does not see the bytes on sockets of the host's network the sandbox holds
+    itself, nor the connections it accepts on them: [net].listen's, and its [net].allow
+    connections. A field is None where part of it may have gone that way, and with mode
+    "host", where nothing is seen.
+    """
+    if kernel.net_connections_out is None:  # the host's network
+        return dict.fromkeys(("net_rx_bytes", "net_tx_bytes", "net_connections_in", "net_connections_out"))
+    rx: int | None = kernel.net_bytes_in or 0
+    tx: int | None = kernel.net_bytes_out or 0
+    connections_out: int | None = kernel.net_connections_out
+    if network:
+        traffic = network.traffic()
+        if traffic is None:
+            rx = tx = connections_out = None
+        else:
+            rx, tx, connections_out = (rx or 0) + traffic[0], (tx or 0) + traffic[1], (connections_out or 0) + traffic[2]
+    bytes_unseen = bool(plan.listen or plan.net_allow or plan.net_names)
+    return {"net_rx_bytes": None if bytes_unseen else rx, "net_tx_bytes": None if bytes_unseen else tx,
+            "net_connections_in": None if plan.listen else kernel.net_connections_in,
+            "net_connections_out": connections_out}
 
 
 # --- at spawn: the host's side of listen and publish ------------------------------
@@ -201,9 +231,9 @@ class PrivateNetwork:
     with addresses, a default route and a masquerading NAT rule, all made with pyroute2.
 
     Made before the spawn (root only); `netns_fd()` is what the sandbox is cloned into.
-    The namespace's name is removed as soon as the sandbox runs in it (`after_spawn`), so
-    it dies with the sandbox and takes its end of the veth pair with it; `cleanup` removes
-    the host's end and the NAT table. A run that was SIGKILLed leaves its table and veth
+    The namespace's name is removed as soon as the sandbox runs in it (`after_spawn`); our
+    fd of it keeps it, and the veth pair, until `cleanup` has read their counters
+    (`traffic`), closes it and removes the host's end and the NAT table. A run that was SIGKILLed leaves its table and veth
     behind until the next private run, which removes those of processes that are gone.
     """
 
@@ -265,7 +295,7 @@ class PrivateNetwork:
             raise SpawnError(f"private network: {step}: {err}", 0 if not isinstance(code, int) else code) from None
 
     def _add_nat(self) -> None:
-        from pyroute2.nftables.expressions import ipv4addr, masq
+        from pyroute2.nftables.expressions import genex, ipv4addr, masq
         from pyroute2.nftables.main import NFTables
 
         nft = NFTables(nfgen_family=socket.AF_INET)
@@ -274,16 +304,44 @@ class PrivateNetwork:
             self._table = True
             nft.chain("add", table=self.name, name="postrouting", hook="postrouting", type="nat",
                       priority=100, policy=1)
+            # a NAT chain sees the first packet of each connection only: its counter counts them
             nft.rule("add", table=self.name, chain="postrouting",
-                     expressions=(ipv4addr(src=f"{self.sandbox_address}/30"), masq()))
+                     expressions=(ipv4addr(src=f"{self.sandbox_address}/30"), [genex("counter", {})], masq()))
         finally:
             nft.close()
+
+    def traffic(self) -> tuple[int, int, int] | None:
+        """(bytes in, bytes out, connections out) through the sandbox's eth0 so far: the host
+        end's interface counters (frames, headers included) and the NAT rule's; None when they
+        cannot be read."""
+        from pyroute2 import IPRoute
+        from pyroute2.nftables.main import NFTables
+
+        try:
+            with IPRoute() as host:
+                (link,) = host.link("get", ifname=self.host_if)
+                stats = link.get_attr("IFLA_STATS64")
+                # the host's end receives what the sandbox sends, and sends what it receives
+                bytes_in, bytes_out = int(stats["tx_bytes"]), int(stats["rx_bytes"])
+            nft = NFTables(nfgen_family=socket.AF_INET)
+            try:
+                connections = sum(
+                    int(expression.get_attr("NFTA_EXPR_DATA").get_attr("NFTA_COUNTER_PACKETS") or 0)
+                    for rule in nft.get_rules() if rule.get_attr("NFTA_RULE_TABLE") == self.name
+                    for expression in rule.get_attr("NFTA_RULE_EXPRESSIONS") or ()
+                    if expression.get_attr("NFTA_EXPR_NAME") == "counter")
+            finally:
+                nft.close()
+        except Exception:  # gone already, or pyroute2's own netlink error types
+            return None
+        return bytes_in, bytes_out, connections
 
     def netns_fd(self) -> int:
         return self._fd
 
     def after_spawn(self) -> None:
-        """The sandbox is in the namespace (or failed to start): drop its name and our fd."""
+        """The sandbox is in the namespace (or failed to start): drop its name. Our fd keeps
+        the namespace, and so the veth pair, until `cleanup` has read their counters."""
         if self._named:
             from pyroute2 import netns
 
@@ -292,9 +350,6 @@ class PrivateNetwork:
             except OSError:
                 pass
             self._named = False
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
     def describe(self) -> dict[str, str]:
         return {"mode": "private", "host_interface": self.host_if, "host_address": self.host_address,
@@ -303,6 +358,9 @@ class PrivateNetwork:
     def cleanup(self) -> None:
         """Removes everything it made in the host's network (each step whatever the others did)."""
         self.after_spawn()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         _delete_link(self.host_if)
         if self._table:
             _delete_table(self.name)
