@@ -174,8 +174,10 @@ class Process:
         status, kernel_usage = self._child.collect()
         self.duration = time.monotonic() - self.started
         self.returncode = os.waitstatus_to_exitcode(status)
+        traffic = net.network_usage(self.plan, kernel_usage, self._network)
         self.usage = self._quota.close(kernel_usage, self.duration)._replace(
-            **net.network_usage(self.plan, kernel_usage, self._network))
+            net_rx_bytes=traffic.net_rx_bytes, net_tx_bytes=traffic.net_tx_bytes,
+            net_connections_in=traffic.net_connections_in, net_connections_out=traffic.net_connections_out)
         #: the sandbox's init ended it because its broker (path rules) was gone
         self.broker_lost = kernel_usage.broker_lost
         ask.unregister(self._sandbox_id)

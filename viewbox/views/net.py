@@ -17,7 +17,7 @@ import os
 import socket
 import stat
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from viewbox.errors import PolicyError, PolicyErrors, SpawnError, UnavailableLayer
 from viewbox.plan import ListenSpec, NetName, NetRule, PublishSpec
@@ -82,7 +82,16 @@ def _origin_text(policy: Policy, name: str, index: int, label: str) -> str:
     return f"{origin.file}:{origin.line}: {label}[{index}]" if origin.line else f"{origin.file}: {label}[{index}]"
 
 
-def network_usage(plan: Plan, kernel: KernelUsage, network: PrivateNetwork | None) -> dict[str, int | None]:
+class NetUsage(NamedTuple):
+    """usage.net_*: what crossed the sandbox's network edge (None: not all of it was seen)."""
+
+    net_rx_bytes: int | None
+    net_tx_bytes: int | None
+    net_connections_in: int | None
+    net_connections_out: int | None
+
+
+def network_usage(plan: Plan, kernel: KernelUsage, network: PrivateNetwork | None) -> NetUsage:
     """A run's usage.net_* fields: what crossed its network's edge, in bytes and connections.
 
     viewbox sees the connections the supervisor makes for [net].allow (out), the
@@ -94,7 +103,7 @@ def network_usage(plan: Plan, kernel: KernelUsage, network: PrivateNetwork | Non
     "host", where nothing is seen.
     """
     if kernel.net_connections_out is None:  # the host's network
-        return dict.fromkeys(("net_rx_bytes", "net_tx_bytes", "net_connections_in", "net_connections_out"))
+        return NetUsage(None, None, None, None)
     rx: int | None = kernel.net_bytes_in or 0
     tx: int | None = kernel.net_bytes_out or 0
     connections_out: int | None = kernel.net_connections_out
@@ -105,9 +114,9 @@ def network_usage(plan: Plan, kernel: KernelUsage, network: PrivateNetwork | Non
         else:
             rx, tx, connections_out = (rx or 0) + traffic[0], (tx or 0) + traffic[1], (connections_out or 0) + traffic[2]
     bytes_unseen = bool(plan.listen or plan.net_allow or plan.net_names)
-    return {"net_rx_bytes": None if bytes_unseen else rx, "net_tx_bytes": None if bytes_unseen else tx,
-            "net_connections_in": None if plan.listen else kernel.net_connections_in,
-            "net_connections_out": connections_out}
+    return NetUsage(net_rx_bytes=None if bytes_unseen else rx, net_tx_bytes=None if bytes_unseen else tx,
+                    net_connections_in=None if plan.listen else kernel.net_connections_in,
+                    net_connections_out=connections_out)
 
 
 # --- at spawn: the host's side of listen and publish ------------------------------
