@@ -6,6 +6,7 @@ bounded in time.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -645,6 +646,9 @@ class CountingServer:
             conn.close()
 
     def close(self) -> None:
+        # shutdown wakes the accept() in progress, which would hold the port bound until it returns
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 
@@ -1006,14 +1010,21 @@ class ZoneServer:
         self.sock.close()
 
 
+# good.test is the server in the test's namespace; bad.test the host's end of that link, where
+# the test listens too; loop.test points at the loopback, where a server of the host listens.
+def zone_of(namespace: ServerNamespace) -> dict[str, str]:
+    return {"good.test": namespace.address, "www.good.test": namespace.address,
+            "bad.test": namespace.host_address, "loop.test": "127.0.0.1"}
+
+
 @pytest.fixture
-def zone() -> Iterator[ZoneServer]:
-    server = ZoneServer({"good.test": "127.0.0.1", "www.good.test": "127.0.0.1", "bad.test": "127.0.0.2"})
+def zone(test_namespace: ServerNamespace) -> Iterator[ZoneServer]:
+    server = ZoneServer(zone_of(test_namespace))
     yield server
     server.close()
 
 
-# Resolves and connects by name, then tries the way around: what each saw, as JSON.
+# Resolves and connects by name, then tries the ways around: what each saw, as JSON.
 BY_NAME = textwrap.dedent("""
     import json, socket, sys
     port, other_port = int(sys.argv[1]), int(sys.argv[2])
@@ -1026,81 +1037,101 @@ BY_NAME = textwrap.dedent("""
             return "unresolved"
         except OSError as e:
             return e.errno
-    for name in sys.argv[3:]:
-        out[name] = greet(name, port)
-    out["bad address"] = greet("127.0.0.2", port)
-    out["good, other port"] = greet("good.test", other_port)
+    for target in sys.argv[3:]:
+        host, _, at = target.partition("@")
+        out[target] = greet(host, int(at or port))
     print(json.dumps(out))
 """)
 
 
 def test_allow_by_name_resolves_and_connects_only_the_allowed_name(
-        as_user: Caller, shared_dir: pathlib.Path, zone: ZoneServer, server_b: CountingServer) -> None:
-    good = CountingServer("127.0.0.1")
-    bad = CountingServer("127.0.0.2", good.port)  # where bad.test points: the same port, another address
+        as_user: Caller, shared_dir: pathlib.Path, zone: ZoneServer, test_namespace: ServerNamespace) -> None:
+    port = test_namespace.port
+    host_side = CountingServer(test_namespace.host_address, port)  # where bad.test points
     audit = shared_dir / "audit.jsonl"
     try:
-        done = as_user.run(["--audit", str(audit), "--allow-net", f"good.test:{good.port}", "--dns", zone.address,
-                            *py(BY_NAME), str(good.port), str(server_b.port), "good.test", "bad.test"])
+        done = as_user.run(["--audit", str(audit), "--allow-net", f"good.test:{port}", "--dns", zone.address,
+                            *py(BY_NAME), str(port), "0", "good.test", "bad.test", test_namespace.host_address,
+                            f"good.test@{port - 1}"])
     finally:
-        good.close()
-        bad.close()
+        host_side.close()
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
-        "good.test": "hello from the host\n",
+        "good.test": f"hello {test_namespace.host_address}\n",  # connected from the host's side
         "bad.test": "unresolved",
-        "bad address": errno.ECONNREFUSED,       # the sandbox's own loopback: nothing listens there
-        "good, other port": errno.ECONNREFUSED,  # the name's address, but not its port
+        test_namespace.host_address: errno.EACCES,  # bad.test's address, tried directly
+        f"good.test@{port - 1}": errno.EACCES,      # the name's address, another port
     }
-    assert (good.accepted, bad.accepted, server_b.accepted) == (1, 0, 0)
+    assert host_side.accepted == 0
     # a name outside the allowlist is answered by viewbox: it never leaves the sandbox
     assert "bad.test" not in zone.asked and "good.test" in zone.asked
-    assert done.stderr == "viewbox: denied lookup of bad.test: not in [net].allow\n"
+    assert done.stderr.splitlines() == [
+        "viewbox: denied lookup of bad.test: not in [net].allow",
+        f"viewbox: denied connect to {test_namespace.host_address}:{port}: not in [net].allow",
+        f"viewbox: denied connect to {test_namespace.address}:{port - 1} (good.test): not in [net].allow"]
     events = [json.loads(line) for line in audit.read_text().splitlines()]
     lookups = {(e["name"], e["type"], e["decision"]) for e in events if e["event"] == "dns"}
     assert ("good.test", "A", "allow") in lookups and ("bad.test", "A", "deny") in lookups
-    (allowed,) = [e for e in events if e["event"] == "dns" and e["name"] == "good.test" and e["type"] == "A"][:1]
-    assert allowed["addresses"] == ["127.0.0.1"] and allowed["rule"] == "--allow-net"
+    allowed = next(e for e in events if e["event"] == "dns" and e["name"] == "good.test" and e["type"] == "A")
+    assert allowed["addresses"] == [test_namespace.address] and allowed["rule"] == "--allow-net"
     connects = [e for e in events if e["event"] == "syscall" and e["syscall"] == "connect" and e["decision"] == "allow"
                 and e["rule"] == "--allow-net"]
-    assert [e["resolved"] for e in connects] == [f"127.0.0.1:{good.port} (good.test)"]
+    assert [e["resolved"] for e in connects] == [f"{test_namespace.address}:{port} (good.test)"]
 
 
-def test_allow_by_name_with_curl_and_a_wildcard(as_user: Caller, zone: ZoneServer, server_a: CountingServer) -> None:
+def test_allow_by_name_never_opens_the_hosts_loopback(as_user: Caller, zone: ZoneServer,
+                                                      server_a: CountingServer) -> None:
+    """Attack: DNS rebinding. An allowed name whose owner points it at 127.0.0.1 must not reach
+    the host's loopback services: the answer is the sandbox's own loopback."""
+    done = as_user.run(["--allow-net", f"loop.test:{server_a.port}", "--dns", zone.address,
+                        *py(BY_NAME), str(server_a.port), "0", "loop.test"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"loop.test": errno.ECONNREFUSED}  # nothing listens in the sandbox
+    assert server_a.accepted == 0 and "loop.test" in zone.asked
+
+
+def test_allow_by_name_with_curl_and_a_wildcard(as_user: Caller, test_namespace: ServerNamespace) -> None:
     if not shutil.which("curl"):
         pytest.skip("curl is not installed")
-    script = (f"curl -s --http0.9 http://www.good.test:{server_a.port}/; echo \"www=$?\"; "
-              f"curl -s --http0.9 http://good.test:{server_a.port}/; echo \"apex=$?\"; "
+    # a server of the host's on its end of the test's link: not loopback, so pinned
+    server = CountingServer(test_namespace.host_address)
+    zone = ZoneServer({"www.good.test": test_namespace.host_address, "good.test": test_namespace.host_address})
+    # the server speaks no HTTP: curl reads its line as an HTTP/0.9 answer
+    script = (f"curl -s --http0.9 http://www.good.test:{server.port}/; echo \"www=$?\"; "
+              f"curl -s --http0.9 http://good.test:{server.port}/; echo \"apex=$?\"; "
               "cat /etc/resolv.conf")
-    done = as_user.run(["--allow-net", f"*.good.test:{server_a.port}", "--dns", zone.address,
-                        "--", "sh", "-c", script])
+    try:
+        done = as_user.run(["--allow-net", f"*.good.test:{server.port}", "--dns", zone.address,
+                            "--", "sh", "-c", script])
+    finally:
+        server.close()
+        zone.close()
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     # "*.good.test" is any name under good.test, not good.test itself (6: could not resolve)
     assert lines[:3] == ["hello from the host", "www=0", "apex=6"]
-    assert "nameserver 127.0.0.53" in lines and not [line for line in lines if "10.255" in line]
-    assert server_a.accepted == 1
+    assert [line for line in lines if line.startswith("nameserver")] == ["nameserver 127.0.0.53"]
+    assert server.accepted == 1
     assert zone.asked and set(zone.asked) == {"www.good.test"}
 
 
-def test_allow_by_name_through_the_hosts_resolver(tmp_path: pathlib.Path, server_a: CountingServer) -> None:
+def test_allow_by_name_through_the_hosts_resolver(tmp_path: pathlib.Path, test_namespace: ServerNamespace) -> None:
     """Without [net].dns, names resolve as the host's own programs resolve them (getaddrinfo):
     here a private mount namespace gives viewbox a resolv.conf naming the test's server."""
-    if os.getuid() != 0:
-        pytest.skip("needs root: a private mount namespace with another /etc/resolv.conf")
-    server = ZoneServer({"good.test": "127.0.0.1"}, host="127.77.0.1", port=53)
+    server = ZoneServer(zone_of(test_namespace), host="127.77.0.1", port=53)
     conf = tmp_path / "resolv.conf"
     conf.write_text("nameserver 127.77.0.1\n")
+    port = test_namespace.port
     try:
         script = f"mount --bind {conf} /etc/resolv.conf && exec \"$@\""
         done = subprocess.run(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", sys.executable, "-m", "viewbox",
-             "run", "--allow-net", f"good.test:{server_a.port}", *py(BY_NAME), str(server_a.port), "1", "good.test"],
+             "run", "--allow-net", f"good.test:{port}", *py(BY_NAME), str(port), "0", "good.test"],
             capture_output=True, text=True, timeout=60, env=Caller("root").viewbox_env(None))
     finally:
         server.close()
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["good.test"] == "hello from the host\n"
+    assert json.loads(done.stdout)["good.test"] == f"hello {test_namespace.host_address}\n"
     assert "good.test" in server.asked
 
 

@@ -16,12 +16,19 @@ that). The socket is bound there by the sandbox's init and handed out
   name its way around the allowlist, and a name cannot be resolved to reach
   another port of the same host.
 
+A loopback address in an answer (127.0.0.0/8, ::1, and the unspecified ones)
+is given as it is but never pinned: as for any loopback address no rule names,
+it is the sandbox's own loopback. So a name whose owner points it at 127.0.0.1
+(DNS rebinding) reaches nothing of the host's; only a rule naming a loopback
+address itself ("127.0.0.1:8080") opens a service on the host's loopback.
+
 Pins last as long as the sandbox: DNS answers carry a short TTL, but an
 address the sandbox once had a right to stays allowed (a connection made
 later with a cached answer must not fail).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import selectors
 import socket
@@ -184,6 +191,8 @@ class Resolver:
         if not addresses:
             response.set_rcode(dns.rcode.NXDOMAIN)
         for address in addresses:
+            if _loopback(address):
+                continue  # the sandbox's own loopback: nothing to pin (see the module's docstring)
             for rule in rules:
                 try:
                     self._pin(address, rule.port_min, rule.port_max, rule.origin, name)
@@ -266,6 +275,16 @@ def _ask_host(name: str) -> list[str]:
             return []
         raise LookupFailed(f"the host's resolver failed for {name}: {err.strerror}") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)))
+
+
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK)
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 
 
 def _split_server(server: str) -> tuple[str, int]:
