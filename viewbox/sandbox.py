@@ -108,7 +108,7 @@ class Process:
                  stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
                  audit: _Audit, quota: QuotaSession, sandbox_id: int = 0,
                  host_sockets: net.HostSockets | None = None,
-                 network: net.PrivateNetwork | None = None, resolver: Any = None) -> None:
+                 network: net.PrivateNetwork | None = None) -> None:
         self._child = child
         self.argv = argv
         self.plan = plan
@@ -127,7 +127,8 @@ class Process:
         self._sandbox_id = sandbox_id
         self._host_sockets = host_sockets
         self._network = network
-        self._resolver = resolver
+        #: the resolver of [net].allow's names (viewbox.views.dns.Resolver), set once it runs
+        self._resolver: Any = None
         #: the read end of signal.set_wakeup_fd(), or None: a signal arriving just before
         #: `wait` blocks would otherwise wait with its Python handler until the command ends
         self.wakeup_fd: int | None = None
@@ -282,6 +283,7 @@ class Sandbox:
         fd numbers inside; every other fd is closed."""
         argv = tuple(os.fspath(a) for a in argv)
         plan = self.compile(argv)
+        resolving = _resolver_module() if plan.net_names else None
         quota = QuotaSession.open(self.policy.limits)
         try:
             plan = quota.prepare(plan)
@@ -351,17 +353,21 @@ class Sandbox:
                 network.after_spawn()
         audit.calls_started()
         audit.emit("spawned", sandbox=sandbox_id, pid=child.pid)
-        resolver = None
-        if child.resolver_fd >= 0:
-            from .views import dns  # dnspython: loaded only by a run that resolves names
-
-            pin = functools.partial(core.supervisor().pin, sandbox_id)
-            resolver = dns.Resolver.start(child.resolver_fd, plan.net_names, plan.dns_servers, pin,
-                                          functools.partial(audit.emit, sandbox=sandbox_id), self._deny_note_fd)
         stdin_file, stdout_file, stderr_file = ends.parent_files()
         proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota,
-                       sandbox_id=sandbox_id, host_sockets=host_sockets, network=network, resolver=resolver)
+                       sandbox_id=sandbox_id, host_sockets=host_sockets, network=network)
         self._processes.append(proc)
+        if resolving and child.resolver_fd >= 0:
+            try:
+                pin = functools.partial(core.supervisor().pin, sandbox_id)
+                proc._resolver = resolving.Resolver.start(
+                    child.resolver_fd, plan.net_names, plan.dns_servers, pin,
+                    functools.partial(audit.emit, sandbox=sandbox_id), self._deny_note_fd)
+            except BaseException:
+                os.close(child.resolver_fd)
+                proc.kill()
+                proc.wait()
+                raise
         return proc
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None, capture_output: bool = True,
@@ -431,6 +437,17 @@ def _readable(fd: int, timeout: float | None, wakeup_fd: int | None = None) -> b
         except BlockingIOError:
             pass
     return any(got == fd for got, _ in ready)
+
+
+def _resolver_module() -> Any:
+    """viewbox.views.dns, the resolver of [net].allow's names (dnspython: loaded only by a
+    run that resolves names)."""
+    try:
+        from .views import dns
+    except ImportError as err:
+        raise UnavailableLayer("name resolver", f"[net].allow names domains, which viewbox resolves with the "
+                               f"Python package dnspython ({err})", "pip install dnspython") from None
+    return dns
 
 
 def _layers(plan: Plan, network: net.PrivateNetwork | None = None) -> dict[str, Any]:
