@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +54,57 @@ static const struct {
     {IPPROTO_TCP, TCP_KEEPCNT}, {IPPROTO_TCP, TCP_USER_TIMEOUT}, {IPPROTO_IPV6, IPV6_V6ONLY},
 };
 
-static void carry_options(int from, int to)
+/* A fresh socket's values of carried_options, per kind of socket: only what the
+ * program changed is carried. Setting an option costs a syscall, and setting a
+ * buffer size would lock it, turning off TCP's buffer autotuning for good. */
+struct option_defaults {
+    int domain, type, protocol, known;
+    char value[VB_ARRAY_LEN(carried_options)][64];
+    socklen_t len[VB_ARRAY_LEN(carried_options)];
+};
+
+static const struct option_defaults *defaults_of(int fresh, int domain, int type, int protocol)
 {
+    static struct option_defaults kinds[8]; /* loop thread only */
+    struct option_defaults *d = NULL;
+    for (size_t i = 0; i < VB_ARRAY_LEN(kinds) && !d; i++)
+        if (!kinds[i].known || (kinds[i].domain == domain && kinds[i].type == type && kinds[i].protocol == protocol))
+            d = &kinds[i];
+    if (!d)
+        return NULL;
+    if (!d->known) {
+        d->domain = domain;
+        d->type = type;
+        d->protocol = protocol;
+        d->known = 1;
+        for (size_t i = 0; i < VB_ARRAY_LEN(carried_options); i++) {
+            d->len[i] = sizeof d->value[i];
+            if (getsockopt(fresh, carried_options[i].level, carried_options[i].name, d->value[i], &d->len[i]) != 0)
+                d->len[i] = 0;
+        }
+    }
+    return d;
+}
+
+/* `to` is a fresh socket of the same kind as the caller's `from`. */
+static void carry_options(int from, int to, int domain, int type, int protocol)
+{
+    const struct option_defaults *fresh = defaults_of(to, domain, type, protocol);
     for (size_t i = 0; i < VB_ARRAY_LEN(carried_options); i++) {
         char value[64];
         socklen_t len = sizeof value;
-        if (getsockopt(from, carried_options[i].level, carried_options[i].name, value, &len) == 0)
-            setsockopt(to, carried_options[i].level, carried_options[i].name, value, len);
+        if (getsockopt(from, carried_options[i].level, carried_options[i].name, value, &len) != 0)
+            continue;
+        if (fresh && fresh->len[i] == len && memcmp(fresh->value[i], value, len) == 0)
+            continue; /* as a fresh socket has it */
+        int level = carried_options[i].level, name = carried_options[i].name;
+        if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF) && len == sizeof(int)) {
+            int size; /* the kernel reports twice what was asked for, and doubles what it is given */
+            memcpy(&size, value, sizeof size);
+            size /= 2;
+            memcpy(value, &size, sizeof size);
+        }
+        setsockopt(to, level, name, value, len);
     }
 }
 
@@ -249,7 +294,7 @@ struct vb_decision sys_connect(struct vb_call *call)
         close(theirs.fd);
         return decide(VB_DECIDE_ERRNO, err, NULL);
     }
-    carry_options(theirs.fd, ours);
+    carry_options(theirs.fd, ours, theirs.domain, theirs.type, theirs.protocol);
     close(theirs.fd);
     call->new_fd_flags = caller_fd_cloexec(call, fd) ? O_CLOEXEC : 0;
     int nonblocking = theirs.status & O_NONBLOCK;
@@ -269,6 +314,21 @@ struct vb_decision sys_connect(struct vb_call *call)
         return decide(VB_DECIDE_REPLACE_FD, 0, rule->origin);
     if (nonblocking)
         return decide(VB_DECIDE_REPLACE_FD, -EINPROGRESS, rule->origin);
+    /* A nearby peer (loopback, the local network) has often answered by the time
+     * connect() returns: the handshake's replies wait on the socket's lock and are
+     * taken as it is released. Then there is nothing to wait for in the loop (a
+     * wake-up saved: most of what an emulated connect costs in a VM). */
+    struct pollfd ready = {.fd = ours, .events = POLLOUT};
+    if (poll(&ready, 1, 0) == 1) {
+        socklen_t len = sizeof err;
+        if (getsockopt(ours, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err == 0)
+            return decide(VB_DECIDE_REPLACE_FD, 0, rule->origin);
+        close(ours);
+        call->fds[0] = -1;
+        return decide(VB_DECIDE_ERRNO, err, rule->origin);
+    }
     return decide(VB_DECIDE_CONNECTING, 0, rule->origin);
 }
 

@@ -1225,3 +1225,34 @@ def test_usage_counts_a_private_networks_traffic(test_namespace: ServerNamespace
     # two TCP handshakes and greetings, as frames: more than the greetings' bytes
     greeting = len(f"hello {test_namespace.host_address}\n")
     assert usage["net_rx_bytes"] > 2 * greeting and usage["net_tx_bytes"] > 0
+
+
+# Options set before connect() and read back after it: the same natively and through [net].allow.
+OPTIONS = textwrap.dedent("""
+    import json, socket, sys
+    port = int(sys.argv[1])
+    out = {}
+    for label, options in [("set", [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+                                     (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+                                     (socket.SOL_SOCKET, socket.SO_RCVBUF, 65536),
+                                     (socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)]),
+                           ("untouched", [])]:
+        s = socket.socket()
+        for level, name, value in options:
+            s.setsockopt(level, name, value)
+        s.connect(("127.0.0.1", port))
+        out[label] = [s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                      s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                      s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                      s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)]
+        s.close()
+    print(json.dumps(out))
+""")
+
+
+def test_allow_carries_the_options_a_program_set(as_user: Caller, server_a: CountingServer) -> None:
+    native = as_user.native([INSIDE_PYTHON, "-c", OPTIONS, str(server_a.port)])
+    done = as_user.run(["--allow-net", f"127.0.0.1:{server_a.port}", *py(OPTIONS), str(server_a.port)])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads(native.stdout)
+    assert server_a.accepted == 4
