@@ -563,20 +563,22 @@ def test_allow_entries_parse_and_errors_name_the_place(tmp_path: pathlib.Path) -
     policy = load_policy(write_policy(tmp_path, """
         [net]
         allow = ["10.1.2.0/24:5432", "127.0.0.1:8000-8099", "[::1]:443", "192.0.2.7:*", "PyPI.org.:443",
-                 "*.example.com:8000-8080"]
+                 "*.example.com:8000-8080", "*:443"]
         dns = ["127.0.0.1:5353", "10.0.0.53", "[::1]:53"]
     """))
     assert [str(rule) for rule in policy.net.allow] == [
         "10.1.2.0/24:5432", "127.0.0.1:8000-8099", "[::1]:443", "192.0.2.7:*", "pypi.org:443",
-        "*.example.com:8000-8080"]
+        "*.example.com:8000-8080", "*:443"]
     assert policy.net.dns == ("127.0.0.1:5353", "10.0.0.53:53", "[::1]:53")
     for line, message in [
         ('allow = ["*.com:443"]', '"*.com" is too wide: a wildcard needs a domain of two labels or more '
                                   '("*.example.com")'),
         ('allow = ["a.*.example.com:443"]', 'invalid domain name "a.*.example.com": labels of letters, digits '
-                                            'and "-", joined by "."; a "*." in front stands for any subdomain'),
+                                            'and "-", joined by "."; a "*." in front stands for any subdomain, '
+                                            '"*" alone for any name'),
         ('allow = ["bad_name.test:443"]', 'invalid domain name "bad_name.test": labels of letters, digits '
-                                          'and "-", joined by "."; a "*." in front stands for any subdomain'),
+                                          'and "-", joined by "."; a "*." in front stands for any subdomain, '
+                                          '"*" alone for any name'),
         ('dns = ["resolver.example"]', 'a DNS server is an address ("10.0.0.53", "127.0.0.1:5353"), '
                                        'got "resolver.example"'),
         ('allow = ["10.1.2.3/24:80"]', 'invalid address "10.1.2.3/24" in "10.1.2.3/24:80": 10.1.2.3/24 has host bits set'),
@@ -1256,3 +1258,50 @@ def test_allow_carries_the_options_a_program_set(as_user: Caller, server_a: Coun
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == json.loads(native.stdout)
     assert server_a.accepted == 4
+
+
+# --- viewbox learn --learn-net: the destinations a run used, as [net].allow ------------------------
+
+def test_learn_net_writes_the_destinations_used_and_replays(
+        as_user: Caller, shared_dir: pathlib.Path, zone: ZoneServer, test_namespace: ServerNamespace) -> None:
+    host_side = CountingServer(test_namespace.host_address)  # reached by its address, no lookup
+    base = shared_dir / "base.toml"
+    base.write_text(f'[viewbox]\nversion = 1\nextends = ["default"]\n[net]\ndns = ["{zone.address}"]\n')
+    base.chmod(0o644)
+    learned = shared_dir / "learned.toml"
+    port = test_namespace.port
+    used = [f"good.test@{port}", f"{test_namespace.host_address}@{host_side.port}"]
+    try:
+        done = as_user.cli(["learn", "-o", str(learned), "--policy", str(base), "--learn-net",
+                            *py(BY_NAME), str(port), "0", *used])
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {used[0]: f"hello {test_namespace.host_address}\n",
+                                           used[1]: "hello from the host\n"}
+        assert ", 2 destinations -> " in done.stderr
+        text = learned.read_text()
+        allow = sorted(str(rule) for rule in load_policy(str(learned)).net.allow)
+        assert allow == sorted([f"good.test:{port}", f"{test_namespace.host_address}:{host_side.port}"]), text
+        assert load_policy(str(learned)).net.dns == (zone.address,)
+
+        # replayed: the same destinations, and nothing else
+        replay = as_user.run(["--policy", str(learned), *py(BY_NAME), str(port), "0", *used,
+                              f"www.good.test@{port}", f"good.test@{port - 1}"])
+        assert replay.returncode == 0, replay.stderr + text
+        assert json.loads(replay.stdout) == {used[0]: f"hello {test_namespace.host_address}\n",
+                                             used[1]: "hello from the host\n",
+                                             f"www.good.test@{port}": "unresolved",
+                                             f"good.test@{port - 1}": errno.EACCES}
+        assert host_side.accepted == 2
+    finally:
+        host_side.close()
+
+
+def test_learn_net_never_opens_the_hosts_loopback(as_user: Caller, shared_dir: pathlib.Path,
+                                                  server_a: CountingServer) -> None:
+    """Learning lets the command reach anything outside the host, not the host's own services."""
+    learned = shared_dir / "learned.toml"
+    done = as_user.cli(["learn", "-o", str(learned), "--learn-net", *py(CONNECT), f"127.0.0.1:{server_a.port}"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {f"127.0.0.1:{server_a.port}": errno.ECONNREFUSED}
+    assert server_a.accepted == 0
+    assert load_policy(str(learned)).net.allow == ()

@@ -88,9 +88,12 @@ writable; system trees (/usr/lib/python3.11, /usr/lib/x86_64-linux-gnu,
 were used, while your own files stay precise (the files, or the directory
 the command listed or wrote in). Executables and their interpreters, /proc,
 /dev and a private /tmp are included when used. Paths the command probed
-that did not exist are left out. Network use is not learned yet: OUT has
-[net] mode = "none". OUT is checked by the policy loader before it is
-written; the exit status is the command's.
+that did not exist are left out. The network is learned only when asked:
+with --learn-net the command may reach any name and any address outside
+the host (not its loopback) while it runs, and OUT's [net].allow lists the
+destinations it used ("pypi.org:443" where it looked the address up);
+without it OUT has [net] mode = "none" and no allowlist. OUT is checked by
+the policy loader before it is written; the exit status is the command's.
 
 examples:
   viewbox learn -o job.toml --policy python -- python3 job.py in.csv out/
@@ -99,6 +102,8 @@ examples:
   viewbox learn -o build.toml --policy ./base.toml -- make
       within your own base policy, e.g. one extending "default" with rw = ["/src"]
   viewbox learn -o build.toml --force -- make          replace build.toml
+  viewbox learn -o fetch.toml --learn-net -- pip download six
+      learn the package index's names too: OUT allows just those
 
 The base policy bounds what the run may do: files it hides or makes read-only
 stay so. A command that reads a path only on some runs (another input, an
@@ -228,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--policy", "-p", metavar="BASE",
                        help="the policy the run happens in (default: default): a shipped name or a file")
     learn.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    learn.add_argument("--learn-net", action="store_true",
+                       help="let the command reach any name and address outside the host while it is learned, "
+                            "and write the destinations it used to [net].allow (by name where it looked "
+                            "the address up)")
     learn.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     doctor = sub.add_parser("doctor", help="report what this kernel and user can enforce",
@@ -360,7 +369,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise ViewboxError("no command given (usage: viewbox learn -o OUT [--policy BASE] -- CMD [ARGS...])")
-    return learn(command, out=args.output, base=args.policy, force=args.force)
+    return learn(command, out=args.output, base=args.policy, force=args.force, learn_net=args.learn_net)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:

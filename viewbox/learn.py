@@ -629,6 +629,52 @@ def _keep_base_restrictions(learned: Learned, base_plan: Plan) -> None:
                     "a private tmpfs in the base policy, unused"
 
 
+# --- the network (viewbox learn --learn-net) ---------------------------------------------
+
+#: what the learning run may reach: any name (as it resolves) and any address but the host's
+#: own (a rule naming loopback would mean the host's services, which nothing learns its way to)
+def learning_allowlist() -> list[str]:
+    import ipaddress
+
+    outside: list[str] = ["*:*"]
+    for everything, own in (("0.0.0.0/0", ("0.0.0.0/8", "127.0.0.0/8")), ("::/0", ("::/128", "::1/128"))):
+        networks = [ipaddress.ip_network(everything)]
+        for excluded in map(ipaddress.ip_network, own):
+            networks = [part for network in networks for part in
+                        (network.address_exclude(excluded) if excluded.subnet_of(network) else [network])]  # type: ignore[arg-type]
+        outside += [f"[{n}]:*" if n.version == 6 else f"{n}:*" for n in sorted(networks)]
+    return outside
+
+
+#: the sandbox's own network: what its own loopback answered needs no rule
+_OWN_NETWORK = "the sandbox's own network"
+_SENDS = {"connect", "sendto", "sendmsg", "sendmmsg"}
+_DESTINATION = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[0-9.]+):(?P<port>\d+)(?: \((?P<name>[^)]+)\))?$")
+
+
+class NetUse:
+    """The destinations a run reached outside its sandbox, from the supervisor's events:
+    "name:port" where the address came from a lookup, else "address:port"."""
+
+    def __init__(self) -> None:
+        self.destinations: dict[str, int] = {}   # "pypi.org:443" -> how many calls
+        self.refused: set[str] = set()
+
+    def add_event(self, event: Mapping[str, Any]) -> None:
+        if event.get("event") != "syscall" or event.get("syscall") not in _SENDS:
+            return
+        match = _DESTINATION.match(str(event.get("resolved", "")))
+        if not match or event.get("rule") == _OWN_NETWORK:
+            return
+        name = match["name"] or match["host"]
+        destination = f"{name}:{match['port']}"
+        result = event.get("result")
+        if event.get("decision") != "allow":
+            self.refused.add(destination)
+        elif not isinstance(result, int) or result >= 0 or result == -115:  # -EINPROGRESS: non-blocking
+            self.destinations[destination] = self.destinations.get(destination, 0) + 1
+
+
 # --- rendering ------------------------------------------------------------------
 
 
@@ -637,15 +683,16 @@ _OWN_FIELDS = {"viewbox.version", "viewbox.description", "fs.base", "fs.ro", "fs
                "fs.optional", "fs.tmpfs", "fs.proc", "fs.dev", "net.mode", "process.workdir"}
 
 
-def _kept_from_base(policy: Policy, cwd: str) -> dict[str, list[str]]:
+def _kept_from_base(policy: Policy, cwd: str, learned_net: bool = False) -> dict[str, list[str]]:
     """The base policy's settings besides the view (identity, env, limits, seccomp, rules),
     as TOML lines per table: the command ran with them."""
     out: dict[str, list[str]] = {}
+    own = _OWN_FIELDS | {"net.allow"} if learned_net else _OWN_FIELDS
     for table, specs in SCHEMA.items():
         section = getattr(policy, table)
         defaults = TABLES[table]()
         for key, spec in specs.items():
-            if spec.attr is None or spec.name in _OWN_FIELDS:
+            if spec.attr is None or spec.name in own:
                 continue
             value = getattr(section, spec.attr)
             if value == getattr(defaults, spec.attr) or value is None:
@@ -681,7 +728,7 @@ def _oneline(text: str) -> str:
 
 
 def render(learned: Learned, usage: Usage, *, argv: Sequence[str], base: Policy, cwd: str,
-           out: str, status: int) -> str:
+           out: str, status: int, net: NetUse | None = None) -> str:
     """The learned policy as a commented TOML file."""
     command = _oneline(_shell_join(argv))
     who = f"uid {os.geteuid()}"
@@ -705,7 +752,7 @@ def render(learned: Learned, usage: Usage, *, argv: Sequence[str], base: Policy,
     description = f"Learned from: {_shell_join(argv)}"
     if len(description) > 120:
         description = description[:117] + "..."
-    kept = _kept_from_base(base, cwd)
+    kept = _kept_from_base(base, cwd, learned_net=net is not None)
     lines += ["", "[viewbox]", "version = 1", f"description = {quote(description)}"]
     lines += kept.pop("viewbox", [])
     lines += ["", "[fs]", 'base = "empty"']
@@ -731,12 +778,28 @@ def render(learned: Learned, usage: Usage, *, argv: Sequence[str], base: Policy,
     lines.append(f"proc = {toml_value(learned.proc or rules)}  # {proc_why}")
     lines.append(f"dev = {toml_value(learned.dev)}" + ("  # used" if learned.dev else "  # not used"))
     lines += _from_base(kept.pop("fs", []))
-    lines += ["", "[net]",
-              "# Network use is not learned yet (a later version will learn endpoints):",
-              '# "none" gives the command loopback only.']
-    if base.net.mode != "none":
-        lines.append(f"# The base policy had mode = {quote(base.net.mode)}: set it here if the command needs it.")
-    lines += ['mode = "none"', *_from_base(kept.pop("net", []))]
+    if net is None:
+        lines += ["", "[net]",
+                  "# Network use was not learned (viewbox learn --learn-net learns it):",
+                  '# "none" gives the command loopback only.']
+        if base.net.mode != "none":
+            lines.append(f"# The base policy had mode = {quote(base.net.mode)}: set it here if the command needs it.")
+        lines += ['mode = "none"', *_from_base(kept.pop("net", []))]
+    else:
+        lines += ["", "[net]",
+                  "# The destinations the run reached (by name where it looked the address up), each",
+                  "# opened by the supervisor; nothing else outside is reachable, no other name resolves.",
+                  'mode = "none"']
+        destinations = sorted(net.destinations)
+        lines.append("allow = [" if destinations else "allow = []")
+        if destinations:
+            width = max(len(quote(d)) for d in destinations) + 1
+            lines += [f"    {(quote(d) + ','):<{width}}  # {n} call{'s' if n > 1 else ''}"
+                      for d, n in ((d, net.destinations[d]) for d in destinations)]
+            lines.append("]")
+        names = any(not d[0].isdigit() and not d.startswith("[") for d in destinations)
+        base_net = [line for line in kept.pop("net", []) if names or not line.startswith("dns =")]
+        lines += _from_base(base_net)
     process = _from_base(kept.pop("process", []))
     if learned.workdir:
         process.insert(0, f"workdir = {quote(learned.workdir)}  # where the run started")
@@ -761,9 +824,12 @@ def read_events(path: str) -> Iterator[dict[str, Any]]:
                 yield event
 
 
-def learn(argv: Sequence[str], *, out: str, base: str | None = None, force: bool = False) -> int:
+def learn(argv: Sequence[str], *, out: str, base: str | None = None, force: bool = False,
+          learn_net: bool = False) -> int:
     """Runs `argv` under the policy `base` (default: "default"), audited, writes the learned
-    policy to `out` and returns the command's exit status (as `viewbox run` would)."""
+    policy to `out` and returns the command's exit status (as `viewbox run` would). With
+    `learn_net` the run may also reach any name and address outside the host (mode "none"
+    with an allowlist of everything but the host's loopback) and `out` allows what it used."""
     from .cli import FORWARDED, spawn_forwarding_signals
     from .quota import LIMIT_EXIT_STATUS
     from .sandbox import Sandbox
@@ -778,10 +844,15 @@ def learn(argv: Sequence[str], *, out: str, base: str | None = None, force: bool
     if not os.path.isdir(os.path.dirname(target)) or not os.access(os.path.dirname(target), os.W_OK):
         raise ViewboxError(f"{out}: cannot write in {os.path.dirname(target)}")
     policy = load_policy(base)
+    if learn_net and policy.net.mode != "none":
+        raise ViewboxError(f"--learn-net learns [net].allow, which needs mode \"none\"; the base policy has "
+                           f"mode {quote(policy.net.mode)}")
+    running = load_policy(base, overrides={"allow_net": learning_allowlist()}) if learn_net else policy
     cwd = os.getcwd()
+    net = NetUse() if learn_net else None
     with tempfile.TemporaryDirectory(prefix="viewbox-learn-") as private:
         audit = os.path.join(private, "audit.jsonl")
-        box = Sandbox(policy=policy, audit=audit)
+        box = Sandbox(policy=running, audit=audit, deny_notes=True)
         plan = box.compile(argv)
         proc = spawn_forwarding_signals(box, argv)
         returncode = proc.wait()
@@ -794,14 +865,18 @@ def learn(argv: Sequence[str], *, out: str, base: str | None = None, force: bool
         usage = Usage(View(plan.base, plan.mounts), plan.workdir)
         for event in read_events(audit):
             usage.add_event(event)
+            if net:
+                net.add_event(event)
     learned = build(usage, plan)
-    text = render(learned, usage, argv=argv, base=policy, cwd=cwd, out=out, status=status)
+    text = render(learned, usage, argv=argv, base=policy, cwd=cwd, out=out, status=status, net=net)
     try:
         _write_checked(target, text, force=force, argv=argv)
     except OSError as err:
         raise ViewboxError(f"{out}: {os.strerror(err.errno) if err.errno else err}") from None
     paths = len(learned.entries) + len(learned.tmpfs)
-    print(f"viewbox: learned {paths} paths, {len(usage.executables)} executables -> {out}", file=sys.stderr)
+    destinations = f", {len(net.destinations)} destinations" if net else ""
+    print(f"viewbox: learned {paths} paths, {len(usage.executables)} executables{destinations} -> {out}",
+          file=sys.stderr)
     if status:
         print(f"viewbox: the command exited with status {status}: the policy may miss what a "
               "successful run needs", file=sys.stderr)

@@ -104,13 +104,15 @@ class NetName:
     """A name of [net].allow: it resolves inside, through viewbox, and the addresses it resolves
     to become NetRules of the sandbox (pinned) with its ports."""
 
-    name: str           # "pypi.org", or "*.example.com": any name under example.com
+    name: str           # "pypi.org", "*.example.com" (any name under example.com), "*" (any name)
     port_min: int
     port_max: int
     origin: str
 
     def matches(self, name: str) -> bool:
         """Whether `name` (lower case, no final dot) is this rule's."""
+        if self.name == "*":
+            return True
         if self.name.startswith("*."):
             return name.endswith(self.name[1:]) and len(name) > len(self.name) - 1
         return name == self.name

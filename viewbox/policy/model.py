@@ -732,13 +732,13 @@ class NetAllowRule:
     """An item of [net].allow: destinations the sandbox may connect to, by address or by name.
 
     str() gives the form the policy reads: "10.1.2.0/24:5432", "[::1]:8080", "127.0.0.1:8000-8099",
-    "pypi.org:443", "*.example.com:443".
+    "pypi.org:443", "*.example.com:443", "*:443" (any name: what it resolves to, on that port).
     """
 
     network: str        # "10.1.2.0/24", "::1/128"; "" for a name
     port_min: int
     port_max: int
-    name: str = ""      # "pypi.org", "*.example.com" (lower case): its addresses, once resolved
+    name: str = ""      # "pypi.org", "*.example.com", "*" (lower case): its addresses, once resolved
 
     def __str__(self) -> str:
         import ipaddress
@@ -763,7 +763,10 @@ _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
 def _check_domain(text: str) -> str:
-    """A domain name of [net].allow, or "*." and one: lower case, without the final dot."""
+    """A domain name of [net].allow, "*." and one, or "*" (any name): lower case, without the
+    final dot."""
+    if text == "*":
+        return text
     name = text.lower().removesuffix(".")
     labels = name.split(".")
     wildcard = labels[0] == "*"
@@ -771,7 +774,7 @@ def _check_domain(text: str) -> str:
         labels = labels[1:]
     if "*" in name[1:] or not labels or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise FieldError(f"invalid domain name {quote(text)}: labels of letters, digits and \"-\", "
-                         'joined by "."; a "*." in front stands for any subdomain')
+                         'joined by "."; a "*." in front stands for any subdomain, "*" alone for any name')
     if wildcard and len(labels) < 2:
         raise FieldError(f"{quote(text)} is too wide: a wildcard needs a domain of two labels or more "
                          '("*.example.com")')
