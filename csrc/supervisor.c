@@ -418,8 +418,10 @@ int vb_supervisor_pin(struct vb_supervisor *sup, uint64_t sandbox_id, const stru
         rc = -ESRCH;
         goto out;
     }
+    /* an address two names resolve to (a CDN's) is pinned once per name: the newest
+     * pin names it in refusals and events, as the name most recently looked up */
     for (const struct pin *p = atomic_load(&s->pins); p; p = p->next)
-        if (same_rule(&p->rule, rule))
+        if (same_rule(&p->rule, rule) && strcmp(p->name, name ? name : "") == 0)
             goto out;
     if (s->n_pins >= VB_MAX_PINS) {
         rc = -ENOSPC;

@@ -1015,7 +1015,7 @@ class ZoneServer:
 # good.test is the server in the test's namespace; bad.test the host's end of that link, where
 # the test listens too; loop.test points at the loopback, where a server of the host listens.
 def zone_of(namespace: ServerNamespace) -> dict[str, str]:
-    return {"good.test": namespace.address, "www.good.test": namespace.address,
+    return {"good.test": namespace.address, "www.good.test": namespace.address, "alias.test": namespace.address,
             "bad.test": namespace.host_address, "loop.test": "127.0.0.1"}
 
 
@@ -1270,26 +1270,27 @@ def test_learn_net_writes_the_destinations_used_and_replays(
     base.chmod(0o644)
     learned = shared_dir / "learned.toml"
     port = test_namespace.port
-    used = [f"good.test@{port}", f"{test_namespace.host_address}@{host_side.port}"]
+    # alias.test shares good.test's address: each connection is named after its own lookup
+    used = [f"good.test@{port}", f"{test_namespace.host_address}@{host_side.port}", f"alias.test@{port}"]
     try:
         done = as_user.cli(["learn", "-o", str(learned), "--policy", str(base), "--learn-net",
                             *py(BY_NAME), str(port), "0", *used])
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout) == {used[0]: f"hello {test_namespace.host_address}\n",
-                                           used[1]: "hello from the host\n"}
-        assert ", 2 destinations -> " in done.stderr
+        greetings = {used[0]: f"hello {test_namespace.host_address}\n", used[1]: "hello from the host\n",
+                     used[2]: f"hello {test_namespace.host_address}\n"}
+        assert json.loads(done.stdout) == greetings
+        assert ", 3 destinations -> " in done.stderr
         text = learned.read_text()
         allow = sorted(str(rule) for rule in load_policy(str(learned)).net.allow)
-        assert allow == sorted([f"good.test:{port}", f"{test_namespace.host_address}:{host_side.port}"]), text
+        assert allow == sorted([f"good.test:{port}", f"alias.test:{port}",
+                                f"{test_namespace.host_address}:{host_side.port}"]), text
         assert load_policy(str(learned)).net.dns == (zone.address,)
 
         # replayed: the same destinations, and nothing else
         replay = as_user.run(["--policy", str(learned), *py(BY_NAME), str(port), "0", *used,
                               f"www.good.test@{port}", f"good.test@{port - 1}"])
         assert replay.returncode == 0, replay.stderr + text
-        assert json.loads(replay.stdout) == {used[0]: f"hello {test_namespace.host_address}\n",
-                                             used[1]: "hello from the host\n",
-                                             f"www.good.test@{port}": "unresolved",
+        assert json.loads(replay.stdout) == {**greetings, f"www.good.test@{port}": "unresolved",
                                              f"good.test@{port - 1}": errno.EACCES}
         assert host_side.accepted == 2
     finally:

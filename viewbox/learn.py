@@ -659,14 +659,21 @@ class NetUse:
     def __init__(self) -> None:
         self.destinations: dict[str, int] = {}   # "pypi.org:443" -> how many calls
         self.refused: set[str] = set()
+        self._looked_up: dict[str, str] = {}     # address -> the name last resolved to it
 
     def add_event(self, event: Mapping[str, Any]) -> None:
+        if event.get("event") == "dns" and event.get("decision") == "allow":
+            # Two names may share an address (a CDN's): a connection is named after the
+            # lookup that came last before it (the answer is logged before it is sent).
+            for address in event.get("addresses") or ():
+                self._looked_up[str(address)] = str(event.get("name"))
+            return
         if event.get("event") != "syscall" or event.get("syscall") not in _SENDS:
             return
         match = _DESTINATION.match(str(event.get("resolved", "")))
         if not match or event.get("rule") == _OWN_NETWORK:
             return
-        name = match["name"] or match["host"]
+        name = self._looked_up.get(match["host"].strip("[]")) or match["name"] or match["host"]
         destination = f"{name}:{match['port']}"
         result = event.get("result")
         if event.get("decision") != "allow":
