@@ -57,6 +57,8 @@ MAX_ADDRESSES = 12
 UPSTREAM_TIMEOUT = 2.0
 #: names whose refusal is noted on the deny-note fd (each once)
 MAX_NOTED = 64
+#: lookups kept for reuse (the oldest go first)
+MAX_CACHED = 1024
 
 Pin = Callable[[str, int, int, str, str], None]   # address, port_min, port_max, origin, name
 Emit = Callable[..., None]                         # Audit.emit(kind, **details)
@@ -80,7 +82,7 @@ class Resolver:
         self._note_fd = note_fd
         self._noted: set[str] = set()
         self._cache: dict[str, tuple[float, list[str]]] = {}
-        self._gates: dict[str, threading.Lock] = {}
+        self._gates = [threading.Lock() for _ in range(16)]
         self._lock = threading.Lock()
         self._busy = 0              # answers in progress: the socket is closed after the last
         self._closing = False
@@ -230,11 +232,9 @@ class Resolver:
         """Every address of `name` (IPv4 and IPv6), from the cache if recent."""
         import time
 
-        with self._lock:
-            # one lookup per name at a time: the A and AAAA queries a program sends together
-            # share it (each asks for both families)
-            gate = self._gates.setdefault(name, threading.Lock())
-        with gate:
+        # one lookup per name at a time: the A and AAAA queries a program sends together share
+        # it (each asks for both families); striped, so that no name leaves a lock behind
+        with self._gates[hash(name) % len(self._gates)]:
             now = time.monotonic()
             with self._lock:
                 cached = self._cache.get(name)
@@ -243,6 +243,8 @@ class Resolver:
             addresses = self._ask_servers(name) if self._servers else _ask_host(name)
             with self._lock:
                 self._cache[name] = (now + ANSWER_TTL, addresses)
+                while len(self._cache) > MAX_CACHED:  # a flood of names (with "*") stays bounded
+                    del self._cache[next(iter(self._cache))]
             return addresses
 
     def _ask_servers(self, name: str) -> list[str]:
