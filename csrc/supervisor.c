@@ -1074,6 +1074,7 @@ static void await_broker_briefly(struct vb_supervisor *sup, struct served *s)
     do {
         if (broker_reply(sup, s))
             return;
+        sched_yield(); /* the broker may be waiting for this CPU (as the broker's own poll does) */
         clock_gettime(CLOCK_MONOTONIC, &now);
     } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < SPIN_NS);
 }
@@ -1333,8 +1334,10 @@ int vb_supervisor_run(struct vb_supervisor *sup)
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
             long idle = (now.tv_sec - last_event.tv_sec) * 1000000000L + (now.tv_nsec - last_event.tv_nsec);
-            if (sup->spin && idle < SPIN_NS)
+            if (sup->spin && idle < SPIN_NS) {
+                sched_yield(); /* a caller woken on this CPU runs at once */
                 continue;
+            }
             n = epoll_wait(sup->epoll_fd, events, 32, -1);
         }
         if (n < 0) {
