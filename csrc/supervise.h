@@ -29,6 +29,8 @@ struct vb_call {
     unsigned asked_access;                   /* what the ask rule held it for */
     int asked_rule;
     int new_fd_flags;                        /* REPLACE_FD: O_CLOEXEC if the caller's fd had it */
+    int checked;                             /* the handler wrote a result back: the call was
+                                                valid after its last read of the caller */
     struct vb_call *next;
 };
 
@@ -96,6 +98,10 @@ int vb_read_string(const struct vb_call *call, uint64_t addr, char *out, size_t 
 int vb_read_memory(const struct vb_call *call, uint64_t addr, void *out, size_t len);
 /* Copies `len` bytes to `addr` in the calling thread, once the call is still valid. */
 int vb_write_memory(const struct vb_call *call, uint64_t addr, const void *data, size_t len);
+/* The caller's fd `fd` (AT_FDCWD: its working directory, O_PATH), duplicated
+ * into this process: the new fd, to be closed after use, or -errno (EBADF for
+ * an fd it does not have, ESRCH once it is gone). */
+int vb_caller_fd(const struct vb_call *call, int fd);
 /* An O_PATH fd, in this process, for the directory a relative path of the
  * call starts from: the caller's working directory (AT_FDCWD) or its fd
  * `dirfd`. -errno (EBADF for an fd it does not have). */

@@ -58,6 +58,10 @@
 #define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
 #endif
 
+/* pidfds of recent callers kept open (the pidfd cache below): a few, whatever
+ * the number of sandboxes, so that the host's fd table does not grow with them. */
+#define CALLER_PIDFDS 16
+
 /* Requests a sandbox may have at its broker at once. Both directions of the
  * socket must hold them all (a request is ~12 KiB, a reply ~8 KiB, the
  * default socket buffer ~208 KiB) so that neither side ever blocks on a send
@@ -103,6 +107,7 @@ struct pin {
 /* One sandbox. Built by vb_supervisor_add (the spawning thread), then owned
  * by the loop thread (its pins excepted). */
 struct served {
+    struct vb_supervisor *sup;
     struct watch on_listener, on_broker;
     int listener;
     int broker;                /* -1: audit only, or the broker is gone */
@@ -145,6 +150,13 @@ struct answer {
     struct answer *next;
 };
 
+/* A pidfd of thread `tid`, opened for an earlier call of it. */
+struct caller_pidfd {
+    uint32_t tid;
+    int fd;                    /* -1: none */
+    struct served *sandbox;    /* whose call it was: closed when that sandbox is dropped */
+};
+
 struct vb_supervisor {
     int epoll_fd;
     int wake_fd;               /* eventfd: vb_supervisor_stop() */
@@ -157,6 +169,7 @@ struct vb_supervisor {
     struct vb_call *calls;     /* at a broker or an asker (loop thread only) */
     struct vb_broker_reply *reply; /* receive buffer (loop thread only) */
     int spin;                  /* more than one CPU: wait for broker replies awake */
+    struct caller_pidfd pidfds[CALLER_PIDFDS]; /* by tid % CALLER_PIDFDS (loop thread only) */
     pthread_mutex_t lock;      /* guards the fields below */
     struct served *sandboxes;
     struct question *questions;
@@ -176,6 +189,8 @@ struct vb_supervisor *vb_supervisor_new(void)
     sup->answer_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     sup->request_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     sup->reply = calloc(1, sizeof *sup->reply);
+    for (size_t i = 0; i < CALLER_PIDFDS; i++)
+        sup->pidfds[i].fd = -1;
     cpu_set_t cpus;
     sup->spin = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 1;
     sup->on_wake.kind = WATCH_STOP;
@@ -202,6 +217,9 @@ void vb_supervisor_free(struct vb_supervisor *sup)
     for (size_t i = 0; i < VB_ARRAY_LEN(fds); i++)
         if (fds[i] > 0)
             close(fds[i]);
+    for (size_t i = 0; i < CALLER_PIDFDS; i++)
+        if (sup->pidfds[i].fd >= 0)
+            close(sup->pidfds[i].fd);
     free(sup->reply);
     pthread_mutex_destroy(&sup->lock);
     free(sup);
@@ -271,6 +289,7 @@ int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const
     int err = ENOMEM;
     if (!s)
         goto fail;
+    s->sup = sup;
     if (counters) {
         vb_net_counters_hold(counters);
         s->counters = counters;
@@ -531,6 +550,56 @@ int vb_write_memory(const struct vb_call *call, uint64_t addr, const void *data,
     struct iovec remote = {(void *)(uintptr_t)addr, len};
     ssize_t n = process_vm_writev((pid_t)call->notif.pid, &local, 1, &remote, 1, 0);
     return n == (ssize_t)len ? 0 : -(n < 0 ? errno : EFAULT);
+}
+
+/* A fresh pidfd of the calling thread in `slot`: 0, or -errno. */
+static int reopen_caller_pidfd(struct caller_pidfd *slot, const struct vb_call *call)
+{
+    if (slot->fd >= 0)
+        close(slot->fd);
+    slot->tid = call->notif.pid;
+    slot->sandbox = call->sandbox;
+    slot->fd = vb_caller_pidfd(call);
+    if (slot->fd >= 0)
+        return 0;
+    int err = slot->fd;
+    slot->fd = -1;
+    return err;
+}
+
+/* The caller's fd `fd`, through a pidfd of the calling thread kept from its
+ * earlier calls: getfd + fstat + close measured ~0.55 µs here, where opening
+ * /proc/PID/fd/N (a procfs walk) + fstat + close took ~1.3 µs, and a
+ * pidfd_open per call would add ~0.5 µs again. A cached pidfd names the task
+ * it was opened for, never a number: once that task is gone pidfd_getfd
+ * fails with ESRCH and the tid (which may now be another thread's) gets a
+ * fresh pidfd, so a reused tid never reaches another task. Where pidfds
+ * cannot do it (a kernel without PIDFD_THREAD for a thread, EPERM) /proc
+ * does as before. */
+int vb_caller_fd(const struct vb_call *call, int fd)
+{
+    if (fd < 0)
+        return vb_open_dirfd(call, fd); /* AT_FDCWD: its working directory */
+    struct caller_pidfd *slot = &call->sandbox->sup->pidfds[call->notif.pid % CALLER_PIDFDS];
+    int fresh = 0, rc = 0;
+    if (slot->fd < 0 || slot->tid != call->notif.pid) {
+        rc = reopen_caller_pidfd(slot, call);
+        fresh = 1;
+    }
+    while (rc == 0) {
+        int got = (int)syscall(SYS_pidfd_getfd, slot->fd, fd, 0);
+        if (got >= 0)
+            return got;
+        rc = -errno;
+        if (rc != -ESRCH || fresh)
+            break;
+        /* the task this pidfd was opened for ended: the tid names another now */
+        rc = reopen_caller_pidfd(slot, call);
+        fresh = 1;
+    }
+    if (rc == -EBADF || rc == -ESRCH)
+        return rc; /* no such fd; or the caller is gone, and the call with it */
+    return vb_open_dirfd(call, fd);
 }
 
 int vb_open_dirfd(const struct vb_call *call, int dirfd)
@@ -1168,6 +1237,7 @@ static void await_broker_briefly(struct vb_supervisor *sup, struct served *s)
     do {
         if (broker_reply(sup, s))
             return;
+        sched_yield(); /* the broker may be waiting for this CPU (as the broker's own poll does) */
         clock_gettime(CLOCK_MONOTONIC, &now);
     } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < SPIN_NS);
 }
@@ -1311,8 +1381,9 @@ static void receive(struct vb_supervisor *sup, struct served *s, struct seccomp_
     }
     struct vb_decision d = call->row->handler(call);
     /* everything read from the caller (and the dirfds opened from its pid) is
-     * only used if the call is still the one we read it for */
-    if (!call_valid(call)) {
+     * only used if the call is still the one we read it for (a handler that
+     * wrote a result back checked that after its last read: not again) */
+    if (!call->checked && !call_valid(call)) {
         free_call(call);
         return;
     }
@@ -1383,6 +1454,11 @@ static void drop(struct vb_supervisor *sup, struct served *s, struct served **gr
             break;
         }
     pthread_mutex_unlock(&sup->lock);
+    for (size_t i = 0; i < CALLER_PIDFDS; i++) /* its processes are gone: keep nothing of them */
+        if (sup->pidfds[i].fd >= 0 && sup->pidfds[i].sandbox == s) {
+            close(sup->pidfds[i].fd);
+            sup->pidfds[i].fd = -1;
+        }
     close_served_fds(s);
     s->next = *graveyard;
     *graveyard = s;
@@ -1427,8 +1503,10 @@ int vb_supervisor_run(struct vb_supervisor *sup)
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
             long idle = (now.tv_sec - last_event.tv_sec) * 1000000000L + (now.tv_nsec - last_event.tv_nsec);
-            if (sup->spin && idle < SPIN_NS)
+            if (sup->spin && idle < SPIN_NS) {
+                sched_yield(); /* a caller woken on this CPU runs at once */
                 continue;
+            }
             n = epoll_wait(sup->epoll_fd, events, 32, -1);
         }
         if (n < 0) {

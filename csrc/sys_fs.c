@@ -211,7 +211,7 @@ struct vb_decision sys_openat2(struct vb_call *call)
  * here from the caller's own fd, without a broker round trip. */
 static struct vb_decision stat_of_fd(struct vb_call *call, int dirfd, int statx_call, int flags, uint32_t mask)
 {
-    int fd = vb_open_dirfd(call, dirfd);
+    int fd = vb_caller_fd(call, dirfd);
     if (fd < 0)
         return ERRNO(-fd);
     int rc;
@@ -225,6 +225,7 @@ static struct vb_decision stat_of_fd(struct vb_call *call, int dirfd, int statx_
                                                        : -errno;
     }
     close(fd);
+    call->checked = rc == 0; /* vb_write_memory checked the call, after every read */
     return rc < 0 ? ERRNO(-rc) : decide(VB_DECIDE_RETURN, 0);
 }
 

@@ -191,6 +191,71 @@ def test_created_files_keep_the_callers_umask(as_user: Caller, shared_dir: pathl
     assert plain.stdout.split() == ruled.stdout.split() == ["600", "700"], ruled.stderr
 
 
+#: fstat of fds, answered by the supervisor alone (from a pidfd of the caller it may keep
+#: between calls): from new threads and children (new tids), after an fd number was reused
+#: for another file, on a bad fd and the working directory. Prints the mismatches with what
+#: a path stat (through the broker) says, or "same".
+FSTAT_PROBE = textwrap.dedent("""
+    import ctypes, errno, os, struct, sys, threading
+    work = sys.argv[1]
+    names = [f"{work}/ok.txt", f"{work}/sub", f"{work}/made-{os.getpid()}.txt"]
+    open(names[2], "w").close()
+    wrong = []
+
+    def check(label, fd, path):
+        got, want = os.fstat(fd), os.stat(path)
+        if (got.st_dev, got.st_ino, got.st_mode) != (want.st_dev, want.st_ino, want.st_mode):
+            wrong.append(label)
+
+    def run_thread(i):
+        fd = os.open(names[i % 3], os.O_RDONLY)
+        check(f"thread {i}", fd, names[i % 3])
+        os.close(fd)
+
+    for i in range(30):
+        t = threading.Thread(target=run_thread, args=(i,))
+        t.start()
+        t.join()
+    fd = os.open(names[0], os.O_RDONLY)
+    check("main", fd, names[0])
+    os.dup2(os.open(names[1], os.O_RDONLY), fd)  # the same number, another file
+    check("reused fd number", fd, names[1])
+    for i in range(10):
+        pid = os.fork()
+        if pid == 0:
+            check(f"child {i}", fd, names[1])
+            os.dup2(os.open(names[2], os.O_RDONLY), fd)  # the parent's fd stays on names[1]
+            check(f"child {i}, its own file", fd, names[2])
+            os._exit(1 if wrong else 0)
+        if os.waitpid(pid, 0)[1] != 0:
+            wrong.append(f"child {i}")
+    os.chdir(f"{work}/sub")
+    cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    check("working directory", cwd, f"{work}/sub")
+    st = ctypes.create_string_buffer(256)  # newfstatat(AT_FDCWD, "", st, AT_EMPTY_PATH), x86_64
+    if ctypes.CDLL(None).syscall(262, -100, b"", st, 0x1000) != 0 or \
+            struct.unpack_from("QQ", st) != (os.stat(".").st_dev, os.stat(".").st_ino):
+        wrong.append("AT_FDCWD")
+    try:
+        os.fstat(999)
+        wrong.append("bad fd")
+    except OSError as e:
+        if e.errno != errno.EBADF:
+            wrong.append(f"bad fd: {e.errno}")
+    print(" ".join(wrong) or "same")
+""")
+
+
+def test_fstat_answers_for_the_fd_the_caller_holds(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """The supervisor answers fstat from the caller's own fd, whatever thread or process asks."""
+    script = shared_dir / "fstat_probe.py"
+    script.write_text(FSTAT_PROBE)
+    work = _work(shared_dir)
+    done = as_user.run(["--ro", str(script), "--rw", str(work), "--deny", "**/*.secret", "--",
+                        INSIDE_PYTHON, str(script), str(work)])
+    assert (done.returncode, done.stdout.strip()) == (0, "same"), done.stderr
+
+
 BROKER_PROBE = textwrap.dedent("""
     import os, sys
     token = open(sys.argv[1], "rb").read().strip()  # not on a command line: the init keeps viewbox's
