@@ -999,7 +999,8 @@ def main(argv: list[str] | None = None) -> int:
     net_lines, net_derived = net_report(net_results)
     derived.update(net_derived)
     results.update(net_results)
-    if any(key in results for key in SECTIONS if key not in net_results and key != "time"):
+    # rows 1-5 ("syscall" is stored per call: "syscall:fstat", ...)
+    if any(key.partition(":")[0] in SECTIONS for key in results if key not in net_results and key != "time"):
         print()
         print(table)
     if "time" in only:

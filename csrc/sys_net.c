@@ -163,14 +163,16 @@ static ino_t own_netns(void)
 static int caller_socket(const struct vb_call *call, int fd, struct caller_socket *out)
 {
     memset(out, 0, sizeof *out);
-    int pidfd = vb_caller_pidfd(call);
-    if (pidfd < 0)
-        return pidfd;
-    out->fd = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-    int err = errno;
-    close(pidfd);
+    if (fd < 0)
+        return -EBADF;
+    out->fd = vb_caller_fd(call, fd); /* through the supervisor's cached pidfd of the caller */
     if (out->fd < 0)
-        return -err;
+        return out->fd;
+    int flags = fcntl(out->fd, F_GETFL);
+    if (flags < 0 || (flags & O_PATH)) {
+        close(out->fd); /* /proc's O_PATH stand-in (no pidfd): no socket to examine */
+        return -EPERM;
+    }
     socklen_t len = sizeof out->domain;
     int ok = getsockopt(out->fd, SOL_SOCKET, SO_DOMAIN, &out->domain, &len) == 0;
     len = sizeof out->type;
@@ -193,6 +195,17 @@ static int caller_socket(const struct vb_call *call, int fd, struct caller_socke
         out->host = 1; /* cannot tell: treat it as the host's (nothing is CONTINUEd for it) */
     }
     return 0;
+}
+
+/* The decision when the caller's fd could not be examined (caller_socket's -errno).
+ * No such fd, or no socket, is the kernel's to say, with nothing reached (EBADF,
+ * ENOTSOCK). Anything else (the supervisor short of fds, a pidfd refused) might
+ * hide one of the host sockets the kernel must never be left to use: refused. */
+static struct vb_decision unexamined(int rc)
+{
+    if (rc == -EBADF || rc == -ENOTSOCK)
+        return CONTINUE_INSIDE;
+    return decide(VB_DECIDE_ERRNO, -rc, NULL);
 }
 
 /* A destination decoded from a copied sockaddr: what the rules look at. */
@@ -261,8 +274,9 @@ struct vb_decision sys_connect(struct vb_call *call)
     if (!vb_net_filtered(call))
         return CONTINUE_INSIDE;
     struct caller_socket theirs;
-    if (caller_socket(call, fd, &theirs) != 0)
-        return CONTINUE_INSIDE; /* not a socket of theirs: the kernel says EBADF, ENOTSOCK */
+    int examined = caller_socket(call, fd, &theirs);
+    if (examined != 0)
+        return unexamined(examined);
     union sockaddr_copy dest;
     size_t copied;
     struct destination d;
@@ -394,8 +408,13 @@ static int send_may_continue(const struct caller_socket *theirs, int flags)
 static int socket_to_send_on(struct vb_call *call, int flags, struct caller_socket *theirs,
                              struct vb_decision *early)
 {
-    if (!vb_net_filtered(call) || caller_socket(call, (int)ARG(0), theirs) != 0) {
+    if (!vb_net_filtered(call)) {
         *early = CONTINUE_INSIDE;
+        return 0;
+    }
+    int examined = caller_socket(call, (int)ARG(0), theirs);
+    if (examined != 0) {
+        *early = unexamined(examined);
         return 0;
     }
     int may = send_may_continue(theirs, flags);
@@ -509,8 +528,11 @@ struct vb_decision sys_sendmmsg(struct vb_call *call)
 static struct vb_decision own_sockets_only(struct vb_call *call, int is_listen)
 {
     struct caller_socket theirs;
-    if (!vb_net_filtered(call) || caller_socket(call, (int)ARG(0), &theirs) != 0)
+    if (!vb_net_filtered(call))
         return CONTINUE_INSIDE;
+    int examined = caller_socket(call, (int)ARG(0), &theirs);
+    if (examined != 0)
+        return unexamined(examined);
     int listening = 0;
     socklen_t len = sizeof listening;
     if (getsockopt(theirs.fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0)
