@@ -1131,7 +1131,7 @@ def test_allow_by_name_through_the_hosts_resolver(tmp_path: pathlib.Path, test_n
         done = subprocess.run(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", sys.executable, "-m", "viewbox",
              "run", "--allow-net", f"good.test:{port}", *py(BY_NAME), str(port), "0", "good.test"],
-            capture_output=True, text=True, timeout=60, env=Caller("root").viewbox_env(None))
+            capture_output=True, text=True, timeout=60, cwd="/", env=Caller("root").viewbox_env(None))
     finally:
         server.close()
     assert done.returncode == 0, done.stderr
