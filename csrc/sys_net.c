@@ -168,8 +168,8 @@ static int caller_socket(const struct vb_call *call, int fd, struct caller_socke
     out->fd = vb_caller_fd(call, fd); /* through the supervisor's cached pidfd of the caller */
     if (out->fd < 0)
         return out->fd;
-    int flags = fcntl(out->fd, F_GETFL);
-    if (flags < 0 || (flags & O_PATH)) {
+    out->status = fcntl(out->fd, F_GETFL);
+    if (out->status < 0 || (out->status & O_PATH)) {
         close(out->fd); /* /proc's O_PATH stand-in (no pidfd): no socket to examine */
         return -EPERM;
     }
@@ -179,8 +179,7 @@ static int caller_socket(const struct vb_call *call, int fd, struct caller_socke
     ok = ok && getsockopt(out->fd, SOL_SOCKET, SO_TYPE, &out->type, &len) == 0;
     len = sizeof out->protocol;
     ok = ok && getsockopt(out->fd, SOL_SOCKET, SO_PROTOCOL, &out->protocol, &len) == 0;
-    out->status = fcntl(out->fd, F_GETFL);
-    if (!ok || out->status < 0) {
+    if (!ok) {
         close(out->fd);
         return -ENOTSOCK;
     }

@@ -203,9 +203,8 @@ class Resolver:
                     self._emit("dns", name=name, type=qtype, decision="allow", rule=rule.origin,
                                error=f"pin {address}: {err.strerror}")
                     return response.to_wire()
-        wanted = {"A": 4, "AAAA": 6}.get(qtype)
-        given = [address for address in addresses if ":" in address] if wanted == 6 else \
-                [address for address in addresses if ":" not in address] if wanted == 4 else []
+        # an A query gets the IPv4 addresses, AAAA the IPv6 ones, any other type none
+        given = [address for address in addresses if qtype in ("A", "AAAA") and (":" in address) == (qtype == "AAAA")]
         if given:
             rrset = dns.rrset.from_text_list(question.name, ANSWER_TTL, dns.rdataclass.IN, question.rdtype,
                                              given[:MAX_ADDRESSES])
