@@ -6,9 +6,7 @@ exceptions here, in one place (errors.spawn_error).
 """
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -74,6 +72,19 @@ class Child:
                                  bool(usage.broker_lost), counted(usage.net_connections_in),
                                  counted(usage.net_connections_out), counted(usage.net_bytes_in),
                                  counted(usage.net_bytes_out))
+
+
+def _set_net_rule(rule: Any, network: str, port_min: int, port_max: int) -> None:
+    """Fills a struct vb_net_rule from "ADDRESS" or "ADDRESS/PREFIX" and a port range."""
+    import ipaddress  # with socket, only for runs with [net].allow rules: a plain run never loads them
+    import socket
+
+    parsed = ipaddress.ip_network(network)
+    rule.family = socket.AF_INET if parsed.version == 4 else socket.AF_INET6
+    packed = parsed.network_address.packed
+    ffi.memmove(rule.address, packed, len(packed))
+    rule.prefix = parsed.prefixlen
+    rule.port_min, rule.port_max = port_min, port_max
 
 
 def _cstr(keep: list[Any], text: str) -> Any:
@@ -150,12 +161,8 @@ class Supervisor:
         """Lets a served sandbox connect to `address` (one host) on those ports from now on: an
         address one of its [net].allow names resolved to. Raises OSError (ESRCH: not served,
         ENOSPC: it has VB_MAX_PINS already)."""
-        ip = ipaddress.ip_address(address)
         rule = ffi.new("struct vb_net_rule *")
-        rule.family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-        ffi.memmove(rule.address, ip.packed, len(ip.packed))
-        rule.prefix = ip.max_prefixlen
-        rule.port_min, rule.port_max = port_min, port_max
+        _set_net_rule(rule, address, port_min, port_max)
         c_origin = ffi.new("char[]", origin.encode())
         rule.origin = c_origin
         rc = lib.vb_supervisor_pin(self._c, sandbox_id, rule, name.encode())
@@ -309,12 +316,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     net_rules = ffi.new("struct vb_net_rule[]", max(1, len(plan.net_allow)))
     keep.append(net_rules)
     for i, net_rule in enumerate(plan.net_allow):
-        network = ipaddress.ip_network(net_rule.network)
-        net_rules[i].family = socket.AF_INET if network.version == 4 else socket.AF_INET6
-        packed = network.network_address.packed
-        ffi.memmove(net_rules[i].address, packed, len(packed))
-        net_rules[i].prefix = network.prefixlen
-        net_rules[i].port_min, net_rules[i].port_max = net_rule.port_min, net_rule.port_max
+        _set_net_rule(net_rules[i], net_rule.network, net_rule.port_min, net_rule.port_max)
         net_rules[i].origin = _cstr(keep, net_rule.origin)
     p.net_allow, p.n_net_allow = net_rules, len(plan.net_allow)
     p.deny_note_fd = deny_note_fd

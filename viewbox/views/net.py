@@ -14,7 +14,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import socket
 import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -23,6 +22,8 @@ from viewbox.errors import PolicyError, PolicyErrors, SpawnError, UnavailableLay
 from viewbox.plan import ListenSpec, NetName, NetRule, PublishSpec
 
 if TYPE_CHECKING:
+    import socket
+
     from viewbox.core import Usage as KernelUsage
     from viewbox.plan import Plan
     from viewbox.policy.model import Policy
@@ -150,6 +151,8 @@ class HostSockets:
         return sockets
 
     def _bind_listen(self, spec: ListenSpec, index: int) -> socket.socket:
+        import socket  # as every use below: a run without sockets or a private network never loads it
+
         if spec.kind == "tcp":
             return _bind_tcp(spec.host, spec.port, f"[net].listen[{index}] tcp:{_host_text(spec.host)}:{spec.port}")
         what = f"[net].listen[{index}] unix:{spec.path}"
@@ -197,6 +200,8 @@ class HostSockets:
 
 #: the first fd of passed sockets, as systemd's sd_listen_fds() expects
 LISTEN_FDS_START = 3
+#: the family of nftables' IPv4 tables (the number of AF_INET)
+NFPROTO_IPV4 = 2
 
 
 def _host_text(host: str) -> str:
@@ -204,6 +209,8 @@ def _host_text(host: str) -> str:
 
 
 def _bind_tcp(host: str, port: int, what: str) -> socket.socket:
+    import socket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -307,7 +314,7 @@ class PrivateNetwork:
         from pyroute2.nftables.expressions import genex, ipv4addr, masq
         from pyroute2.nftables.main import NFTables
 
-        nft = NFTables(nfgen_family=socket.AF_INET)
+        nft = NFTables(nfgen_family=NFPROTO_IPV4)
         try:
             nft.table("add", name=self.name)
             self._table = True
@@ -332,7 +339,7 @@ class PrivateNetwork:
                 stats = link.get_attr("IFLA_STATS64")
                 # the host's end receives what the sandbox sends, and sends what it receives
                 bytes_in, bytes_out = int(stats["tx_bytes"]), int(stats["rx_bytes"])
-            nft = NFTables(nfgen_family=socket.AF_INET)
+            nft = NFTables(nfgen_family=NFPROTO_IPV4)
             try:
                 connections = sum(
                     int(expression.get_attr("NFTA_EXPR_DATA").get_attr("NFTA_COUNTER_PACKETS") or 0)
@@ -384,6 +391,7 @@ class PrivateNetwork:
 def _free_subnet(host: Any) -> tuple[Any, Any]:
     """The first /30 of PRIVATE_RANGE no host interface has an address in: (.1, .2)."""
     import ipaddress
+    import socket
 
     used = [ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}").network
             for msg in host.get_addr(family=socket.AF_INET)]
@@ -454,7 +462,7 @@ def _delete_link(name: str) -> None:
 def _delete_table(name: str) -> None:
     from pyroute2.nftables.main import NFTables
 
-    nft = NFTables(nfgen_family=socket.AF_INET)
+    nft = NFTables(nfgen_family=NFPROTO_IPV4)
     try:
         nft.table("del", name=name)
     except Exception:
@@ -487,7 +495,7 @@ def _remove_stale() -> None:
     for name in stale:
         if name and _owner_gone(name, "vbh"):
             _delete_link(name)
-    nft = NFTables(nfgen_family=socket.AF_INET)
+    nft = NFTables(nfgen_family=NFPROTO_IPV4)
     try:
         tables = [table.get_attr("NFTA_TABLE_NAME") for table in nft.get_tables()]
     finally:
