@@ -14,8 +14,12 @@ noise falls on every column alike), the targets of DESIGN.md section 6:
   5. one interposed system call: a small C program (syscall_loop.c, built
      with gcc at run time) times fstat(fd), stat(path) and open+close(path)
      in a loop; the round trip is its time per call minus the native one;
-     and, natively, the floor: a bare seccomp user-notification round trip
-     (a thread answering CONTINUE), the kernel's part of any such round trip
+     and, natively, the floors: a bare seccomp user-notification round trip
+     (a thread answering CONTINUE), the kernel's part of any such round trip,
+     and the least a race-free emulation of open and of fstat costs (a thread
+     copying the path, performing the call and returning its result, with
+     no rule at all); from these, the least any per-path interposer could
+     add to row 4 (each file there costs one open and one fstat)
   6. the time view: ns per clock_gettime natively, under faketime and under
      viewbox --time-offset, and a time-hungry workload's ratio to native
   7. nginx serving a static file, requests/s with wrk: natively, through
@@ -95,6 +99,13 @@ SYSCALL_MODES = {
     "fstat": ("fstat(fd)", "interposed fstat (supervisor only)"),
     "stat": ("stat(path)", "interposed stat (through the broker)"),
     "open": ("open+close(path)", "interposed open"),
+}
+#: the native floors of syscall_loop (the mode's loop under a bare answering thread):
+#: mode -> (its native counterpart, label)
+FLOOR_MODES = {
+    "notify": ("fstat", "floor: bare notify -> CONTINUE, no viewbox"),
+    "emulate-open": ("open", "floor: least emulated open (copy, open, ADDFD)"),
+    "emulate-fstat": ("fstat", "floor: least emulated fstat (copy, getfd, put)"),
 }
 #: proot takes 20-120 µs a call: it makes this many times fewer calls a batch
 #: (the figure is per call, so the count only changes its noise).
@@ -460,10 +471,11 @@ def syscall_cases(tools: dict[str, Tool], binary: str, target: str, calls: int, 
                   binds: Sequence[str]) -> dict[str, Callable[[], float] | str]:
     """One case per (mode, tool), named "MODE:TOOL": a batch of `calls` calls
     (proot: calls / PROOT_CALLS_DIVISOR) in one run of syscall_loop; and
-    "notify:native", the bare user-notification floor, natively."""
+    "FLOOR:native" for each of FLOOR_MODES, natively."""
     cases: dict[str, Callable[[], float] | str] = {
-        "notify:native": functools.partial(per_call_run, [binary, "notify", str(calls), target],
-                                           tools["native"].env, cwd, 300)}
+        f"{floor}:native": functools.partial(per_call_run, [binary, floor, str(calls), target],
+                                             tools["native"].env, cwd, 300)
+        for floor in FLOOR_MODES}
     for mode in SYSCALL_MODES:
         for name, tool in tools.items():
             if tool.missing:
@@ -610,7 +622,7 @@ def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_i
         row("   ratio to native (headline)", cells_of(section, ratios, ".2f"), target)
         row("   ratio, start-up of `true` subtracted", cells_of(section, net, ".2f"))
 
-    sections = [f"syscall:{mode}" for mode in (*SYSCALL_MODES, "notify") if f"syscall:{mode}" in results]
+    sections = [f"syscall:{mode}" for mode in (*SYSCALL_MODES, *FLOOR_MODES) if f"syscall:{mode}" in results]
     if sections:
         n = max(runs_info[s] for s in sections)
         proot_calls = max(1, calls // PROOT_CALLS_DIVISOR)
@@ -637,16 +649,29 @@ def report(tools: dict[str, Tool], results: dict[str, dict[str, Series]], runs_i
             if mode == "fstat":
                 target = verdict(diff["vb+rules"], TARGETS["roundtrip"], "µs", who="vb+rules")
             row(f"   {interposed}", cells_of(section, diff, ".2f", skip=("native",)), target)
-        floor, fstat = get("syscall:notify", "native"), get("syscall:fstat", "native")
-        if "syscall:notify" in results:
-            s = results["syscall:notify"]["native"]
-            value = floor.median - fstat.median if floor and fstat else None
-            derived["syscall"]["notify_floor_us"] = None if value is None else round(value, 3)
-            if s.error:
-                errors.setdefault(("native", s.error), []).append("syscall:notify")
-            row("   floor: bare notify -> CONTINUE, no viewbox",
-                ["", "", f"{value:.2f}" if value is not None else cell_error(s), "", ""],
-                "(the kernel's part of any round trip here)")
+        floors: dict[str, float] = {}
+        for floor_mode, (counterpart, label) in FLOOR_MODES.items():
+            if f"syscall:{floor_mode}" not in results:
+                continue
+            measured = results[f"syscall:{floor_mode}"]["native"]
+            plain = get(f"syscall:{counterpart}", "native")
+            value = measured.median - plain.median if measured.ok and plain else None
+            if value is not None:
+                floors[floor_mode] = value
+            derived["syscall"][f"{floor_mode}_floor_us"] = None if value is None else round(value, 3)
+            if measured.error:
+                errors.setdefault(("native", measured.error), []).append(f"syscall:{floor_mode}")
+            row(f"   {label}", ["", "", f"{value:.2f}" if value is not None else cell_error(measured), "", ""],
+                "(the kernel's part of any round trip here)" if floor_mode == "notify" else "")
+        files = get("files", "native")
+        if files and "emulate-open" in floors and "emulate-fstat" in floors:
+            # every file of row 4 costs cat one open and one fstat, both path calls to decide
+            per_file_us = files.median * 1000 / (FILE_DIRS * FILES_PER_DIR)
+            bound = 1 + (floors["emulate-open"] + floors["emulate-fstat"]) / per_file_us
+            derived["files"]["rules_floor_ratio"] = round(bound, 3)
+            row("   so row 4 under any path interposer >=", ["", "", f"{bound:.2f}", "", ""],
+                f"(native {per_file_us:.2f} µs a file + one least open and one least fstat; "
+                f"target {TARGETS['files_rules']})")
 
     if errors:
         lines.append("")
@@ -971,7 +996,8 @@ def main(argv: list[str] | None = None) -> int:
                                     *plan["syscall"], label="5/8 one call in a loop", unit="us", scale=1)
                 for mode in SYSCALL_MODES:
                     results[f"syscall:{mode}"] = {name: series[f"{mode}:{name}"] for name in TOOLS}
-                results["syscall:notify"] = {"native": series["notify:native"]}
+                for floor_mode in FLOOR_MODES:
+                    results[f"syscall:{floor_mode}"] = {"native": series[f"{floor_mode}:native"]}
         if "time" in only:
             try:
                 clock_loop = build_clock_loop(work)
