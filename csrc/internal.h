@@ -46,7 +46,11 @@ void vb_apply_landlock(const struct vb_plan *plan);
  * to the tracing init. Returns the listener fd when interposing, else -1. */
 int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families, uint64_t time_traps);
 
-/* sys_time.c: the time view, run by the sandbox's init. */
+/* sys_time.c: the time view. The clock lives in a page shared (MAP_SHARED,
+ * made before the clone) by the init, which traces the command (its waits,
+ * and a frozen clock's jumps), and the caller's process, whose supervisor
+ * answers the command's clock reads from it; the supervisor's record of the
+ * sandbox owns it. */
 struct vb_clock {
     int64_t origin_mono;       /* the host's CLOCK_MONOTONIC when the sandbox started */
     int64_t real_base;         /* the sandbox's CLOCK_REALTIME then */
@@ -55,12 +59,14 @@ struct vb_clock {
     int track;                 /* rate 1, not frozen, no start: follow the host's realtime */
     double rate;
     int frozen;
-    int64_t jumped;            /* frozen: what the sandbox's sleeps moved it */
+    int64_t jumped;            /* frozen: what the sandbox's sleeps moved it (atomic: the init
+                                  writes it, the supervisor reads it) */
     int spin;                  /* more than one CPU: the init waits for tracees awake a moment */
     int own_proc;              /* /proc is the sandbox's: /proc/PID names a tracee */
 };
-/* In the caller, before clone: the clock's origin, read from the host's clocks. */
-void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock);
+/* In the caller, before clone: a shared clock, its origin read from the host's clocks
+ * (munmap it with sizeof *clock). NULL and errno if it cannot be mapped. */
+struct vb_clock *vb_clock_new(const struct vb_plan *plan);
 /* In the init, before it forks anything: a time namespace for its children
  * whose MONOTONIC and BOOTTIME start at the clock's mono_base. */
 void vb_time_namespace(const struct vb_clock *clock);
@@ -96,10 +102,11 @@ int vb_forward_setup(const struct vb_plan *plan);
 __attribute__((noreturn)) void vb_forward_run(const struct vb_plan *plan, struct vb_net_counters *counters);
 
 /* supervisor.c: start serving a sandbox's listener and, with path rules, its
- * broker socket (takes ownership of both, closing them on failure too). Its
- * events go to a duplicate of plan->audit_fd (-1: none); the connections it
- * makes for the sandbox are counted in `counters` (held meanwhile; may be NULL). */
+ * broker socket, and with a time view answering clock reads from `clock`
+ * (takes ownership of the three, releasing them on failure too). Its events
+ * go to a duplicate of plan->audit_fd (-1: none); the connections it makes
+ * for the sandbox are counted in `counters` (held meanwhile; may be NULL). */
 int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const struct vb_plan *plan,
-                      struct vb_net_counters *counters);
+                      struct vb_net_counters *counters, struct vb_clock *clock);
 
 #endif

@@ -67,11 +67,13 @@ static const struct vb_time_info time_rows[] = {
 #define VB_SYSCALL(name, group, how, mask, note)
 #define VB_IOCTL(request, name, group, note)
 #define VB_INTERPOSE(name, family, args, note)
+#define VB_TIME_CLOCK(name, trap, args, note) {#name, __NR_##name, trap, note},
 #define VB_TIME(name, trap, note) {#name, __NR_##name, trap, note},
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
 #undef VB_INTERPOSE
+#undef VB_TIME_CLOCK
 #undef VB_TIME
 };
 
@@ -84,20 +86,28 @@ const struct vb_time_info *vb_time_table(size_t *count)
     return time_rows;
 }
 
+/* The trap bits of clock reads (VB_TIME_CLOCK rows): answered by the supervisor. */
+#define CLOCK_TRAPS (VB_TRAP_CLOCK_REAL | VB_TRAP_CLOCK_MONO)
+
 /* The clock ids each trap bit covers for clock_gettime. */
 static const uint32_t real_clock_ids[] = {CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM, CLOCK_TAI,
                                           CLOCK_MONOTONIC_RAW};
 static const uint32_t mono_clock_ids[] = {CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME,
                                           CLOCK_BOOTTIME_ALARM};
 
+/* The supervisor's rows: VB_INTERPOSE, and the time view's clock reads. */
 static const struct vb_interpose_info interpose_rows[] = {
 #define VB_SYSCALL(name, group, how, mask, note)
 #define VB_IOCTL(request, name, group, note)
 #define VB_INTERPOSE(name, family, args, note) {#name, __NR_##name, family, args, note, sys_##name},
+#define VB_TIME_CLOCK(name, trap, args, note) {#name, __NR_##name, VB_FAMILY_CLOCK, args, note, sys_##name},
+#define VB_TIME(name, trap, note)
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
 #undef VB_INTERPOSE
+#undef VB_TIME_CLOCK
+#undef VB_TIME
 };
 
 const struct vb_interpose_info *vb_interpose_table(size_t *count)
@@ -175,6 +185,9 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
                      size_t capacity)
 {
     struct prog p = {out, 0, capacity};
+    /* the supervisor answers the clock reads: it must be there to */
+    if ((time_traps & CLOCK_TRAPS) && !(interpose_families & VB_FAMILY_CLOCK))
+        return -EINVAL;
 
     EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
     EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, VB_AUDIT_ARCH, 1, 0));
@@ -227,8 +240,8 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
 
     /* after every deny: a denied call never reaches the supervisor */
     for (size_t i = 0; i < VB_ARRAY_LEN(interpose_rows); i++) {
-        if (!(interpose_rows[i].family & interpose_families))
-            continue;
+        if (!(interpose_rows[i].family & interpose_families) || interpose_rows[i].family == VB_FAMILY_CLOCK)
+            continue; /* clock reads: below, with the time view's rows */
         if (interpose_rows[i].nr == __NR_sendto) {
             /* send() is sendto without an address: it can only reach the socket's peer
              * (which connect() let through), unless MSG_FASTOPEN makes it connect. The
@@ -248,9 +261,11 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
         EMIT(&p, RET(SECCOMP_RET_USER_NOTIF));
     }
 
-    /* the time view: to the sandbox's init, which traces the command */
+    /* the time view: clock reads to the supervisor, the rest to the sandbox's
+     * init, which traces the command */
     for (size_t i = 0; i < VB_ARRAY_LEN(time_rows); i++) {
         const struct vb_time_info *row = &time_rows[i];
+        const uint32_t to = (row->trap & CLOCK_TRAPS) ? SECCOMP_RET_USER_NOTIF : SECCOMP_RET_TRACE;
         if (row->nr == __NR_clock_gettime) {
             uint32_t ids[VB_ARRAY_LEN(real_clock_ids) + VB_ARRAY_LEN(mono_clock_ids)];
             size_t n = 0;
@@ -260,13 +275,13 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
                 ids[n++] = mono_clock_ids[k];
             if (!n)
                 continue;
-            /* nr? load the clock id; each listed id jumps to the TRACE at the end */
+            /* nr? load the clock id; each listed id jumps to the return at the end */
             EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->nr, 0, (uint8_t)(n + 3)));
             EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(0)));
             for (size_t k = 0; k < n; k++)
                 EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ids[k], (uint8_t)(n - k), 0));
             EMIT(&p, RET(SECCOMP_RET_ALLOW)); /* CPU-time and other clocks: native */
-            EMIT(&p, RET(SECCOMP_RET_TRACE));
+            EMIT(&p, RET(to));
             continue;
         }
         if (!(row->trap & time_traps))
@@ -294,7 +309,7 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
         }
 #endif
         EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->nr, 0, 1));
-        EMIT(&p, RET(SECCOMP_RET_TRACE));
+        EMIT(&p, RET(to));
     }
 
     EMIT(&p, RET(SECCOMP_RET_ALLOW));

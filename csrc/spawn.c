@@ -1008,29 +1008,41 @@ static int join_cgroups(pid_t pid, const struct vb_plan *plan, struct vb_error *
 }
 
 static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error,
-                         struct vb_net_counters *counters);
+                         struct vb_net_counters *counters, struct vb_clock **clock);
 
 int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error)
 {
+    memset(error, 0, sizeof *error);
+    /* the time view's clock: the init keeps it, the supervisor reads the clock reads from it */
+    if (plan->time_view && !(plan->interpose_families & VB_FAMILY_CLOCK))
+        return -EINVAL;
+    struct vb_clock *clock = plan->time_view ? vb_clock_new(plan) : NULL;
+    if (plan->time_view && !clock)
+        return -errno;
     /* the sandbox's own network: what viewbox carries across its edge is counted */
     struct vb_net_counters *counters = NULL;
     if (plan->unshare_net || plan->netns_fd >= 0) {
         counters = vb_net_counters_new();
         if (!counters) {
-            memset(error, 0, sizeof *error);
-            return -errno;
+            int rc = -errno;
+            if (clock)
+                munmap(clock, sizeof *clock);
+            return rc;
         }
     }
-    int rc = spawn_counted(plan, child, error, counters);
+    int rc = spawn_counted(plan, child, error, counters, &clock);
     if (rc == 0)
         child->net_counters = counters;
     else
         vb_net_counters_release(counters);
+    if (clock) /* not handed to the supervisor */
+        munmap(clock, sizeof *clock);
     return rc;
 }
 
+/* `*clock`: the time view's, or NULL; set to NULL once the supervisor owns it. */
 static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error,
-                         struct vb_net_counters *counters)
+                         struct vb_net_counters *counters, struct vb_clock **clock)
 {
     memset(error, 0, sizeof *error);
     child->pid = child->pidfd = child->status_fd = child->resolver_fd = -1;
@@ -1040,8 +1052,6 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
 
     if (plan->interpose_families && !plan->supervisor)
         return -EINVAL;
-    /* the time view's origin: read here, the init gets a copy */
-    struct vb_clock clock;
     if (plan->time_view) {
 #if !defined(__x86_64__)
         error->err = EOPNOTSUPP;
@@ -1049,7 +1059,6 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
         snprintf(error->what, sizeof error->what, "time view: only implemented on x86_64");
         return -EOPNOTSUPP;
 #endif
-        vb_clock_start(plan, &clock);
     }
     int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, sync_pipe[2] = {-1, -1};
     int listener_socks[2] = {-1, -1}, broker_socks[2] = {-1, -1};
@@ -1124,8 +1133,7 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
             close(listener_socks[0]);
         if (broker_socks[0] >= 0)
             close(broker_socks[0]);
-        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0], listener_socks[1], broker_socks[1],
-                 plan->time_view ? &clock : NULL);
+        run_init(plan, err_pipe[1], status_pipe[1], sync_pipe[0], listener_socks[1], broker_socks[1], *clock);
     }
     int clone_errno = errno;
     close(err_pipe[1]);
@@ -1163,8 +1171,9 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
         int listener = receive_listener(listener_socks[0], &resolver);
         if (listener >= 0) {
             /* the supervisor takes both: the broker's end is closed with the listener */
-            int added = vb_supervisor_add(plan->supervisor, listener, broker_socks[0], plan, counters);
+            int added = vb_supervisor_add(plan->supervisor, listener, broker_socks[0], plan, counters, *clock);
             broker_socks[0] = -1;
+            *clock = NULL;
             if (added < 0) {
                 kill(pid, SIGKILL);
                 error->err = -added;

@@ -68,14 +68,22 @@ struct vb_interpose_info {
 const struct vb_interpose_info *vb_interpose_table(size_t *count);
 const struct vb_interpose_info *vb_interpose_row(int nr);
 
-/* The handlers, one per interposed syscall (sys_fs.c). */
+/* The handlers, one per interposed syscall (sys_fs.c, sys_net.c; the time
+ * view's clock reads: sys_time.c). */
 #define VB_SYSCALL(name, group, how, mask, note)
 #define VB_IOCTL(request, name, group, note)
 #define VB_INTERPOSE(name, family, args, note) struct vb_decision sys_##name(struct vb_call *call);
+#define VB_TIME_CLOCK(name, trap, args, note) struct vb_decision sys_##name(struct vb_call *call);
+#define VB_TIME(name, trap, note)
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
 #undef VB_INTERPOSE
+#undef VB_TIME_CLOCK
+#undef VB_TIME
+
+/* The calling sandbox's clock (its time view), or NULL without one. */
+const struct vb_clock *vb_call_clock(const struct vb_call *call);
 
 /* --- the sandbox's network policy (supervisor.c), for sys_net.c -------- */
 

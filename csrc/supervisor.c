@@ -30,6 +30,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -124,6 +125,7 @@ struct served {
     int net_filtered;          /* [net].allow has rules (addresses, or names to pin) */
     _Atomic(struct pin *) pins;/* the names' addresses, newest first */
     struct vb_net_counters *counters; /* held: the connections made for it are counted */
+    struct vb_clock *clock;    /* owned: the time view's clock, a page shared with the init */
     size_t n_pins;             /* under vb_supervisor.lock */
     int deny_note_fd;          /* -1, or where "viewbox: denied connect ..." notes go */
     char *noted[MAX_NOTED];    /* destinations already noted there */
@@ -260,6 +262,8 @@ static void forget_exec(struct exec_check **at)
 static void free_served(struct served *s)
 {
     vb_net_counters_release(s->counters);
+    if (s->clock)
+        munmap(s->clock, sizeof *s->clock);
     while (s->exec_checks)
         forget_exec(&s->exec_checks);
     for (size_t i = 0; i < s->n_rules; i++)
@@ -283,13 +287,14 @@ static void free_served(struct served *s)
 }
 
 int vb_supervisor_add(struct vb_supervisor *sup, int listener, int broker, const struct vb_plan *plan,
-                      struct vb_net_counters *counters)
+                      struct vb_net_counters *counters, struct vb_clock *clock)
 {
     struct served *s = calloc(1, sizeof *s);
     int err = ENOMEM;
     if (!s)
         goto fail;
     s->sup = sup;
+    s->clock = clock;
     if (counters) {
         vb_net_counters_hold(counters);
         s->counters = counters;
@@ -367,8 +372,15 @@ fail:
         close(listener);
         if (broker >= 0)
             close(broker);
+        if (clock)
+            munmap(clock, sizeof *clock);
     }
     return -err;
+}
+
+const struct vb_clock *vb_call_clock(const struct vb_call *call)
+{
+    return call->sandbox->clock;
 }
 
 /* --- the network policy ----------------------------------------------------------- */
@@ -1332,11 +1344,44 @@ static void take_answers(struct vb_supervisor *sup)
 
 /* --- the loop ----------------------------------------------------------------------- */
 
+/* A clock read of the time view: answered at once from the sandbox's clock.
+ * It decides nothing (the filter sends only the clocks the view owns), so it
+ * is not audited, and it needs none of a path call's record: a call on the
+ * stack, its request left unset, serves the handler. */
+static void answer_clock(struct served *s, const struct seccomp_notif *notif, const struct vb_interpose_info *row)
+{
+    struct vb_call call;
+    call.sandbox = s;
+    memcpy(&call.notif, notif, sizeof call.notif);
+    call.row = row;
+    call.fds[0] = call.fds[1] = -1;
+    if (s->exec_checks)
+        verify_exec(s, &call);
+    struct vb_decision d = s->clock ? row->handler(&call) : (struct vb_decision){VB_DECIDE_ERRNO, ENOSYS, NULL};
+    switch (d.kind) {
+    case VB_DECIDE_RETURN:
+        send_response(&call, d.value < 0 ? 0 : d.value, d.value < 0 ? (int)d.value : 0, 0);
+        break;
+    case VB_DECIDE_CONTINUE:
+        /* SAFETY: a clock the view does not own (the handler says so): the filter allows it anyway */
+        send_response(&call, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE);
+        break;
+    default:
+        send_response(&call, 0, -(int)d.value, 0);
+        break;
+    }
+}
+
 static void receive(struct vb_supervisor *sup, struct served *s, struct seccomp_notif *notif)
 {
     memset(notif, 0, sup->sizes.seccomp_notif);
     if (ioctl(s->listener, SECCOMP_IOCTL_NOTIF_RECV, notif) != 0)
         return; /* ENOENT: the caller went away before we got to it */
+    const struct vb_interpose_info *row = vb_interpose_row(notif->data.nr);
+    if (row && row->family == VB_FAMILY_CLOCK) {
+        answer_clock(s, notif, row);
+        return;
+    }
     struct vb_call *call = calloc(1, sizeof *call);
     if (!call) {
         struct seccomp_notif_resp resp = {.id = notif->id, .error = -ENOMEM};
@@ -1346,7 +1391,7 @@ static void receive(struct vb_supervisor *sup, struct served *s, struct seccomp_
     call->sandbox = s;
     call->fds[0] = call->fds[1] = -1;
     memcpy(&call->notif, notif, sizeof call->notif);
-    call->row = vb_interpose_row(notif->data.nr);
+    call->row = row;
     if (!call->row) {
         finish(call, -ENOSYS, "deny", "not in the syscall table", NULL); /* cannot happen: the filter is built from it */
         return;

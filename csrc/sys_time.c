@@ -1,4 +1,5 @@
-/* The time view: each sandbox's own clock, kept by the sandbox's init.
+/* The time view: each sandbox's own clock, kept by the sandbox's init and read
+ * out by the supervisor.
  *
  * The sandbox's clock is a line through the host's CLOCK_MONOTONIC:
  *
@@ -17,14 +18,20 @@
  *    system calls for the time, and unmaps the vDSO and its data pages (a
  *    munmap it makes the program run), so nothing can read the host's clock
  *    there; arch_prctl(ARCH_MAP_VDSO_*) is refused;
- *  - the seccomp filter sends those calls (VB_TIME rows of syscall_table.h)
- *    to the init with SECCOMP_RET_TRACE; sys_<name>() below answers a clock
- *    read by writing the sandbox's time into the caller and skipping the
- *    call, and rewrites a wait's timeout (scaled by the rate, an absolute
- *    virtual deadline made relative or the host's) in a copy below the
- *    caller's stack pointer, then lets the kernel wait natively (signals and
- *    restarts behave as always). Frozen, a timed wait is followed to its end
- *    (PTRACE_SYSCALL), which moves the clock by the time it took.
+ *  - the seccomp filter sends the clock reads (VB_TIME_CLOCK rows of
+ *    syscall_table.h) to the supervisor by user notification: its
+ *    sys_<name>(struct vb_call *) below writes the sandbox's time into the
+ *    caller and answers the call, from the clock in a page the init shares
+ *    (a notification wakes the supervisor on the caller's CPU, where a
+ *    ptrace stop wakes the init and then the caller, each often on an idle
+ *    CPU: 3-4 times the cost in a VM);
+ *  - it sends the waits and time stamps (VB_TIME rows) to the init with
+ *    SECCOMP_RET_TRACE; sys_<name>(struct vb_tracee *) rewrites a wait's
+ *    timeout (scaled by the rate, an absolute virtual deadline made relative
+ *    or the host's) in a copy below the caller's stack pointer, then lets the
+ *    kernel wait natively (signals and restarts behave as always). Frozen, a
+ *    timed wait is followed to its end (PTRACE_SYSCALL), which moves the
+ *    clock by the time it took, or a sleep returns at once and moves it.
  *
  * SAFETY: every CONTINUE here runs a call the seccomp filter would otherwise
  * have allowed untouched; the tracer grants nothing and only changes
@@ -32,8 +39,10 @@
  * outcome (DESIGN.md rule 1). What the tracer reads from the caller (a
  * timespec) decides only how long the caller itself waits.
  *
- * Everything here runs in the init: no malloc, no stdio (it is a copy of a
- * multi-threaded caller), only system calls. */
+ * Everything here but the clock reads runs in the init: no malloc, no stdio
+ * (it is a copy of a multi-threaded caller), only system calls. The clock
+ * reads run on the supervisor's thread; they read the clock, which the init
+ * changes only when frozen (`jumped`, atomically). */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -41,6 +50,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <linux/mount.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/ptrace.h>
@@ -81,9 +91,11 @@ uint64_t vb_time_traps(const struct vb_plan *plan)
     return traps;
 }
 
-void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock)
+struct vb_clock *vb_clock_new(const struct vb_plan *plan)
 {
-    memset(clock, 0, sizeof *clock);
+    struct vb_clock *clock = mmap(NULL, sizeof *clock, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (clock == MAP_FAILED)
+        return NULL;
     clock->origin_mono = host_ns(CLOCK_MONOTONIC);
     int64_t real = host_ns(CLOCK_REALTIME);
     clock->rate = plan->time_rate > 0 ? plan->time_rate : 1.0;
@@ -95,12 +107,20 @@ void vb_clock_start(const struct vb_plan *plan, struct vb_clock *clock)
     clock->mono_base = NS;
     cpu_set_t cpus;
     clock->spin = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 1;
+    return clock; /* mmap zeroed the rest */
+}
+
+/* Frozen: how far the sandbox's sleeps moved its clock. The init moves it (the
+ * only writer); the supervisor reads it for clock reads, from another process. */
+static int64_t jumped(const struct vb_clock *clock)
+{
+    return __atomic_load_n(&clock->jumped, __ATOMIC_RELAXED);
 }
 
 static int64_t elapsed(const struct vb_clock *clock)
 {
     if (clock->frozen)
-        return clock->jumped;
+        return jumped(clock);
     int64_t real = host_ns(CLOCK_MONOTONIC) - clock->origin_mono;
     return clock->rate == 1.0 ? real : (int64_t)((double)real * clock->rate);
 }
@@ -424,43 +444,47 @@ static struct vb_decision scale_ms_arg(struct vb_tracee *t, unsigned long long *
     return CONTINUE;
 }
 
-/* --- the handlers, one per VB_TIME row -------------------------------------------- */
+/* --- the clock reads, answered by the supervisor (VB_TIME_CLOCK rows) ---------------- */
 
 /* clock_gettime(id, tp): the sandbox's time for the clocks it virtualizes */
-struct vb_decision sys_clock_gettime(struct vb_tracee *t)
+struct vb_decision sys_clock_gettime(struct vb_call *call)
 {
-    int64_t id = (int32_t)t->regs.rdi;
+    int64_t id = (int32_t)call->notif.data.args[0];
     if (!is_real_clock(id) && !is_mono_clock(id))
-        return CONTINUE;
-    struct timespec ts = ns_ts(clock_read(t->clock, id));
-    return RETURN(tracee_write(t, t->regs.rsi, &ts, sizeof ts));
+        return CONTINUE; /* the filter sends only the view's clocks: cannot happen */
+    struct timespec ts = ns_ts(clock_read(vb_call_clock(call), id));
+    return RETURN(vb_write_memory(call, call->notif.data.args[1], &ts, sizeof ts) == 0 ? 0 : -EFAULT);
 }
 
 /* gettimeofday(tv, tz): the sandbox's CLOCK_REALTIME; the host's (UTC) zone */
-struct vb_decision sys_gettimeofday(struct vb_tracee *t)
+struct vb_decision sys_gettimeofday(struct vb_call *call)
 {
-    if (t->regs.rdi) {
-        int64_t now = clock_read(t->clock, CLOCK_REALTIME);
+    uint64_t tv_at = call->notif.data.args[0], tz_at = call->notif.data.args[1];
+    if (tv_at) {
+        int64_t now = clock_read(vb_call_clock(call), CLOCK_REALTIME);
         struct timeval tv = {(time_t)(now / NS), (suseconds_t)(now % NS / 1000)};
-        if (tracee_write(t, t->regs.rdi, &tv, sizeof tv) != 0)
+        if (vb_write_memory(call, tv_at, &tv, sizeof tv) != 0)
             return RETURN(-EFAULT);
     }
-    if (t->regs.rsi) {
+    if (tz_at) {
         struct timezone tz = {0, 0};
-        if (tracee_write(t, t->regs.rsi, &tz, sizeof tz) != 0)
+        if (vb_write_memory(call, tz_at, &tz, sizeof tz) != 0)
             return RETURN(-EFAULT);
     }
     return RETURN(0);
 }
 
 /* time(tloc): the sandbox's CLOCK_REALTIME in seconds */
-struct vb_decision sys_time(struct vb_tracee *t)
+struct vb_decision sys_time(struct vb_call *call)
 {
-    int64_t secs = clock_read(t->clock, CLOCK_REALTIME) / NS;
-    if (t->regs.rdi && tracee_write(t, t->regs.rdi, &secs, sizeof secs) != 0)
+    int64_t secs = clock_read(vb_call_clock(call), CLOCK_REALTIME) / NS;
+    uint64_t at = call->notif.data.args[0];
+    if (at && vb_write_memory(call, at, &secs, sizeof secs) != 0)
         return RETURN(-EFAULT);
     return RETURN(secs);
 }
+
+/* --- the handlers of the init, one per VB_TIME row ----------------------------------- */
 
 /* A sleep of `virtual_ns`: frozen, the clock jumps by it and the call returns
  * at once; otherwise the kernel sleeps the real duration (a relative copy). */
@@ -468,7 +492,7 @@ static struct vb_decision sleep_for(struct vb_tracee *t, int64_t virtual_ns, uns
 {
     if (t->clock->frozen) {
         if (virtual_ns > 0)
-            t->clock->jumped += virtual_ns;
+            __atomic_store_n(&t->clock->jumped, jumped(t->clock) + virtual_ns, __ATOMIC_RELAXED);
         return RETURN(0);
     }
     struct timespec real = ns_ts(scale(t->clock, virtual_ns));
@@ -794,11 +818,13 @@ static const struct {
 #define VB_SYSCALL(name, group, how, mask, note)
 #define VB_IOCTL(request, name, group, note)
 #define VB_INTERPOSE(name, family, args, note)
+#define VB_TIME_CLOCK(name, trap, args, note)
 #define VB_TIME(name, trap, note) {__NR_##name, sys_##name},
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
 #undef VB_INTERPOSE
+#undef VB_TIME_CLOCK
 #undef VB_TIME
 };
 
@@ -855,8 +881,8 @@ static void on_call_end(struct vb_clock *clock, pid_t pid)
         if (ending[i].cap) {
             int64_t took = host_ns(CLOCK_MONOTONIC) - ending[i].started;
             int64_t reached = ending[i].jumped + (took < ending[i].cap ? took : ending[i].cap);
-            if (reached > clock->jumped)
-                clock->jumped = reached;
+            if (reached > jumped(clock))
+                __atomic_store_n(&clock->jumped, reached, __ATOMIC_RELAXED);
         }
         struct vb_tracee t = {.pid = pid, .clock = clock};
         if (ending[i].fix && ptrace(PTRACE_GETREGS, pid, 0, &t.regs) == 0) {
@@ -896,7 +922,7 @@ static int on_trapped_call(struct vb_clock *clock, pid_t pid)
         if (ending[i].tid == 0 || ending[i].tid == pid) {
             ending[i].tid = pid;
             ending[i].started = host_ns(CLOCK_MONOTONIC);
-            ending[i].jumped = clock->jumped;
+            ending[i].jumped = jumped(clock);
             ending[i].cap = t.wait_cap;
             ending[i].fix = t.fix;
             ending[i].fix_at = t.fix_at;

@@ -140,17 +140,22 @@ VB_INTERPOSE(sendmmsg, VB_FAMILY_NET, "iS-x", "sends messages")
 VB_INTERPOSE(bind, VB_FAMILY_NET, "iS-", "names a socket")
 VB_INTERPOSE(listen, VB_FAMILY_NET, "ii", "listens on a socket")
 
-/* The time view's rows: VB_TIME(name, trap, note), read only where VB_TIME is
- * defined. When a plan's time view sets `trap` (VB_TRAP_*), the call stops
- * in the sandbox's init (SECCOMP_RET_TRACE), whose handler sys_<name>()
- * (sys_time.c) answers it with the sandbox's clock or rewrites its timeout.
- * clock_gettime is trapped by clock id: REALTIME-like ids with
+/* The time view's rows, read only where VB_TIME_CLOCK and VB_TIME are defined.
+ * When a plan's time view sets `trap` (VB_TRAP_*):
+ *  - VB_TIME_CLOCK(name, trap, args, note): a clock read goes to the supervisor
+ *    (SECCOMP_RET_USER_NOTIF, family VB_FAMILY_CLOCK), whose handler
+ *    sys_<name>(struct vb_call *) (sys_time.c) writes the sandbox's time into
+ *    the caller; `args` decodes the arguments as VB_INTERPOSE's do;
+ *  - VB_TIME(name, trap, note): the call stops in the sandbox's init
+ *    (SECCOMP_RET_TRACE), whose handler sys_<name>(struct vb_tracee *)
+ *    (sys_time.c) rewrites its timeout or time stamps.
+ * clock_gettime is sent by clock id: REALTIME-like ids with
  * VB_TRAP_CLOCK_REAL, MONOTONIC/BOOTTIME-like ids with VB_TRAP_CLOCK_MONO;
  * CPU-time clocks always run natively. */
-#if defined(VB_TIME) && defined(__x86_64__) /* the tracer reads x86_64 registers */
-VB_TIME(clock_gettime, VB_TRAP_CLOCK_REAL, "reads a clock")
-VB_TIME(gettimeofday, VB_TRAP_CLOCK_REAL, "reads CLOCK_REALTIME")
-VB_TIME(time, VB_TRAP_CLOCK_REAL, "reads CLOCK_REALTIME in seconds")
+#if defined(VB_TIME) && defined(VB_TIME_CLOCK) && defined(__x86_64__) /* the tracer reads x86_64 registers */
+VB_TIME_CLOCK(clock_gettime, VB_TRAP_CLOCK_REAL, "i-", "reads a clock")
+VB_TIME_CLOCK(gettimeofday, VB_TRAP_CLOCK_REAL, "--", "reads CLOCK_REALTIME")
+VB_TIME_CLOCK(time, VB_TRAP_CLOCK_REAL, "-", "reads CLOCK_REALTIME in seconds")
 VB_TIME(clock_nanosleep, VB_TRAP_DEADLINES, "sleeps, perhaps until an absolute deadline")
 VB_TIME(timerfd_settime, VB_TRAP_DEADLINES, "arms a timer, perhaps at an absolute deadline")
 VB_TIME(futex, VB_TRAP_DEADLINES, "waits with a timeout (only waits that have one are trapped)")

@@ -233,6 +233,7 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage);
 #define VB_FAMILY_FS   1           /* path-based filesystem calls */
 #define VB_FAMILY_EXEC 2           /* execve, execveat */
 #define VB_FAMILY_NET  4           /* connect: the egress allowlist ([net].allow) */
+#define VB_FAMILY_CLOCK 8          /* clock reads: the time view's clock (needs time_view) */
 
 struct vb_supervisor;
 
@@ -305,7 +306,8 @@ struct vb_syscall_info {
 const struct vb_syscall_info *vb_syscall_table(size_t *count);
 const char *vb_group_name(uint64_t group);
 
-/* What the time view traps to the sandbox's init (SECCOMP_RET_TRACE), as bits: */
+/* What the time view traps, as bits: clock reads go to the supervisor (SECCOMP_RET_USER_NOTIF,
+ * VB_FAMILY_CLOCK), the rest to the sandbox's init (SECCOMP_RET_TRACE): */
 #define VB_TRAP_CLOCK_REAL 1       /* reads of REALTIME-like clocks, gettimeofday, time */
 #define VB_TRAP_CLOCK_MONO 2       /* reads of MONOTONIC/BOOTTIME-like clocks */
 #define VB_TRAP_DEADLINES  4       /* calls that may take an absolute deadline */
@@ -321,7 +323,7 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
 /* The VB_TRAP_* bits a plan's time view needs (0 without one). */
 uint64_t vb_time_traps(const struct vb_plan *plan);
 
-/* The time view's rows of the syscall table (VB_TIME), for `viewbox show --syscalls`. */
+/* The time view's rows of the syscall table (VB_TIME_CLOCK, VB_TIME), for `viewbox show --syscalls`. */
 struct vb_time_info {
     const char *name;
     int nr;

@@ -99,3 +99,15 @@ def test_a_supervisor_stops_and_lets_go() -> None:
     assert supervisor.serving == 0
     supervisor.stop()  # returns once its thread has ended
     assert not supervisor._thread.is_alive()
+
+
+def test_a_time_view_keeps_clock_reads_out_of_the_audit(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """With a clock of its own the supervisor answers every clock read; those decide nothing
+    and stay out of the audit, which still has the program's file calls."""
+    log = shared_dir / "ev.jsonl"
+    code = "import time; [time.time() for _ in range(200)]; open('/etc/hostname').read(); print(time.gmtime().tm_year)"
+    done = as_user.run(["--audit", str(log), "--time-start", "2009-04-21T12:00:00Z", "--", "python3", "-c", code])
+    assert done.returncode == 0 and done.stdout == "2009\n", done.stderr
+    calls = [e for e in _events(log) if e["event"] == "syscall"]
+    assert any(e["args"].get("path") == "/etc/hostname" for e in calls)
+    assert not [e for e in calls if e["syscall"] in ("clock_gettime", "gettimeofday", "time")]

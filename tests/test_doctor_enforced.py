@@ -71,11 +71,13 @@ def test_doctor_report_matches_run(user: str) -> None:
 
 @pytest.mark.parametrize("user", ["root", "nobody"])
 def test_doctor_time_layers_match_a_time_view_run(user: str) -> None:
-    """A [time] table needs the time namespace and the init's tracing: doctor says both work,
-    and a run with a clock of its own then really reads that clock (not the host's)."""
+    """A [time] table needs the time namespace, the init's tracing and the supervisor (which
+    answers clock reads): doctor says they work, and a run with a clock of its own then really
+    reads that clock (not the host's)."""
     caller = Caller(user)
     doctor = caller.cli(["doctor", "--json"])
     run = caller.run(["--time-start", "2009-04-21T12:00:00Z", "--", "date", "-u", "+%Y"])
     layers = {layer["name"]: layer for layer in json.loads(doctor.stdout)["layers"]}
     assert layers["timens"]["available"] and layers["time-trace"]["available"]
+    assert layers["seccomp-notify"]["available"]
     assert run.returncode == 0 and run.stdout == "2009\n", run.stderr

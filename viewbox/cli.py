@@ -355,7 +355,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 print(f"#   {row.name:<20} [{row.group}] {row.note}")
         if policy.time.active:
             scaled = policy.time.rate != 1.0 or policy.time.frozen
-            print("\n# time view: calls trapped to the sandbox's init (clock reads answered, timeouts rewritten)")
+            print("\n# time view: clock reads answered by the supervisor, other calls trapped to the "
+                  "sandbox's init (timeouts rewritten)")
             for name, scaled_only, note in core.time_table():
                 if scaled_only and not scaled:
                     continue

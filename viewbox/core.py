@@ -296,6 +296,8 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
             families |= lib.VB_FAMILY_EXEC
     if plan.net_allow or plan.net_names:
         families |= lib.VB_FAMILY_NET
+    if plan.time_view:
+        families |= lib.VB_FAMILY_CLOCK  # the supervisor answers the clock reads
     if families:
         p.interpose_families = families
         p.supervisor = supervisor()._c

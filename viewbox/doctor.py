@@ -155,8 +155,8 @@ def blocking_layers(probe: Probe, policy: Policy) -> list[Layer]:
         needed.add("private-net")
     if policy.net.allow:  # the supervisor puts the sockets it connected in place (ADDFD)
         needed |= {"seccomp-notify", "seccomp-addfd"}
-    if policy.time.active:  # a time namespace, and the sandbox's init tracing the command
-        needed |= {"timens", "time-trace"}
+    if policy.time.active:  # a time namespace, the init tracing the command, the supervisor's clock reads
+        needed |= {"timens", "time-trace", "seccomp-notify"}
     return [layer for layer in probe.layers if layer.name in needed and not layer.available]
 
 
@@ -310,13 +310,14 @@ def _seccomp_notify_layer(err: int) -> Layer:
     if err == 0:
         return Layer("seccomp-notify", True,
                      "a filter with SECCOMP_FILTER_FLAG_NEW_LISTENER installs (Linux >= 5.0)",
-                     "the supervisor serves per-path rules, audit, learn, ask and egress decisions")
+                     "the supervisor serves per-path rules, audit, learn, ask, egress decisions "
+                     "and the time view's clock reads")
     reason = os.strerror(err)
     if err == errno.EBUSY:  # only one listener per filter chain
         reason += " (this process already runs under a supervisor: nested sandboxes lack it)"
     return Layer("seccomp-notify", False, f"seccomp user notification: {reason}",
-                 "layer 3 cannot run here: no per-path deny rules, audit, learn, ask or "
-                 "egress decisions by the supervisor")
+                 "layer 3 cannot run here: no per-path deny rules, audit, learn, ask, "
+                 "egress decisions or [time] tables")
 
 
 def _kernel_version() -> tuple[int, int]:
@@ -477,7 +478,7 @@ def _time_trace_layer(userns: bool) -> Layer:
         hint = " (kernel.yama.ptrace_scope = 3 forbids it)" if err == errno.EPERM else ""
         return Layer("time-trace", False, f"PTRACE_SEIZE of a child: {os.strerror(err)}{hint}", missing)
     return Layer("time-trace", True, "a process may PTRACE_SEIZE its own child (in a user namespace)",
-                 "[time]: the sandbox's init hides the vDSO at each exec and answers clock reads")
+                 "[time]: the sandbox's init hides the vDSO at each exec and rewrites timeouts")
 
 
 def _private_net_layer(privileged: bool) -> Layer:

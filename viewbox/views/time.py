@@ -4,8 +4,8 @@
 (it runs on from there); [time].offset shifts the host's instead; rate scales
 how fast it runs (sleeps and timeouts scale with it); frozen stops it except
 for the sandbox's own sleeps, which jump it forward; strict also traps rdtsc.
-The C core (csrc/sys_time.c) does the rest: a time namespace, and the
-sandbox's init tracing the command to answer clock reads and rescale waits.
+The C core (csrc/sys_time.c) does the rest: a time namespace, the supervisor
+answering clock reads, and the sandbox's init tracing the command to rescale waits.
 """
 from __future__ import annotations
 
