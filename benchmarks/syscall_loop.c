@@ -85,10 +85,60 @@ static int fail(const char *what, const char *path, long i)
     return 1;
 }
 
-/* The "notify" mode's answering thread: lets every notified call go on. */
-static void *answer(void *arg)
+/* The answering thread of the notify and emulate-* modes. It starts before
+ * the filter exists (so that its own calls are not notified) and gets the
+ * listener through a pipe. notify: lets every call go on; emulate-*: performs
+ * each call itself, the least a race-free emulation must do. */
+static int listener_ready[2];
+
+static void emulate(int listener, int pidfd, const char *mode, const struct seccomp_notif *req,
+                    struct seccomp_notif_resp *resp)
 {
-    int listener = *(int *)arg;
+    /* copy the path once: the caller's memory may change after this */
+    char path[256];
+    struct iovec local = {path, sizeof path - 1}, remote = {(void *)req->data.args[1], sizeof path - 1};
+    ssize_t got = process_vm_readv(req->pid, &local, 1, &remote, 1, 0);
+    __u64 id = req->id;
+    if (got <= 0 || ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) != 0) {
+        resp->error = -EFAULT;
+        return;
+    }
+    path[got] = '\0';
+    if (strcmp(mode, "emulate-open") == 0) {
+        int fd = openat(AT_FDCWD, path, (int)req->data.args[2] & ~O_CLOEXEC);
+        if (fd < 0) {
+            resp->error = -errno;
+            return;
+        }
+        struct seccomp_notif_addfd addfd = {.id = req->id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = (__u32)fd,
+                                            .newfd_flags = (__u32)(req->data.args[2] & O_CLOEXEC)};
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) >= 0)
+            resp->id = 0; /* answered by the ADDFD */
+        else
+            resp->error = -errno;
+        close(fd);
+        return;
+    }
+    struct stat st;
+    int fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)req->data.args[0], 0);
+    if (path[0] != '\0' || fd < 0 || fstat(fd, &st) != 0) {
+        resp->error = -EBADF;
+    } else {
+        struct iovec from = {&st, sizeof st}, to = {(void *)req->data.args[2], sizeof st};
+        if (process_vm_writev(req->pid, &from, 1, &to, 1, 0) != (ssize_t)sizeof st)
+            resp->error = -EFAULT;
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+static void *serve(void *arg)
+{
+    const char *mode = arg;
+    int listener;
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (read(listener_ready[0], &listener, sizeof listener) != sizeof listener || pidfd < 0)
+        return NULL;
     for (;;) {
         struct seccomp_notif req;
         struct seccomp_notif_resp resp;
@@ -100,108 +150,31 @@ static void *answer(void *arg)
         }
         memset(&resp, 0, sizeof resp);
         resp.id = req.id;
-        resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-        ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
-    }
-}
-
-/* Installs, on the calling thread only (no TSYNC), a filter sending
- * newfstatat to a listener, and starts the thread answering it. */
-static int notify_floor(void)
-{
-    static int listener;
-    struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_newfstatat, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {sizeof filter / sizeof filter[0], filter};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return fail("prctl(PR_SET_NO_NEW_PRIVS)", "", -1);
-    listener = (int)syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
-    if (listener < 0)
-        return fail("seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)", "", -1);
-    ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0); /* best effort */
-    pthread_t thread;
-    if ((errno = pthread_create(&thread, NULL, answer, &listener)) != 0)
-        return fail("pthread_create", "", -1);
-    return 0;
-}
-
-/* The emulate-* modes' answering thread (started before the filter, so that
- * its own calls are not notified): performs each notified call itself. */
-static int emulate_listener = -1;
-static int emulate_ready[2];
-
-static void *emulate(void *arg)
-{
-    const char *mode = arg;
-    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (read(emulate_ready[0], &emulate_listener, sizeof emulate_listener) != sizeof emulate_listener || pidfd < 0)
-        return NULL;
-    for (;;) {
-        struct seccomp_notif req;
-        struct seccomp_notif_resp resp;
-        memset(&req, 0, sizeof req);
-        if (ioctl(emulate_listener, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) {
-            if (errno == EINTR || errno == ENOENT)
-                continue;
-            return NULL;
-        }
-        memset(&resp, 0, sizeof resp);
-        resp.id = req.id;
-        /* copy the path once: the caller's memory may change after this */
-        char path[256];
-        struct iovec local = {path, sizeof path - 1}, remote = {(void *)req.data.args[1], sizeof path - 1};
-        ssize_t got = process_vm_readv(req.pid, &local, 1, &remote, 1, 0);
-        if (got <= 0 || ioctl(emulate_listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) != 0) {
-            resp.error = -EFAULT;
-            ioctl(emulate_listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
-            continue;
-        }
-        path[got] = '\0';
-        if (strcmp(mode, "emulate-open") == 0) {
-            int fd = openat(AT_FDCWD, path, (int)req.data.args[2] & ~O_CLOEXEC);
-            if (fd < 0) {
-                resp.error = -errno;
-                ioctl(emulate_listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
-                continue;
-            }
-            struct seccomp_notif_addfd addfd = {.id = req.id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = (__u32)fd,
-                                                .newfd_flags = (__u32)(req.data.args[2] & O_CLOEXEC)};
-            ioctl(emulate_listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd); /* answers the call */
-            close(fd);
-        } else {
-            struct stat st;
-            int fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)req.data.args[0], 0);
-            if (path[0] != '\0' || fd < 0 || fstat(fd, &st) != 0) {
-                resp.error = -EBADF;
-            } else {
-                struct iovec from = {&st, sizeof st}, to = {(void *)req.data.args[2], sizeof st};
-                if (process_vm_writev(req.pid, &from, 1, &to, 1, 0) != (ssize_t)sizeof st)
-                    resp.error = -EFAULT;
-            }
-            if (fd >= 0)
-                close(fd);
-            ioctl(emulate_listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
-        }
+        if (strcmp(mode, "notify") == 0)
+            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        else
+            emulate(listener, pidfd, mode, &req, &resp);
+        if (resp.id)
+            ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
     }
 }
 
 /* Starts the answering thread, then installs on the calling thread only (no
- * TSYNC) a filter notifying openat (emulate-open) or newfstatat. */
-static int emulate_floor(const char *mode)
+ * TSYNC) a filter notifying openat (emulate-open) or newfstatat. The
+ * emulate-* modes first pin the process to its CPU: the thread inherits it. */
+static int serve_notifications(const char *mode)
 {
+    if (strncmp(mode, "emulate-", 8) == 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(sched_getcpu(), &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0)
+            return fail("sched_setaffinity", "", -1);
+    }
     pthread_t thread;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    if (sched_setaffinity(0, sizeof one, &one) != 0) /* the thread started next inherits it */
-        return fail("sched_setaffinity", "", -1);
-    if (pipe(emulate_ready) != 0)
+    if (pipe(listener_ready) != 0)
         return fail("pipe", "", -1);
-    if ((errno = pthread_create(&thread, NULL, emulate, (void *)mode)) != 0)
+    if ((errno = pthread_create(&thread, NULL, serve, (void *)mode)) != 0)
         return fail("pthread_create", "", -1);
     int nr = strcmp(mode, "emulate-open") == 0 ? __NR_openat : __NR_newfstatat;
     struct sock_filter filter[] = {
@@ -217,7 +190,7 @@ static int emulate_floor(const char *mode)
     if (listener < 0)
         return fail("seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)", "", -1);
     ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 0); /* best effort */
-    if (write(emulate_ready[1], &listener, sizeof listener) != sizeof listener)
+    if (write(listener_ready[1], &listener, sizeof listener) != sizeof listener)
         return fail("write", "", -1);
     return 0;
 }
@@ -264,9 +237,7 @@ int main(int argc, char **argv)
     if ((strcmp(mode, "fstat") == 0 || strcmp(mode, "notify") == 0 || strcmp(mode, "emulate-fstat") == 0)
         && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return fail("open", path, -1);
-    if (strcmp(mode, "notify") == 0 && notify_floor() != 0)
-        return 1;
-    if (strncmp(mode, "emulate-", 8) == 0 && emulate_floor(mode) != 0)
+    if ((strcmp(mode, "notify") == 0 || strncmp(mode, "emulate-", 8) == 0) && serve_notifications(mode) != 0)
         return 1;
 
     if (loop(mode, calls / 10 + 1, path, fd))
