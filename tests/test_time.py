@@ -4,6 +4,7 @@ a static Go binary, /proc), and sleeps and timers follow its rate. Each
 probe runs natively too where that shows it would read the host's time."""
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import shutil
@@ -246,9 +247,10 @@ def test_frozen_event_loops_reach_their_timers(as_user: Caller) -> None:
 @pytest.mark.skipif(not shutil.which("go"), reason="golang-go is not installed (.ci/run installs it)")
 @pytest.mark.parametrize("flag, virtual_range, real_range", [
     # frozen: Go's runtime also sleeps in a background thread (sysmon), and every sleep moves a
-    # frozen clock at once, so the clock may run ahead of the timers while the program waits;
-    # what matters is that it gets there, and does not wait forever
-    ("--time-frozen", (2.0, 30.0), (0.0, 5.0)),
+    # frozen clock at once, so the clock may run ahead of the timers while the program waits (by
+    # 0 to over 100 s here, however the clock is read); what matters is that it gets there, and
+    # does not wait forever
+    ("--time-frozen", (2.0, math.inf), (0.0, 5.0)),
     ("--time-rate=10", (2.0, 2.3), (0.0, 1.6)),
 ])
 def test_static_go_program_sleeps_in_the_sandboxs_time(as_user: Caller, bins: pathlib.Path, flag: str,
