@@ -185,7 +185,7 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
                      size_t capacity)
 {
     struct prog p = {out, 0, capacity};
-    /* the supervisor answers the clock reads: it must be there to */
+    /* clock reads go to the supervisor: a time view needs VB_FAMILY_CLOCK interposed */
     if ((time_traps & CLOCK_TRAPS) && !(interpose_families & VB_FAMILY_CLOCK))
         return -EINVAL;
 

@@ -1013,12 +1013,18 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
 int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error *error)
 {
     memset(error, 0, sizeof *error);
-    /* the time view's clock: the init keeps it, the supervisor reads the clock reads from it */
-    if (plan->time_view && !(plan->interpose_families & VB_FAMILY_CLOCK))
-        return -EINVAL;
-    struct vb_clock *clock = plan->time_view ? vb_clock_new(plan) : NULL;
-    if (plan->time_view && !clock)
-        return -errno;
+    /* the time view's clock: the init moves it (frozen), the supervisor answers clock reads from it */
+    struct vb_clock *clock = NULL;
+    if (plan->time_view) {
+        clock = (plan->interpose_families & VB_FAMILY_CLOCK) ? vb_clock_new(plan) : NULL;
+        if (!clock) {
+            error->err = (plan->interpose_families & VB_FAMILY_CLOCK) ? errno : EINVAL;
+            error->exit_code = VB_EXIT_SETUP;
+            snprintf(error->what, sizeof error->what, "time view: %s",
+                     error->err == EINVAL ? "its clock reads need VB_FAMILY_CLOCK interposed" : "map its clock");
+            return -error->err;
+        }
+    }
     /* the sandbox's own network: what viewbox carries across its edge is counted */
     struct vb_net_counters *counters = NULL;
     if (plan->unshare_net || plan->netns_fd >= 0) {
