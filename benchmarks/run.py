@@ -392,7 +392,7 @@ def time_cases(tools: dict[str, Tool], binary: str, script: str, work: str) -> d
     cases: dict[str, Callable[[], float] | str] = {}
     for column in TIME_COLUMNS:
         prefix = prefixes[column]
-        for what in ("realtime", "monotonic", "workload"):
+        for what in ("realtime", "monotonic", "futex", "workload"):
             if isinstance(prefix, str):
                 cases[f"{what}:{column}"] = prefix
             elif what == "workload":
@@ -419,6 +419,10 @@ def time_report(results: dict[str, Series]) -> tuple[str, dict[str, object]]:
                      + "".join(f"{cell(f'{clock}:{c}', lambda v: f'{v * 1000:.0f}'):>14}" for c in TIME_COLUMNS))
         derived[f"{clock}_ns"] = {c: round(results[f"{clock}:{c}"].median * 1000, 1)
                                   for c in TIME_COLUMNS if results[f"{clock}:{c}"].ok}
+    lines.append(f"{'   futex wait with a timeout (EAGAIN at once), ns per call':<58}"
+                 + "".join(f"{cell(f'futex:{c}', lambda v: f'{v * 1000:.0f}'):>14}" for c in TIME_COLUMNS))
+    derived["futex_ns"] = {c: round(results[f"futex:{c}"].median * 1000, 1)
+                           for c in TIME_COLUMNS if results[f"futex:{c}"].ok}
     lines.append(f"{'   time-hungry workload (50,000 timestamped lines), ms':<58}"
                  + "".join(f"{cell(f'workload:{c}', lambda v: f'{v:.0f}'):>14}" for c in TIME_COLUMNS))
     native = results.get("workload:native")
@@ -1003,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
                 clock_loop = build_clock_loop(work)
             except RunFailed as e:
                 time_results = {f"{w}:{c}": Series(error=str(e), unit="us")
-                                for w in ("realtime", "monotonic", "workload") for c in TIME_COLUMNS}
+                                for w in ("realtime", "monotonic", "futex", "workload") for c in TIME_COLUMNS}
             else:
                 hungry = os.path.join(work, "time_hungry.py")
                 with open(hungry, "w") as f:

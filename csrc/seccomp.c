@@ -288,14 +288,22 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
             continue;
 #ifdef __NR_futex
         if (row->nr == __NR_futex) {
-            /* only the waits that have a timeout: FUTEX_WAIT, LOCK_PI, WAIT_BITSET,
-             * WAIT_REQUEUE_PI, LOCK_PI2 (op & 0x7f, without the PRIVATE and
-             * CLOCK_REALTIME bits) with a non-NULL timeout (arg 3) */
-            static const uint32_t waits[] = {0, 6, 9, 11, 13};
-            const uint8_t n = VB_ARRAY_LEN(waits);
+            /* Only the waits that have a timeout (arg 3 not NULL). A scaled or
+             * frozen clock changes every one: FUTEX_WAIT, LOCK_PI, WAIT_BITSET,
+             * WAIT_REQUEUE_PI, LOCK_PI2 (op & 0x7f, the PRIVATE and
+             * CLOCK_REALTIME bits off). At rate 1 only a deadline on
+             * CLOCK_REALTIME needs the init: LOCK_PI's always is, the others'
+             * with FUTEX_CLOCK_REALTIME (0x100); a relative timeout is the
+             * same in any clock, and the time namespace maps MONOTONIC ones. */
+            static const uint32_t scaled_waits[] = {0, 6, 9, 11, 13};
+            static const uint32_t realtime_waits[] = {6, 0x100 | 6, 0x100 | 9, 0x100 | 11, 0x100 | 13};
+            const int scaled = (time_traps & VB_TRAP_TIMEOUTS) != 0;
+            const uint32_t *waits = scaled ? scaled_waits : realtime_waits;
+            _Static_assert(VB_ARRAY_LEN(scaled_waits) == VB_ARRAY_LEN(realtime_waits), "one program shape");
+            const uint8_t n = VB_ARRAY_LEN(scaled_waits);
             EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->nr, 0, (uint8_t)(n + 9)));
             EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(1)));
-            EMIT(&p, BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x7f));
+            EMIT(&p, BPF_STMT(BPF_ALU | BPF_AND | BPF_K, scaled ? 0x7f : 0x17f));
             for (uint8_t k = 0; k < n; k++)
                 EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, waits[k], (uint8_t)(n - k), 0));
             EMIT(&p, RET(SECCOMP_RET_ALLOW));

@@ -225,6 +225,24 @@ def test_frozen_clock_jumps_by_the_sleeps(as_user: Caller) -> None:
     assert time.monotonic() - started < 5, "a frozen sandbox's sleep takes no real time"
 
 
+def test_timed_waits_at_rate_1_last_as_long(as_user: Caller) -> None:
+    """At rate 1 a relative or MONOTONIC timeout means the same in the sandbox's time, so those
+    waits run natively (only REALTIME deadlines go to the init); they must still last as long,
+    on both clocks."""
+    script = textwrap.dedent("""
+        import threading, time
+        lock = threading.Lock(); lock.acquire()
+        t, m = time.time(), time.monotonic()
+        got = lock.acquire(timeout=0.4)  # sem_clockwait on CLOCK_MONOTONIC: a MONOTONIC deadline
+        print(got, time.time() - t, time.monotonic() - m)
+    """)
+    started = time.monotonic()
+    out = run_ok(as_user, ["--time-offset", "-1d", "--", INSIDE_PYTHON, "-c", script]).split()
+    real = time.monotonic() - started
+    assert out[0] == "False" and 0.39 <= float(out[1]) < 1.0 and 0.39 <= float(out[2]) < 1.0, out
+    assert real >= 0.4, real
+
+
 def test_frozen_event_loops_reach_their_timers(as_user: Caller) -> None:
     """An event loop waits for its next timer with a timeout: frozen, that wait must move the
     clock to the timer, or the loop would wait forever."""
@@ -252,6 +270,8 @@ def test_frozen_event_loops_reach_their_timers(as_user: Caller) -> None:
     # does not wait forever
     ("--time-frozen", (2.0, math.inf), (0.0, 5.0)),
     ("--time-rate=10", (2.0, 2.3), (0.0, 1.6)),
+    # at rate 1 its futex waits have relative timeouts: the filter lets them through untouched
+    ("--time-offset=-1d", (2.0, 2.3), (1.9, 3.5)),
 ])
 def test_static_go_program_sleeps_in_the_sandboxs_time(as_user: Caller, bins: pathlib.Path, flag: str,
                                                        virtual_range: tuple[float, float],
