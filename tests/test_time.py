@@ -243,6 +243,34 @@ def test_timed_waits_at_rate_1_last_as_long(as_user: Caller) -> None:
     assert real >= 0.4, real
 
 
+@pytest.mark.parametrize("flag", ["--time-start=" + START, "--time-offset=-1d"])
+def test_absolute_realtime_deadlines_at_rate_1_are_the_sandboxs(as_user: Caller, flag: str) -> None:
+    """An absolute CLOCK_REALTIME deadline (clock_nanosleep TIMER_ABSTIME, a timerfd with
+    TFD_TIMER_ABSTIME) half a second ahead on the sandbox's clock is half a second away: on the
+    host's clock it has long passed, and the wait would end at once."""
+    script = textwrap.dedent("""
+        import ctypes, os, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        class TS(ctypes.Structure):
+            _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+        class ITS(ctypes.Structure):
+            _fields_ = [("interval", TS), ("value", TS)]
+        def ahead(secs):
+            at = time.time() + secs
+            return TS(int(at), int(at % 1 * 1e9))
+        t = time.monotonic()
+        rc = libc.clock_nanosleep(0, 1, ctypes.byref(ahead(0.5)), None)  # REALTIME, TIMER_ABSTIME
+        slept = time.monotonic() - t
+        fd = libc.timerfd_create(0, 0)  # CLOCK_REALTIME
+        t = time.monotonic()
+        libc.timerfd_settime(fd, 1, ctypes.byref(ITS(TS(0, 0), ahead(0.5))), None)  # TFD_TIMER_ABSTIME
+        os.read(fd, 8)
+        print(rc, slept, time.monotonic() - t)
+    """)
+    out = run_ok(as_user, [flag, "--", INSIDE_PYTHON, "-c", script]).split()
+    assert out[0] == "0" and 0.45 <= float(out[1]) < 1.5 and 0.45 <= float(out[2]) < 1.5, out
+
+
 def test_frozen_event_loops_reach_their_timers(as_user: Caller) -> None:
     """An event loop waits for its next timer with a timeout: frozen, that wait must move the
     clock to the timer, or the loop would wait forever."""
