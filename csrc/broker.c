@@ -1231,6 +1231,19 @@ static int64_t open_existing(struct object *o, int flags, int *out_fd, int *repl
     if (rc < 0)
         return rc;
     if (flags & O_PATH) {
+        /* SECCOMP_IOCTL_NOTIF_ADDFD cannot install an O_PATH file (the kernel's fget
+         * refuses them). A directory or a regular file goes over opened for reading
+         * instead, as the decision (READ) and the kernel (which checks the command's
+         * permissions and Landlock again) both allow: every use of an O_PATH fd
+         * works on it. Anything else, or without read permission, stays O_PATH, and
+         * the caller gets EBADF. */
+        if (S_ISDIR(o->st.st_mode) || S_ISREG(o->st.st_mode)) {
+            int fd = reopen(o->fd, O_RDONLY | O_NOCTTY | (S_ISDIR(o->st.st_mode) ? O_DIRECTORY : 0));
+            if (fd >= 0) {
+                *out_fd = fd;
+                return 0;
+            }
+        }
         *out_fd = o->owned ? o->fd : fcntl(o->fd, F_DUPFD_CLOEXEC, 0);
         o->fd = -1;
         return *out_fd < 0 ? -errno : 0;

@@ -134,6 +134,33 @@ def test_cat_sees_permission_denied(as_user: Caller, shared_dir: pathlib.Path) -
     assert (done.returncode, done.stdout) == (0, "fine\n"), done.stderr
 
 
+def test_o_path_opens_work_under_rules_and_still_hold_them(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """O_PATH descriptors of directories and files are usable as natively (as a dirfd, for
+    fstat), `cp -a` into an existing directory (which opens it O_PATH) copies into it as it
+    does natively, and an O_PATH open of a denied file or through a symlink to one fails."""
+    work = _work(shared_dir)
+    code = textwrap.dedent(f"""
+        import errno, os, stat
+        d = os.open({str(work)!r}, os.O_PATH | os.O_DIRECTORY)
+        f = os.open("ok.txt", os.O_RDONLY, dir_fd=d)
+        print(os.read(f, 100).decode().strip(), stat.S_ISDIR(os.fstat(d).st_mode))
+        for name in ("x.secret", "link"):
+            try:
+                os.open(name, os.O_PATH, dir_fd=d)
+                print(name, "opened")
+            except OSError as e:
+                print(name, errno.errorcode[e.errno])
+    """)
+    rules = ["--rw", str(work), "--deny", "**/*.secret", "--"]
+    done = as_user.run([*rules, INSIDE_PYTHON, "-c", code])
+    assert done.stdout.split() == ["fine", "True", "x.secret", "EACCES", "link", "EACCES"], done.stderr
+    (work / "into").mkdir(mode=0o777)
+    (work / "into").chmod(0o777)
+    done = as_user.run([*rules, "cp", "-a", f"{work}/sub", f"{work}/into"])
+    assert done.returncode == 0, done.stderr
+    assert (work / "into" / "sub").is_dir(), sorted(p.name for p in (work / "into").iterdir())
+
+
 def test_allow_carves_an_exception_and_access_kinds_differ(as_user: Caller, shared_dir: pathlib.Path) -> None:
     work = _work(shared_dir)
     (work / "public.secret").write_text(PUBLIC)
