@@ -1235,8 +1235,10 @@ static int64_t open_existing(struct object *o, int flags, int *out_fd, int *repl
          * refuses them). A directory or a regular file goes over opened for reading
          * instead, as the decision (READ) and the kernel (which checks the command's
          * permissions and Landlock again) both allow: every use of an O_PATH fd
-         * works on it. Anything else, or without read permission, stays O_PATH, and
-         * the caller gets EBADF. */
+         * works on it. Anything else (a symlink under O_NOFOLLOW, a device, a FIFO,
+         * a socket: opening those has effects), or without read permission, cannot
+         * be handed over: EOPNOTSUPP, which is also what glibc's lchmod, the usual
+         * O_PATH|O_NOFOLLOW caller, answers for a symlink. */
         if (S_ISDIR(o->st.st_mode) || S_ISREG(o->st.st_mode)) {
             int fd = reopen(o->fd, O_RDONLY | O_NOCTTY | (S_ISDIR(o->st.st_mode) ? O_DIRECTORY : 0));
             if (fd >= 0) {
@@ -1244,9 +1246,7 @@ static int64_t open_existing(struct object *o, int flags, int *out_fd, int *repl
                 return 0;
             }
         }
-        *out_fd = o->owned ? o->fd : fcntl(o->fd, F_DUPFD_CLOEXEC, 0);
-        o->fd = -1;
-        return *out_fd < 0 ? -errno : 0;
+        return -EOPNOTSUPP;
     }
     /* O_CREAT/O_EXCL are spent; O_NOFOLLOW was applied when resolving; O_TRUNC
      * comes after the decision; O_NOCTTY: a terminal must not become the

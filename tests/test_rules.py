@@ -137,28 +137,34 @@ def test_cat_sees_permission_denied(as_user: Caller, shared_dir: pathlib.Path) -
 def test_o_path_opens_work_under_rules_and_still_hold_them(as_user: Caller, shared_dir: pathlib.Path) -> None:
     """O_PATH descriptors of directories and files are usable as natively (as a dirfd, for
     fstat), `cp -a` into an existing directory (which opens it O_PATH) copies into it as it
-    does natively, and an O_PATH open of a denied file or through a symlink to one fails."""
+    does natively, `tar` extracts symlinks (glibc's lchmod opens them O_PATH|O_NOFOLLOW), and an
+    O_PATH open of a denied file or through a symlink to one fails."""
     work = _work(shared_dir)
     code = textwrap.dedent(f"""
         import errno, os, stat
         d = os.open({str(work)!r}, os.O_PATH | os.O_DIRECTORY)
         f = os.open("ok.txt", os.O_RDONLY, dir_fd=d)
         print(os.read(f, 100).decode().strip(), stat.S_ISDIR(os.fstat(d).st_mode))
-        for name in ("x.secret", "link"):
+        for name, flags in (("x.secret", os.O_PATH), ("link", os.O_PATH), ("link", os.O_PATH | os.O_NOFOLLOW)):
             try:
-                os.open(name, os.O_PATH, dir_fd=d)
+                os.open(name, flags, dir_fd=d)
                 print(name, "opened")
             except OSError as e:
-                print(name, errno.errorcode[e.errno])
+                print(name, errno.errorcode[e.errno])  # EOPNOTSUPP is ENOTSUP on Linux
     """)
     rules = ["--rw", str(work), "--deny", "**/*.secret", "--"]
     done = as_user.run([*rules, INSIDE_PYTHON, "-c", code])
-    assert done.stdout.split() == ["fine", "True", "x.secret", "EACCES", "link", "EACCES"], done.stderr
+    assert done.stdout.split() == ["fine", "True", "x.secret", "EACCES", "link", "EACCES", "link", "ENOTSUP"], \
+        done.stderr
     (work / "into").mkdir(mode=0o777)
     (work / "into").chmod(0o777)
     done = as_user.run([*rules, "cp", "-a", f"{work}/sub", f"{work}/into"])
     assert done.returncode == 0, done.stderr
     assert (work / "into" / "sub").is_dir(), sorted(p.name for p in (work / "into").iterdir())
+    (work / "sub" / "to-ok").symlink_to("../ok.txt")
+    done = as_user.run([*rules, "sh", "-c", f"cd {work} && tar cf t.tar sub && mkdir out && tar xf t.tar -C out"])
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(work / "out" / "sub" / "to-ok") == "../ok.txt"
 
 
 def test_allow_carves_an_exception_and_access_kinds_differ(as_user: Caller, shared_dir: pathlib.Path) -> None:
