@@ -312,7 +312,7 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
             EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_HI(3)));
             EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1));
             EMIT(&p, RET(SECCOMP_RET_ALLOW)); /* no timeout */
-            EMIT(&p, RET(SECCOMP_RET_TRACE));
+            EMIT(&p, RET(to));
             continue;
         }
 #endif

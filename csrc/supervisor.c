@@ -1354,13 +1354,12 @@ static void answer_clock(struct served *s, const struct seccomp_notif *notif, co
     call.sandbox = s;
     memcpy(&call.notif, notif, sizeof call.notif);
     call.row = row;
-    call.fds[0] = call.fds[1] = -1;
     if (s->exec_checks)
         verify_exec(s, &call);
     struct vb_decision d = s->clock ? row->handler(&call) : (struct vb_decision){VB_DECIDE_ERRNO, ENOSYS, NULL};
     switch (d.kind) {
     case VB_DECIDE_RETURN:
-        send_response(&call, d.value < 0 ? 0 : d.value, d.value < 0 ? (int)d.value : 0, 0);
+        send_response(&call, d.value, 0, 0);
         break;
     case VB_DECIDE_CONTINUE:
         /* SAFETY: a clock the view does not own (the handler says so): the filter allows it anyway */

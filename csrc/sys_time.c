@@ -374,6 +374,7 @@ static struct vb_decision decide(enum vb_decision_kind kind, int64_t value)
 
 #define RETURN(v) decide(VB_DECIDE_RETURN, (v))
 #define CONTINUE decide(VB_DECIDE_CONTINUE, 0)
+#define FAIL(errno_) decide(VB_DECIDE_ERRNO, (errno_)) /* the supervisor's handlers: the caller gets -errno_ */
 
 static int64_t ts_ns(const struct timespec *ts)
 {
@@ -453,7 +454,7 @@ struct vb_decision sys_clock_gettime(struct vb_call *call)
     if (!is_real_clock(id) && !is_mono_clock(id))
         return CONTINUE; /* the filter sends only the view's clocks: cannot happen */
     struct timespec ts = ns_ts(clock_read(vb_call_clock(call), id));
-    return RETURN(vb_write_memory(call, call->notif.data.args[1], &ts, sizeof ts) == 0 ? 0 : -EFAULT);
+    return vb_write_memory(call, call->notif.data.args[1], &ts, sizeof ts) == 0 ? RETURN(0) : FAIL(EFAULT);
 }
 
 /* gettimeofday(tv, tz): the sandbox's CLOCK_REALTIME; the host's (UTC) zone */
@@ -464,12 +465,12 @@ struct vb_decision sys_gettimeofday(struct vb_call *call)
         int64_t now = clock_read(vb_call_clock(call), CLOCK_REALTIME);
         struct timeval tv = {(time_t)(now / NS), (suseconds_t)(now % NS / 1000)};
         if (vb_write_memory(call, tv_at, &tv, sizeof tv) != 0)
-            return RETURN(-EFAULT);
+            return FAIL(EFAULT);
     }
     if (tz_at) {
         struct timezone tz = {0, 0};
         if (vb_write_memory(call, tz_at, &tz, sizeof tz) != 0)
-            return RETURN(-EFAULT);
+            return FAIL(EFAULT);
     }
     return RETURN(0);
 }
@@ -480,7 +481,7 @@ struct vb_decision sys_time(struct vb_call *call)
     int64_t secs = clock_read(vb_call_clock(call), CLOCK_REALTIME) / NS;
     uint64_t at = call->notif.data.args[0];
     if (at && vb_write_memory(call, at, &secs, sizeof secs) != 0)
-        return RETURN(-EFAULT);
+        return FAIL(EFAULT);
     return RETURN(secs);
 }
 
