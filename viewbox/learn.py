@@ -43,7 +43,7 @@ from typing import Any
 from .errors import ViewboxError
 from .plan import Base, MountKind, MountOp, Plan
 from .policy import Policy, load_policy
-from .policy.model import SCHEMA, TABLES, expand, format_size, normalize, parse_size, quote, toml_key
+from .policy.model import SCHEMA, TABLES, SizeCheck, expand, format_size, normalize, quote, toml_key
 from .policy.parser import toml_value
 
 # What a run needed of a path.
@@ -706,7 +706,7 @@ def _kept_from_base(policy: Policy, cwd: str, learned_net: bool = False) -> dict
                 continue
             if spec.name == "identity.home":
                 value = expand(value, cwd=cwd)
-            elif spec.check is parse_size and isinstance(value, int):
+            elif isinstance(spec.check, SizeCheck) and isinstance(value, int):
                 value = format_size(value)
             lines = out.setdefault(table, [])
             if isinstance(value, Mapping):
@@ -760,7 +760,8 @@ def render(learned: Learned, usage: Usage, *, argv: Sequence[str], base: Policy,
     if len(description) > 120:
         description = description[:117] + "..."
     kept = _kept_from_base(base, cwd, learned_net=net is not None)
-    lines += ["", "[viewbox]", "version = 1", f"description = {quote(description)}"]
+    lines += ["", "[viewbox]", "version = 1", f"description = {quote(description)}",
+              "extends = []  # standalone: what it shows is all below"]
     lines += kept.pop("viewbox", [])
     lines += ["", "[fs]", 'base = "empty"']
     for key, rw in (("ro", False), ("rw", True)):
