@@ -213,9 +213,8 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
 
 def _listed_paths(policy: Policy, cwd: str, base: Base) -> list[_Listed]:
     """The [fs] list entries, one per place in the view (see _Treatment), in declaration order,
-    and the hides a bind of an ancestor under another name needs (see _aliased_hides)."""
+    with the hides that keep a hidden path hidden wherever a bind shows it (see _hides)."""
     fs = policy.fs
-    own = tuple(path for path, mounted in (("/proc", fs.proc), ("/dev", fs.dev)) if mounted)
     listed = [
         _Listed(expand(path, cwd=cwd), treatment, field, index)
         for treatment, field, paths in ((_Treatment.RO, "fs.ro", fs.ro), (_Treatment.RW, "fs.rw", fs.rw),
@@ -229,33 +228,60 @@ def _listed_paths(policy: Policy, cwd: str, base: Base) -> list[_Listed]:
                for index, mount in enumerate(fs.tmpfs)]
     # The sandbox's own /proc and /dev are no host paths: the host's symlinks there
     # (/proc/self, /dev/fd) would name the host's processes.
-    listed = [replace(entry, place=entry.target, real=entry.target)
-              if any(_is_within(entry.target, path) for path in own) else
-              replace(entry, real=(real := os.path.realpath(entry.target)),
-                      place=real if base is Base.HOST else entry.target)
+    own = tuple(path for path, mounted in (("/proc", fs.proc), ("/dev", fs.dev)) if mounted)
+    listed = [replace(entry, real=entry.target if any(_is_within(entry.target, path) for path in own)
+                      else os.path.realpath(entry.target))
               for entry in listed]
+    if base is Base.HOST:
+        # The host base shows the host's symlinks, but not under a tmpfs or a hidden directory.
+        covers = [entry.real for entry in listed if entry.treatment in (_Treatment.HIDE, _Treatment.TMPFS)]
+        listed = [replace(entry, place=_place(entry.target, entry.real, covers)) for entry in listed]
+    else:
+        listed = [replace(entry, place=entry.target) for entry in listed]
+    binds = [entry for entry in listed if entry.treatment in (_Treatment.RO, _Treatment.RW)]
+    hides = [entry for entry in listed if entry.treatment is _Treatment.HIDE]
+    others = [entry for entry in listed if entry.treatment is not _Treatment.HIDE]
     by_place: dict[str, _Listed] = {}
-    for entry in listed + _aliased_hides(listed):
+    for entry in others + _hides(hides, binds, base):
         if entry.place not in by_place or entry.treatment > by_place[entry.place].treatment:
             by_place[entry.place] = entry
     return list(by_place.values())
 
 
-def _aliased_hides(listed: list[_Listed]) -> list[_Listed]:
-    """A hidden host path stays hidden under every bind that shows it, also one of an ancestor
-    reached under another name (a symlink, or a bind at another target): a hide there too.
-    A bind of the hidden path itself, or of something in it, names it: it shows."""
-    binds = [entry for entry in listed if entry.treatment in (_Treatment.RO, _Treatment.RW)]
-    aliases = []
-    for hide in listed:
-        if hide.treatment is not _Treatment.HIDE:
+def _place(target: str, real: str, covers: list[str]) -> str:
+    """Where `target` lands in the host base: through the host's symlinks (`real` is the target
+    with all of them resolved) up to where a tmpfs or hidden directory replaces the host's tree."""
+    if not any(_is_within(target, cover) or _is_within(real, cover) for cover in covers):
+        return real
+    resolved = "/"
+    parts = [part for part in target.split("/") if part]
+    for count, part in enumerate(parts):
+        candidate = os.path.join(resolved, part)
+        if any(_is_within(candidate, cover) for cover in covers):
+            return os.path.join(candidate, *parts[count + 1:])
+        resolved = os.path.realpath(candidate)
+    return resolved
+
+
+def _hides(hides: list[_Listed], binds: list[_Listed], base: Base) -> list[_Listed]:
+    """The hide mounts: a hidden host path is hidden where the base shows it (the host base: at its
+    real path; the empty base: at the path as written) and under every bind showing an ancestor of
+    it, under whatever name the bind shows that ancestor (a symlink, a bind at another target). A
+    bind of the hidden path itself, under any name, names it: that shows it."""
+    out = []
+    for hide in hides:
+        if any(bind.real == hide.real for bind in binds):
             continue
+        if base is Base.HOST:
+            out.append(replace(hide, target=hide.real, place=hide.real))
+        else:
+            out.append(hide)
         for bind in binds:
-            if bind.real != hide.real and _is_within(hide.real, bind.real):
+            if _is_within(hide.real, bind.real) and hide.real != bind.real:
                 rest = hide.real[len(bind.real.rstrip("/")):]
-                aliases.append(replace(hide, target=bind.target.rstrip("/") + rest,
-                                       place=bind.place.rstrip("/") + rest))
-    return aliases
+                out.append(replace(hide, target=bind.target.rstrip("/") + rest,
+                                   place=bind.place.rstrip("/") + rest))
+    return out
 
 
 def _cwd_too_wide(policy: Policy, context: CompileContext) -> list[PolicyError]:
