@@ -1011,6 +1011,16 @@ class Policy:
         """Where a value came from: origin("fs.ro", 2), origin("limits.files")."""
         return self.origins.get((name, index), DEFAULT_ORIGIN)
 
+    def label(self, name: str, index: int | str | None = None) -> str:
+        """How an error names a value: as its file wrote it ("[fs].hide[0]" for the first item
+        a file gave, wherever the merge put it)."""
+        origin = self.origin(name, index)
+        if origin.label:
+            return origin.label
+        if isinstance(index, int) and origin.file:
+            index = sum(1 for earlier in range(index) if self.origin(name, earlier).file == origin.file)
+        return FIELDS[name].label(index)
+
 
 TABLES: Mapping[str, type] = MappingProxyType({
     "viewbox": ViewboxTable,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from viewbox.errors import PolicyError, PolicyErrors, UnavailableLayer
 from viewbox.plan import Base, LandlockRule, MountKind, MountOp, PathRule
-from viewbox.policy.model import FIELDS, expand, expand_glob, os_reason, quote
+from viewbox.policy.model import expand, expand_glob, os_reason, quote
 
 if TYPE_CHECKING:
     from viewbox.policy.model import Origin, Policy
@@ -112,7 +112,7 @@ def check(policy: Policy) -> list[PolicyError]:
     for field, paths in (("fs.ro", fs.ro), ("fs.rw", fs.rw), ("fs.hide", fs.hide),
                          ("fs.tmpfs", tuple(mount.path for mount in fs.tmpfs))):
         for index, path in enumerate(paths):
-            error = _own_conflict(path, own, policy.origin(field, index), FIELDS[field].label(index))
+            error = _own_conflict(path, own, policy.origin(field, index), policy.label(field, index))
             if error:
                 errors.append(error)
     if fs.rules and not fs.proc:
@@ -142,7 +142,7 @@ def missing_sources(policy: Policy) -> list[PolicyError]:
             try:
                 os.stat(path)
             except OSError as err:
-                errors.append(policy.origin(field, index).error(FIELDS[field].label(index),
+                errors.append(policy.origin(field, index).error(policy.label(field, index),
                                                                 f"{path}: {os_reason(err)}"))
     return errors
 
@@ -306,7 +306,7 @@ def _cwd_too_wide(policy: Policy, context: CompileContext) -> list[PolicyError]:
                 continue
             flag = "--" + field.removeprefix("fs.")
             errors.append(policy.origin(field, index).error(
-                FIELDS[field].label(index),
+                policy.label(field, index),
                 f"{quote(path)} is {quote(target)}, {what}: {{cwd}} never widens the view to /, a system "
                 f"tree or a whole home directory; start in a narrower directory (a project's) or name "
                 f"one ({flag} DIR)"))
@@ -354,7 +354,7 @@ def _mount(listed: _Listed, policy: Policy, handled: int, optional: set[str],
     """The mount op for a listed path and its Landlock rules; None when impossible (with an
     error) or when an optional path is absent (without)."""
     origin = policy.origin(listed.field, listed.index)
-    label = FIELDS[listed.field].label(listed.index)
+    label = policy.label(listed.field, listed.index)
     target = listed.target
     # check() refused the paths written so; this is for those {cwd} made so
     own = {"/proc": ("proc", policy.fs.proc), "/dev": ("dev", policy.fs.dev)}

@@ -38,16 +38,17 @@ def check(policy: Policy) -> list[PolicyError]:
     for index, sock in enumerate(net.listen):
         if sock.name in names:
             errors.append(policy.origin("net.listen", index).error(
-                f"[net].listen[{index}]", f"socket name {sock.name!r} is also [net].listen[{names[sock.name]}]'s "
+                policy.label("net.listen", index), f"socket name {sock.name!r} is also "
+                f"{policy.label('net.listen', names[sock.name])}'s "
                 "(give one a name: \"NAME=tcp:...\")"))
         names.setdefault(sock.name, index)
     if net.mode == "host":
         errors += [policy.origin("net.publish", index).error(
-            f"[net].publish[{index}]", 'publish needs the sandbox\'s own network (mode "none" or "private"): '
+            policy.label("net.publish", index), 'publish needs the sandbox\'s own network (mode "none" or "private"): '
             'with mode "host" the daemon binds the host\'s ports itself') for index in range(len(net.publish))]
     if net.mode != "none":
         errors += [policy.origin("net.allow", index).error(
-            f"[net].allow[{index}]", f'allow needs mode "none" (the sandbox\'s own network, which the '
+            policy.label("net.allow", index), f'allow needs mode "none" (the sandbox\'s own network, which the '
             f'supervisor adds these destinations to), not mode {net.mode!r}') for index in range(len(net.allow))]
     if net.dns and not any(rule.name for rule in net.allow):
         errors.append(policy.origin("net.dns", 0).error(
