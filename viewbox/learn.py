@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .errors import ViewboxError
+from .errors import PolicyErrors, ViewboxError
 from .plan import Base, MountKind, MountOp, Plan
 from .policy import Policy, load_policy
 from .policy.model import SCHEMA, TABLES, SizeCheck, expand, format_size, normalize, quote, toml_key
@@ -851,16 +851,20 @@ def learn(argv: Sequence[str], *, out: str, base: str | None = None, force: bool
         raise ViewboxError(f"{out}: already exists (--force replaces it)")
     if not os.path.isdir(os.path.dirname(target)) or not os.access(os.path.dirname(target), os.W_OK):
         raise ViewboxError(f"{out}: cannot write in {os.path.dirname(target)}")
-    policy = load_policy(base)
-    if learn_net and policy.net.mode != "none":
-        raise ViewboxError(f"--learn-net learns [net].allow, which needs mode \"none\"; the base policy has "
-                           f"mode {quote(policy.net.mode)}")
-    running = load_policy(base, overrides={"allow_net": learning_allowlist()}) if learn_net else policy
+    # With --learn-net the base is checked with the allowlist it runs under: its [net].dns may
+    # be there for the names the run will look up.
+    try:
+        policy = load_policy(base, overrides={"allow_net": learning_allowlist()} if learn_net else None)
+    except PolicyErrors as err:
+        if learn_net and all(error.field == "api: allow_net" for error in err.errors):
+            raise ViewboxError('--learn-net learns [net].allow, which needs mode "none"; the base policy\'s '
+                               "[net].mode is another") from None
+        raise
     cwd = os.getcwd()
     net = NetUse() if learn_net else None
     with tempfile.TemporaryDirectory(prefix="viewbox-learn-") as private:
         audit = os.path.join(private, "audit.jsonl")
-        box = Sandbox(policy=running, audit=audit, deny_notes=True)
+        box = Sandbox(policy=policy, audit=audit, deny_notes=True)
         plan = box.compile(argv)
         proc = spawn_forwarding_signals(box, argv)
         returncode = proc.wait()
