@@ -132,7 +132,7 @@ def test_cwd_climbing_out_of_a_project_is_caught(tmp_path: pathlib.Path, home_di
     assert "--ro DIR" in str(excinfo.value)
 
 
-def test_a_project_below_var_or_a_home_is_fine(home_dir: pathlib.Path) -> None:
+def test_a_project_in_a_home_is_shown(home_dir: pathlib.Path) -> None:
     project = home_dir / "project"
     project.mkdir()
     plan = compile_at("python", str(project))

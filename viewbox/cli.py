@@ -117,7 +117,7 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
                    help="shipped policy name (default, strict, python, daemon) or a policy file path")
     g.add_argument("--ro", action="append", default=[], metavar="PATH", help="bind PATH read-only (repeatable)")
     g.add_argument("--rw", action="append", default=[], metavar="PATH", help="bind PATH read-write (repeatable)")
-    g.add_argument("--hide", action="append", default=[], metavar="PATH", help="make PATH empty inside (repeatable)")
+    g.add_argument("--hide", action="append", default=[], metavar="PATH", help="make PATH empty inside, also inside a wider --ro or --rw (repeatable)")
     g.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:SIZE]",
                    help="a private tmpfs on PATH, e.g. /scratch:512M (repeatable)")
     g.add_argument("--workdir", "-w", metavar="DIR", help="working directory inside")
