@@ -400,3 +400,22 @@ def test_sizes_render_back_to_what_they_read(tmp_path: pathlib.Path) -> None:
 
     again = write(tmp_path, "again.toml", render_policy(loaded))
     assert load_policy(again) == loaded
+
+
+def test_an_extended_file_without_extends_starts_from_default(tmp_path: pathlib.Path) -> None:
+    base = write(tmp_path, "base.toml", '[identity]\nhostname = "from-base"\n')
+    app = write(tmp_path, "app.toml", '[viewbox]\nextends = ["base.toml"]\n')
+    policy = load_policy(app)
+    assert policy.implicit == (str(base),)
+    assert policy.identity.hostname == "from-base"
+    assert {"/root", "/home", "/etc/shadow"} <= set(policy.fs.hide)
+    assert "/tmp" in {mount.path for mount in policy.fs.tmpfs}
+
+
+def test_a_learned_policy_stands_alone(shared_dir: pathlib.Path) -> None:
+    out = shared_dir / "learned.toml"
+    done = Caller("root").cli(["learn", "-o", str(out), "--", "true"])
+    assert done.returncode == 0, done.stderr
+    learned = load_policy(out)
+    assert learned.implicit == () and learned.sources == (str(out),)
+    assert "/root" not in learned.fs.hide  # an empty root: nothing of default's to hide
