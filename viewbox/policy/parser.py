@@ -282,7 +282,7 @@ def render_policy(policy: Policy) -> str:
     if policy.sources:
         lines.append(f"# Merged from: {', '.join(policy.sources)}")
     lines += [f"# {file} names no [viewbox].extends, so it extends \"default\" "
-              "(extends = [] would start from the defaults below instead)" for file in policy.implicit]
+              "(with extends = [] it would start from the built-in field defaults)" for file in policy.implicit]
     lines.append('# Each value says where it came from ("default": no policy set it).')
     for table, specs in SCHEMA.items():
         section = getattr(policy, table)
