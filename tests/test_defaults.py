@@ -194,6 +194,13 @@ def test_a_hidden_symlink_hides_its_target_inside_a_bind(as_user: Caller, secret
     assert "S1" not in shown
 
 
+def test_a_bind_of_a_symlink_to_an_ancestor_keeps_the_hide(as_user: Caller, secrets: pathlib.Path) -> None:
+    # lb -> a/b: the bind shows a/b at lb, where a hide of a/b/secret2 as written never lands
+    shown = cat(as_user, ["--hide", f"{secrets}/a/b/secret2", "--ro", f"{secrets}/lb"],
+                secrets / "lb/secret2", secrets / "lb/public")
+    assert shown == "P\n"
+
+
 def test_a_bind_under_another_name_keeps_what_an_extended_policy_hides(as_user: Caller,
                                                                        secrets: pathlib.Path) -> None:
     parent = write(secrets, "parent.toml", f"""
