@@ -396,14 +396,14 @@ _SIZE = re.compile(r"(\d+)([BKMGT])", re.IGNORECASE)
 _SIZE_UNITS = {"B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 #: the largest size any field takes: far below what would wrap the kernel's 64-bit counters
 MAX_SIZE = 2**50
-#: the smallest [limits].memory: below it not even the sandbox's init starts, and a size
-#: written without its unit ("256") is caught here
+#: the smallest [limits].memory: room for the sandbox's init and a small command; a size
+#: written without its unit ("256") lands below it
 MIN_MEMORY = 4 * 2**20
 #: the smallest tmpfs or [limits].disk: one page
 MIN_DISK = 4 * 2**10
 
 
-def parse_size(value: object, minimum: int = 1) -> int:
+def parse_size(value: object, minimum: int) -> int:
     """Bytes from an integer (bytes) or a string with a unit like "64M" (B, K, M, G, T;
     powers of 1024), from `minimum` to MAX_SIZE."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -435,7 +435,7 @@ class SizeCheck:
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-#: durations are kept in whole milliseconds, as 32-bit seconds
+#: a duration is kept in whole milliseconds, and as seconds it fits 32 bits
 MIN_DURATION = 0.001
 MAX_DURATION = float(2**31 - 1)
 
