@@ -426,3 +426,13 @@ def test_a_learned_policy_stands_alone(shared_dir: pathlib.Path) -> None:
     learned = load_policy(out)
     assert learned.implicit == () and learned.sources == (str(out),)
     assert "/root" not in learned.fs.hide  # an empty root: nothing of default's to hide
+
+
+def test_learn_net_refuses_a_base_sharing_the_host_network(shared_dir: pathlib.Path) -> None:
+    base = write(shared_dir, "base.toml", '[viewbox]\nextends = ["default"]\n[net]\nmode = "host"\n')
+    done = Caller("root").cli(["learn", "-o", str(shared_dir / "out.toml"), "--policy", str(base), "--learn-net",
+                               "--", "true"])
+    assert done.returncode == 125
+    assert done.stderr.splitlines() == [
+        "viewbox: --learn-net learns [net].allow, which needs mode \"none\"; the base policy's [net].mode is another"]
+    assert not (shared_dir / "out.toml").exists()
