@@ -436,12 +436,12 @@ def test_limit_values_are_checked_with_their_place(world_dir: pathlib.Path) -> N
     done = Caller("root").cli(["check", str(policy)])
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        f'{policy}:5: [limits].memory: invalid size "lots" (bytes, or a number with K, M or G)',
+        f'{policy}:5: [limits].memory: invalid size "lots" (a number with B, K, M, G or T, e.g. "256M"; or an integer of bytes)',
         f"{policy}:6: [limits].cpu: must be between 0.01 and 4096 cores, got 0",
         f'{policy}:7: [limits].wall: invalid duration "10 minutes" (seconds, or numbers with ms, s, m or h: '
         '"90s", "1h30m")',
         f"{policy}:8: [limits].pids: must be at least 2, got 1",
-        f"{policy}:9: [limits].disk: size must be positive, got -5",
+        f"{policy}:9: [limits].disk: size must be from 4K to 1024T, got -5",
         f'{policy}:10: [limits].require: expected "rlimit" or "cgroup", got "magic"',
     ]
 

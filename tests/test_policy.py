@@ -157,7 +157,7 @@ def test_every_mistake_of_a_file_is_reported_at_once(in_tmp: Path) -> None:
     assert messages(excinfo) == [
         "policy.toml:1: version: unknown top-level key (did you mean [viewbox].version?)",
         'policy.toml:2: [fsx]: unknown table (did you mean "fs"?)',
-        'policy.toml:4: [fs].tmpfs[0]: invalid size "64X" (bytes, or a number with K, M or G)',
+        'policy.toml:4: [fs].tmpfs[0]: invalid size "64X" (a number with B, K, M, G or T, e.g. "256M"; or an integer of bytes)',
         'policy.toml:6: [identity].hostname: invalid hostname "no spaces" (1 to 64 letters, digits, "." or "-")',
         'policy.toml:8: [net].mode: expected "none" or "private" or "host", got "bridge"',
         'policy.toml:10: [env].set."BAD NAME": invalid variable name "BAD NAME" '
@@ -198,6 +198,8 @@ def test_extends_chain_merges_in_order(in_tmp: Path) -> None:
         set = { A = "base", B = "base" }
         [limits]
         files = 100
+        [viewbox]
+        extends = []
     """)
     write(in_tmp, "mid.toml", """
         [viewbox]
@@ -231,6 +233,8 @@ def test_extends_paths_are_relative_to_the_extending_file(in_tmp: Path) -> None:
     write(in_tmp, "conf/base.toml", """
         [identity]
         hostname = "from-base"
+        [viewbox]
+        extends = []
     """)
     write(in_tmp, "conf/app.toml", """
         [viewbox]
@@ -544,7 +548,7 @@ def test_seccomp_allow_lets_groups_through(in_tmp: Path) -> None:
 
 
 def test_limits_become_rlimits() -> None:
-    plan = compile_(load_policy("daemon"))
+    plan = compile_(load_policy("daemon"), cwd=str(REPO))
     limits = {rlimit.resource: (rlimit.soft, rlimit.hard) for rlimit in plan.rlimits}
     assert limits[resource.RLIMIT_NOFILE] == (4096, 4096)
     assert limits[resource.RLIMIT_CORE] == (0, 0)

@@ -117,7 +117,7 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
                    help="shipped policy name (default, strict, python, daemon) or a policy file path")
     g.add_argument("--ro", action="append", default=[], metavar="PATH", help="bind PATH read-only (repeatable)")
     g.add_argument("--rw", action="append", default=[], metavar="PATH", help="bind PATH read-write (repeatable)")
-    g.add_argument("--hide", action="append", default=[], metavar="PATH", help="make PATH empty inside (repeatable)")
+    g.add_argument("--hide", action="append", default=[], metavar="PATH", help="make PATH empty inside, also inside a wider --ro or --rw (repeatable)")
     g.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:SIZE]",
                    help="a private tmpfs on PATH, e.g. /scratch:512M (repeatable)")
     g.add_argument("--workdir", "-w", metavar="DIR", help="working directory inside")
@@ -153,11 +153,12 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
                    help="let through what an earlier rule refuses or asks about, "
                         "e.g. \"read:$PWD/ca.pem\" (repeatable)")
     q = p.add_argument_group("limits (override the policy's [limits])")
-    q.add_argument("--memory", metavar="SIZE", help="memory of the whole sandbox, e.g. 256M")
+    q.add_argument("--memory", metavar="SIZE", help="memory of the whole sandbox, e.g. 256M (a unit B, K, M, G "
+                                                     "or T is required; 4M at least)")
     q.add_argument("--cpus", metavar="N", help="CPU cores, e.g. 0.5 (needs a cgroup)")
     q.add_argument("--pids", type=int, metavar="N", help="processes and threads, the sandbox's init included")
     q.add_argument("--timeout", metavar="DURATION", help="wall time, e.g. 30s, 10m, 1h30m")
-    q.add_argument("--disk", metavar="SIZE", help="bytes each writable tmpfs may hold, e.g. 1G")
+    q.add_argument("--disk", metavar="SIZE", help="bytes each writable tmpfs may hold, e.g. 1G (a unit is required)")
     t = p.add_argument_group("time (override the policy's [time])")
     t.add_argument("--time-start", metavar="INSTANT",
                    help="the sandbox's clock starts at INSTANT and runs on, e.g. 2009-04-21T12:00:00Z")
@@ -215,8 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     check = sub.add_parser("check", help="validate policy files",
-                           description="Validates each policy FILE (and what it extends). Prints "
-                                       "FILE:LINE: field: message for every mistake; exit status 1 if any.")
+                           description="Validates each policy FILE (and what it extends) as `run` would, "
+                                       "also looking on this host for the paths it binds. Prints "
+                                       "FILE:LINE: field: message for every mistake, all in one pass; exit "
+                                       "status 1 if any. A FILE naming no [viewbox].extends extends "
+                                       "\"default\"; `ok` says so.")
     check.add_argument("files", nargs="+", metavar="FILE")
 
     show = sub.add_parser("show", help="print the effective policy",
@@ -326,7 +330,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     failed = False
     for path in args.files:
         try:
-            check_policy_file(path)
+            policy = check_policy_file(path)
         except PolicyErrors as e:
             failed = True
             for error in e.errors:
@@ -335,7 +339,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             failed = True
             print(e, file=sys.stderr)
         else:
-            print(f"{path}: ok")
+            implicit = " (it names no [viewbox].extends, so it extends \"default\")" if path in policy.implicit else ""
+            print(f"{path}: ok{implicit}")
     return 1 if failed else 0
 
 

@@ -40,10 +40,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .errors import ViewboxError
+from .errors import PolicyErrors, ViewboxError
 from .plan import Base, MountKind, MountOp, Plan
 from .policy import Policy, load_policy
-from .policy.model import SCHEMA, TABLES, expand, format_size, normalize, parse_size, quote, toml_key
+from .policy.model import SCHEMA, TABLES, SizeCheck, expand, format_size, normalize, quote, toml_key
 from .policy.parser import toml_value
 
 # What a run needed of a path.
@@ -706,7 +706,7 @@ def _kept_from_base(policy: Policy, cwd: str, learned_net: bool = False) -> dict
                 continue
             if spec.name == "identity.home":
                 value = expand(value, cwd=cwd)
-            elif spec.check is parse_size and isinstance(value, int):
+            elif isinstance(spec.check, SizeCheck) and isinstance(value, int):
                 value = format_size(value)
             lines = out.setdefault(table, [])
             if isinstance(value, Mapping):
@@ -760,7 +760,8 @@ def render(learned: Learned, usage: Usage, *, argv: Sequence[str], base: Policy,
     if len(description) > 120:
         description = description[:117] + "..."
     kept = _kept_from_base(base, cwd, learned_net=net is not None)
-    lines += ["", "[viewbox]", "version = 1", f"description = {quote(description)}"]
+    lines += ["", "[viewbox]", "version = 1", f"description = {quote(description)}",
+              "extends = []  # standalone: what it shows is all below"]
     lines += kept.pop("viewbox", [])
     lines += ["", "[fs]", 'base = "empty"']
     for key, rw in (("ro", False), ("rw", True)):
@@ -850,16 +851,20 @@ def learn(argv: Sequence[str], *, out: str, base: str | None = None, force: bool
         raise ViewboxError(f"{out}: already exists (--force replaces it)")
     if not os.path.isdir(os.path.dirname(target)) or not os.access(os.path.dirname(target), os.W_OK):
         raise ViewboxError(f"{out}: cannot write in {os.path.dirname(target)}")
-    policy = load_policy(base)
-    if learn_net and policy.net.mode != "none":
-        raise ViewboxError(f"--learn-net learns [net].allow, which needs mode \"none\"; the base policy has "
-                           f"mode {quote(policy.net.mode)}")
-    running = load_policy(base, overrides={"allow_net": learning_allowlist()}) if learn_net else policy
+    # With --learn-net the base is checked with the allowlist it runs under: its [net].dns may
+    # be there for the names the run will look up.
+    try:
+        policy = load_policy(base, overrides={"allow_net": learning_allowlist()} if learn_net else None)
+    except PolicyErrors as err:
+        if learn_net and all(error.field == "api: allow_net" for error in err.errors):
+            raise ViewboxError('--learn-net learns [net].allow, which needs mode "none"; the base policy\'s '
+                               "[net].mode is another") from None
+        raise
     cwd = os.getcwd()
     net = NetUse() if learn_net else None
     with tempfile.TemporaryDirectory(prefix="viewbox-learn-") as private:
         audit = os.path.join(private, "audit.jsonl")
-        box = Sandbox(policy=running, audit=audit, deny_notes=True)
+        box = Sandbox(policy=policy, audit=audit, deny_notes=True)
         plan = box.compile(argv)
         proc = spawn_forwarding_signals(box, argv)
         returncode = proc.wait()

@@ -2,7 +2,10 @@
 
 A policy is built from layers, each a set of checked values with origins:
 the files of its extends chain (depth first, in order), the file itself, then
-the overrides (CLI flags or API keywords). Merging a later layer onto an
+the overrides (CLI flags or API keywords). A policy file that names no
+[viewbox].extends extends "default" (shipped policies excepted: they say
+what they extend); `extends = []` starts from the built-in field defaults
+instead. Merging a later layer onto an
 earlier one: scalars are replaced, lists append (duplicates dropped, the
 first kept), tables merge key by key. Path rules are one ordered list,
 [fs].rules: each layer's deny, then ask, then allow entries, then its own
@@ -179,7 +182,7 @@ def _identify(identity: Callable[[Any], Any] | None, value: Any) -> Any:
     return value if identity is None else identity(value)
 
 
-def _build_policy(layer: Layer, name: str, sources: list[str]) -> Policy:
+def _build_policy(layer: Layer, name: str, sources: list[str], implicit: list[str]) -> Policy:
     origins: dict[OriginKey, Origin] = {}
     tables = {}
     for table, specs in SCHEMA.items():
@@ -198,7 +201,8 @@ def _build_policy(layer: Layer, name: str, sources: list[str]) -> Policy:
                 values[spec.attr] = MappingProxyType({key: item.value for key, item in entry.items()})
                 origins.update({(spec.name, key): item.origin for key, item in entry.items()})
         tables[table] = TABLES[table](**values)
-    return Policy(**tables, origins=MappingProxyType(origins), name=name, sources=tuple(sources))
+    return Policy(**tables, origins=MappingProxyType(origins), name=name, sources=tuple(sources),
+                  implicit=tuple(implicit))
 
 
 # --- files and extends -------------------------------------------------------
@@ -209,6 +213,7 @@ class _Loader:
     def __init__(self) -> None:
         self.errors: list[PolicyError] = []
         self.sources: list[str] = []
+        self.implicit: list[str] = []
 
     def load(self, file: str, chain: tuple[tuple[str, str], ...] = (),
              referrer: tuple[Origin, str] | None = None) -> Layer:
@@ -238,7 +243,13 @@ class _Loader:
 
         chain += ((file, os.path.realpath(file)),)
         merged: Layer = {}
-        for index, reference in enumerate(layer.pop(EXTENDS.name, [])):
+        references = layer.pop(EXTENDS.name, None)
+        if references is None and not _is_shipped(file):
+            # A file naming no parent starts from "default", not from a view showing the host's
+            # /home, /root and /tmp; `extends = []` says that is meant.
+            references = [Item("default", Origin(file=file, label="implicit [viewbox].extends"))]
+            self.implicit.append(file)
+        for index, reference in enumerate(references or []):
             label = EXTENDS.label(index)
             parent = self._resolve_extends(reference.value, file, reference.origin, label)
             if parent is None:
@@ -265,6 +276,11 @@ class _Loader:
         return None
 
 
+def _is_shipped(file: str) -> bool:
+    directory, name = os.path.split(os.path.realpath(file))
+    return directory == os.path.realpath(_POLICIES_DIR) and name[:-len(".toml")] in SHIPPED
+
+
 def _policy_file(ref: PolicyRef | None) -> tuple[str, str]:
     """The name and the file of the policy `ref` names (see load_policy)."""
     if ref is None:
@@ -280,25 +296,23 @@ def _policy_file(ref: PolicyRef | None) -> tuple[str, str]:
 
 
 def _load(name: str, file: str, overrides: Mapping[str, Any] | None,
-          style: Literal["api", "cli"]) -> Policy:
+          style: Literal["api", "cli"], *, host_facts: bool = False) -> Policy:
+    """The policy, or PolicyErrors with every mistake of every stage at once: the files'
+    syntax and fields, the overrides, then what the values say together (checked on the
+    values that passed); with `host_facts`, also what this host already shows wrong."""
+    from viewbox.policy.compiler import validate
+    from viewbox.views import fs
+
     override_layer, override_errors = _override_layer(overrides or {}, style)
     loader = _Loader()
     layer = loader.load(file)
-    errors = loader.errors + override_errors
+    policy = _build_policy(merge(layer, override_layer), name, loader.sources, loader.implicit)
+    errors = loader.errors + override_errors + validate(policy)
+    if host_facts:
+        errors += fs.missing_sources(policy)
     if errors:
         raise PolicyErrors(errors)
-    policy = _build_policy(merge(layer, override_layer), name, loader.sources)
-    _check_time(policy)
     return policy
-
-
-def _check_time(policy: Policy) -> None:
-    """[time].start and .offset both place the clock: only one of them may be set."""
-    if policy.time.start is not None and policy.time.offset is not None:
-        start = policy.origin("time.start")
-        raise PolicyErrors([policy.origin("time.offset").error(
-            "[time].offset", f"cannot be combined with [time].start (set {'by ' if start.flag else 'at '}{start}): "
-                             "start places the clock at an instant, offset shifts the host's")])
 
 
 def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | None = None,
@@ -322,5 +336,6 @@ def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | 
 
 
 def check_policy_file(path: PolicyRef) -> Policy:
-    """Loads the policy file at `path` (always a path, never a shipped name); PolicyErrors on any mistake."""
-    return _load(os.fspath(path), os.fspath(path), None, "api")
+    """Loads the policy file at `path` (always a path, never a shipped name) as a run would,
+    also looking on this host for the paths it binds; PolicyErrors listing every mistake."""
+    return _load(os.fspath(path), os.fspath(path), None, "api", host_facts=True)

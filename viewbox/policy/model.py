@@ -30,6 +30,8 @@ DEGRADABLE_LAYERS = ("landlock",)
 PLACEHOLDERS = ("cwd",)
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 MAX_RLIMIT = 2**63 - 1
+#: [limits].files: the kernel's default fs.nr_open, above which RLIMIT_NOFILE cannot be raised
+MAX_FILES = 2**20
 
 
 # --- origins -----------------------------------------------------------------
@@ -216,6 +218,19 @@ def check_path(value: object) -> str:
     return value if _PLACEHOLDER.search(value) else normalize(value)
 
 
+def check_hidden_path(value: object) -> str:
+    """An item of [fs].hide: a concrete path below "/" (a pattern is a deny rule's job)."""
+    path = check_path(value)
+    if path == "/":
+        raise FieldError('cannot hide "/": nothing would be left to run; for a view holding only '
+                         'some paths, set base = "empty" and list them in ro and rw')
+    if re.search(r"[*?\[]", path):
+        raise FieldError(f"hide takes concrete paths, got the pattern {quote(path)}: to refuse every path "
+                         f'matching it, write deny = [{quote(path)}] (a per-path rule: each path call the '
+                         "command makes is then decided by the supervisor, see policies/README.md)")
+    return path
+
+
 def _check_placeholders(value: str) -> None:
     for name in _PLACEHOLDER.findall(value):
         if name not in PLACEHOLDERS:
@@ -377,26 +392,52 @@ def check_env_value(value: object) -> str:
     return value
 
 
-_SIZE = re.compile(r"(\d+)([KMG]?)", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+_SIZE = re.compile(r"(\d+)([BKMGT])", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+#: the largest size any field takes: far below what would wrap the kernel's 64-bit counters
+MAX_SIZE = 2**50
+#: the smallest [limits].memory: room for the sandbox's init and a small command; a size
+#: written without its unit ("256") lands below it
+MIN_MEMORY = 4 * 2**20
+#: the smallest tmpfs or [limits].disk: one page
+MIN_DISK = 4 * 2**10
 
 
-def parse_size(value: object) -> int:
-    """Bytes from an integer or a string like "64M" (K, M, G are powers of 1024)."""
+def parse_size(value: object, minimum: int) -> int:
+    """Bytes from an integer (bytes) or a string with a unit like "64M" (B, K, M, G, T;
+    powers of 1024), from `minimum` to MAX_SIZE."""
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
-    elif isinstance(value, str) and (match := _SIZE.fullmatch(value)):
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
         size = int(match[1]) * _SIZE_UNITS[match[2].upper()]
+    elif isinstance(value, str) and value.strip().isdigit():
+        raise FieldError(f"size {quote(value)} has no unit: write {quote(value.strip() + 'M')} for megabytes "
+                         "(units B, K, M, G, T)")
     else:
         shown = quote(value) if isinstance(value, str) else describe(value)
-        raise FieldError(f"invalid size {shown} (bytes, or a number with K, M or G)")
-    if size <= 0:
-        raise FieldError(f"size must be positive, got {size}")
+        raise FieldError(f"invalid size {shown} (a number with B, K, M, G or T, e.g. \"256M\"; "
+                         "or an integer of bytes)")
+    if not minimum <= size <= MAX_SIZE:
+        raise FieldError(f"size must be from {format_size(minimum)} to {format_size(MAX_SIZE)}, "
+                         f"got {format_size(size) if size > 0 else size}")
     return size
+
+
+class SizeCheck:
+    """The check of a size field: parse_size with the field's minimum."""
+
+    def __init__(self, minimum: int) -> None:
+        self.minimum = minimum
+
+    def __call__(self, value: object) -> int:
+        return parse_size(value, self.minimum)
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+#: a duration is kept in whole milliseconds, and as seconds it fits 32 bits
+MIN_DURATION = 0.001
+MAX_DURATION = float(2**31 - 1)
 
 
 def check_duration(value: object) -> float:
@@ -408,8 +449,8 @@ def check_duration(value: object) -> float:
     else:
         shown = quote(value) if isinstance(value, str) else describe(value)
         raise FieldError(f"invalid duration {shown} (seconds, or numbers with ms, s, m or h: \"90s\", \"1h30m\")")
-    if not 0 < seconds < float(2**31):
-        raise FieldError(f"duration must be positive and finite, got {value}")
+    if not MIN_DURATION <= seconds <= MAX_DURATION:
+        raise FieldError(f"duration must be from 1ms to {MAX_DURATION:.0f}s, got {value}")
     return seconds
 
 
@@ -431,16 +472,24 @@ def check_cpu(value: object) -> float:
 
 def format_size(size: int) -> str:
     """The shortest exact spelling parse_size reads back: 268435456 -> "256M"."""
-    for unit in "GMK":
+    for unit in "TGMK":
         if size % _SIZE_UNITS[unit] == 0:
             return f"{size // _SIZE_UNITS[unit]}{unit}"
-    return str(size)
+    return f"{size}B"
 
 
 @record
 class TmpfsMount:
     path: str
     size: int = DEFAULT_TMPFS_SIZE  # bytes
+
+
+def _check_tmpfs_path(value: object) -> str:
+    path = check_path(value)
+    if path == "/":
+        raise FieldError('cannot put a tmpfs on "/": nothing would be left to run; for an empty root, '
+                         'set base = "empty"')
+    return path
 
 
 def check_tmpfs(value: object) -> TmpfsMount:
@@ -451,16 +500,16 @@ def check_tmpfs(value: object) -> TmpfsMount:
     if isinstance(value, str):
         path, colon, size_text = value.rpartition(":")
         if colon:
-            return TmpfsMount(check_path(path), parse_size(size_text))
-        return TmpfsMount(check_path(value))
+            return TmpfsMount(_check_tmpfs_path(path), parse_size(size_text, MIN_DISK))
+        return TmpfsMount(_check_tmpfs_path(value))
     if isinstance(value, Mapping):
         for key in value:
             if key not in ("path", "size"):
                 raise FieldError(f"unknown key {quote(key)} in a tmpfs table (it takes path and size)")
         if "path" not in value:
             raise FieldError("a tmpfs table needs a path")
-        size = parse_size(value["size"]) if "size" in value else DEFAULT_TMPFS_SIZE
-        return TmpfsMount(check_path(value["path"]), size)
+        size = parse_size(value["size"], MIN_DISK) if "size" in value else DEFAULT_TMPFS_SIZE
+        return TmpfsMount(_check_tmpfs_path(value["path"]), size)
     raise _expected('"PATH", "PATH:SIZE" or a table { path, size }', value)
 
 
@@ -614,7 +663,7 @@ class FsTable:
     base: str = _scalar("host", check_choice("host", "empty"))
     ro: tuple[str, ...] = _list(check_path)
     rw: tuple[str, ...] = _list(check_path)
-    hide: tuple[str, ...] = _list(check_path)
+    hide: tuple[str, ...] = _list(check_hidden_path)
     #: paths of ro/rw that may be absent on a host (skipped there instead of an error)
     optional: tuple[str, ...] = _list(check_path)
     tmpfs: tuple[TmpfsMount, ...] = _list(check_tmpfs, identity=lambda mount: mount.path)
@@ -898,12 +947,12 @@ MIN_PIDS = 2
 class LimitsTable:
     """[limits]: resource limits (enforced by viewbox.quota) and rlimits."""
 
-    memory: int | None = _scalar(None, parse_size, unset="no limit")
+    memory: int | None = _scalar(None, SizeCheck(MIN_MEMORY), unset="no limit")
     cpu: float | None = _scalar(None, check_cpu, unset="no limit")
     pids: int | None = _scalar(None, check_integer(MIN_PIDS, 2**22), unset="no limit")
     wall: float | None = _scalar(None, check_duration, unset="no limit")
-    disk: int | None = _scalar(None, parse_size, unset="each tmpfs has the size [fs].tmpfs gives it")
-    files: int = _scalar(1024, check_integer(16, MAX_RLIMIT))
+    disk: int | None = _scalar(None, SizeCheck(MIN_DISK), unset="each tmpfs has the size [fs].tmpfs gives it")
+    files: int = _scalar(1024, check_integer(16, MAX_FILES))
     core: int = _scalar(0, check_integer(0, MAX_RLIMIT))
     require: str = _scalar("rlimit", check_choice(*QUOTA_REQUIREMENTS))
 
@@ -937,7 +986,7 @@ OriginKey = tuple[str, int | str | None]
 
 @record
 class Policy:
-    """A merged, validated policy; `origins`, `name` and `sources` do not take part in equality."""
+    """A merged, validated policy; `origins`, `name`, `sources` and `implicit` do not take part in equality."""
 
     viewbox: ViewboxTable = field(default_factory=ViewboxTable)
     fs: FsTable = field(default_factory=FsTable)
@@ -955,10 +1004,22 @@ class Policy:
     name: str = field(default="", compare=False)
     #: policy files merged into this one, in the order they were applied
     sources: tuple[str, ...] = field(default=(), compare=False)
+    #: files among `sources` that name no [viewbox].extends, and so extend "default"
+    implicit: tuple[str, ...] = field(default=(), compare=False)
 
     def origin(self, name: str, index: int | str | None = None) -> Origin:
         """Where a value came from: origin("fs.ro", 2), origin("limits.files")."""
         return self.origins.get((name, index), DEFAULT_ORIGIN)
+
+    def label(self, name: str, index: int | str | None = None) -> str:
+        """How an error names a value: as its file wrote it ("[fs].hide[0]" for the first item
+        a file gave, wherever the merge put it)."""
+        origin = self.origin(name, index)
+        if origin.label:
+            return origin.label
+        if isinstance(index, int) and origin.file:
+            index = sum(1 for earlier in range(index) if self.origin(name, earlier).file == origin.file)
+        return FIELDS[name].label(index)
 
 
 TABLES: Mapping[str, type] = MappingProxyType({

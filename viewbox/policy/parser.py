@@ -281,11 +281,15 @@ def render_policy(policy: Policy) -> str:
     lines = [f"# The effective viewbox policy{named}: extends resolved, overrides applied."]
     if policy.sources:
         lines.append(f"# Merged from: {', '.join(policy.sources)}")
+    lines += [f"# {file} names no [viewbox].extends, so it extends \"default\" "
+              "(with extends = [] it would start from the built-in field defaults)" for file in policy.implicit]
     lines.append('# Each value says where it came from ("default": no policy set it).')
     for table, specs in SCHEMA.items():
         section = getattr(policy, table)
         body: list[str] = []
         subtables: list[str] = []
+        if table == "viewbox":
+            body.append("extends = []  # standalone: what it extends is merged in below")
         for key, spec in specs.items():
             if spec.attr is None:
                 continue

@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from viewbox.errors import PolicyError, PolicyErrors, SpawnError, UnavailableLayer
+from viewbox.errors import PolicyError, SpawnError, UnavailableLayer
 from viewbox.plan import ListenSpec, NetName, NetRule, PublishSpec
 
 if TYPE_CHECKING:
@@ -30,35 +30,38 @@ if TYPE_CHECKING:
     from viewbox.views import CompileContext
 
 
-def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
-    from viewbox.policy.model import expand  # the model imports views: at run time only
-
+def check(policy: Policy) -> list[PolicyError]:
+    """What [net]'s fields say wrong together."""
     net = policy.net
     errors: list[PolicyError] = []
     names: dict[str, int] = {}
     for index, sock in enumerate(net.listen):
         if sock.name in names:
             errors.append(policy.origin("net.listen", index).error(
-                f"[net].listen[{index}]", f"socket name {sock.name!r} is also [net].listen[{names[sock.name]}]'s "
+                policy.label("net.listen", index), f"socket name {sock.name!r} is also "
+                f"{policy.label('net.listen', names[sock.name])}'s "
                 "(give one a name: \"NAME=tcp:...\")"))
         names.setdefault(sock.name, index)
-    if net.mode == "private" and context.caller_uid != 0:
-        raise UnavailableLayer(*_PRIVATE_NEEDS_ROOT)
     if net.mode == "host":
         errors += [policy.origin("net.publish", index).error(
-            f"[net].publish[{index}]", 'publish needs the sandbox\'s own network (mode "none" or "private"): '
+            policy.label("net.publish", index), 'publish needs the sandbox\'s own network (mode "none" or "private"): '
             'with mode "host" the daemon binds the host\'s ports itself') for index in range(len(net.publish))]
     if net.mode != "none":
         errors += [policy.origin("net.allow", index).error(
-            f"[net].allow[{index}]", f'allow needs mode "none" (the sandbox\'s own network, which the '
+            policy.label("net.allow", index), f'allow needs mode "none" (the sandbox\'s own network, which the '
             f'supervisor adds these destinations to), not mode {net.mode!r}') for index in range(len(net.allow))]
-    if errors:
-        raise PolicyErrors(errors)
     if net.dns and not any(rule.name for rule in net.allow):
         errors.append(policy.origin("net.dns", 0).error(
             "[net].dns", "no [net].allow entry is a name: [net].dns says where names are resolved"))
-    if errors:
-        raise PolicyErrors(errors)
+    return errors
+
+
+def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
+    from viewbox.policy.model import expand  # the model imports views: at run time only
+
+    net = policy.net
+    if net.mode == "private" and context.caller_uid != 0:
+        raise UnavailableLayer(*_PRIVATE_NEEDS_ROOT)
     net_allow = tuple(NetRule(network=rule.network, port_min=rule.port_min, port_max=rule.port_max,
                               origin=_origin_text(policy, "net.allow", index, "[net].allow"))
                       for index, rule in enumerate(net.allow) if not rule.name)

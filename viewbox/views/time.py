@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from viewbox.policy.model import instant_ns, offset_ns
 
 if TYPE_CHECKING:
+    from viewbox.errors import PolicyError
     from viewbox.policy.model import Policy
     from viewbox.views import CompileContext
 
@@ -30,3 +31,14 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         "time_frozen": clock.frozen,
         "time_strict": clock.strict,
     }
+
+
+def check(policy: Policy) -> list[PolicyError]:
+    """[time].start and .offset both place the clock: only one of them may be set."""
+    clock = policy.time
+    if clock.start is None or clock.offset is None:
+        return []
+    start = policy.origin("time.start")
+    return [policy.origin("time.offset").error(
+        "[time].offset", f"cannot be combined with [time].start (set {'by ' if start.flag else 'at '}{start}): "
+                         "start places the clock at an instant, offset shifts the host's")]
