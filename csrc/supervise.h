@@ -104,6 +104,9 @@ int vb_caller_pidfd(const struct vb_call *call);
 int vb_read_string(const struct vb_call *call, uint64_t addr, char *out, size_t cap);
 /* Copies `len` bytes at `addr`. 0 or -errno. */
 int vb_read_memory(const struct vb_call *call, uint64_t addr, void *out, size_t len);
+/* Whether the call is still waiting for its answer (SECCOMP_IOCTL_NOTIF_ID_VALID):
+ * what was read from the caller before is its own. */
+int vb_call_valid(const struct vb_call *call);
 /* Copies `len` bytes to `addr` in the calling thread, once the call is still valid. */
 int vb_write_memory(const struct vb_call *call, uint64_t addr, const void *data, size_t len);
 /* The caller's fd `fd` (AT_FDCWD: its working directory, O_PATH), duplicated

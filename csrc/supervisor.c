@@ -551,6 +551,11 @@ static int call_valid(const struct vb_call *call)
     return ioctl(call->sandbox->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
 }
 
+int vb_call_valid(const struct vb_call *call)
+{
+    return call_valid(call);
+}
+
 int vb_write_memory(const struct vb_call *call, uint64_t addr, const void *data, size_t len)
 {
     /* Checked first: while the call is valid its thread waits in the kernel

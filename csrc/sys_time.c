@@ -56,6 +56,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/timex.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -483,6 +484,46 @@ struct vb_decision sys_time(struct vb_call *call)
     if (at && vb_write_memory(call, at, &secs, sizeof secs) != 0)
         return FAIL(EFAULT);
     return RETURN(secs);
+}
+
+/* A struct timex at `at` in the caller, for a read (modes 0, or
+ * ADJ_OFFSET_SS_READ: adjtime's query of what is left to slew): the kernel's
+ * NTP state as the host has it, the time the sandbox's. Every other mode sets
+ * the host's clock: EPERM, as for any caller without the host's CAP_SYS_TIME. */
+static struct vb_decision answer_timex(struct vb_call *call, uint64_t at)
+{
+    struct timex tx;
+    int rc = vb_read_memory(call, at, &tx, sizeof tx);
+    if (!vb_call_valid(call))
+        return FAIL(ESRCH); /* what was read may be another process's: no answer from it */
+    if (rc != 0)
+        return FAIL(EFAULT);
+    if (tx.modes != 0 && tx.modes != ADJ_OFFSET_SS_READ)
+        return FAIL(EPERM);
+    struct timex host = {.modes = tx.modes};
+    int state = adjtimex(&host);
+    if (state < 0)
+        return FAIL(errno);
+    int64_t now = clock_read(vb_call_clock(call), CLOCK_REALTIME);
+    host.time.tv_sec = (time_t)(now / NS);
+    host.time.tv_usec = (suseconds_t)((host.status & STA_NANO) ? now % NS : now % NS / 1000);
+    return vb_write_memory(call, at, &host, sizeof host) == 0 ? RETURN(state) : FAIL(EFAULT);
+}
+
+/* adjtimex(buf) */
+struct vb_decision sys_adjtimex(struct vb_call *call)
+{
+    return answer_timex(call, call->notif.data.args[0]);
+}
+
+/* clock_adjtime(id, buf): CLOCK_REALTIME as adjtimex; the other clocks the
+ * view owns cannot be adjusted (as natively); others are not clocks here */
+struct vb_decision sys_clock_adjtime(struct vb_call *call)
+{
+    int64_t id = (int32_t)call->notif.data.args[0];
+    if (id == CLOCK_REALTIME)
+        return answer_timex(call, call->notif.data.args[1]);
+    return FAIL(is_real_clock(id) || is_mono_clock(id) ? EOPNOTSUPP : EINVAL);
 }
 
 /* --- the handlers of the init, one per VB_TIME row ----------------------------------- */

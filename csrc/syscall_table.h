@@ -3,7 +3,8 @@
  *
  * X-macro rows: VB_SYSCALL(name, group, how, mask, note)
  *   name   the syscall, as in __NR_<name>
- *   group  VB_GROUP_* it belongs to; the plan denies whole groups
+ *   group  VB_GROUP_* it belongs to; the plan denies whole groups (VB_GROUP_ALWAYS:
+ *          every plan)
  *   how    VB_DENY           fail with EPERM
  *          VB_DENY_FLAGS     fail with EPERM when (arg0 & mask) != 0 (low 32 bits)
  *          VB_NOSYS          fail with ENOSYS, so libc falls back to an older
@@ -19,6 +20,10 @@
 
 #define VB_NS_FLAGS_CLONE 0x7E020000u   /* CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET} */
 #define VB_NS_FLAGS_UNSHARE 0x7E020080u /* the same plus CLONE_NEWTIME */
+#define VB_CLONE_UNTRACED 0x00800000u
+/* Rows in no group: every filter has them, no [seccomp].allow lifts them.
+ * Several rows of one syscall make one check (VB_DENY_FLAGS masks are or-ed). */
+#define VB_GROUP_ALWAYS 0
 
 VB_SYSCALL(io_uring_setup, VB_GROUP_IO_URING, VB_DENY, 0, "io_uring performs I/O that seccomp never sees")
 VB_SYSCALL(io_uring_enter, VB_GROUP_IO_URING, VB_DENY, 0, "io_uring performs I/O that seccomp never sees")
@@ -59,7 +64,8 @@ VB_SYSCALL(mount_setattr, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
 
 VB_SYSCALL(unshare, VB_GROUP_NAMESPACE, VB_DENY_FLAGS, VB_NS_FLAGS_UNSHARE, "new namespaces give back the capabilities the sandbox dropped")
 VB_SYSCALL(clone, VB_GROUP_NAMESPACE, VB_DENY_FLAGS, VB_NS_FLAGS_CLONE, "new namespaces give back the capabilities the sandbox dropped")
-VB_SYSCALL(clone3, VB_GROUP_NAMESPACE, VB_NOSYS, 0, "its flags are behind a pointer the filter cannot read; libc falls back to clone")
+VB_SYSCALL(clone, VB_GROUP_ALWAYS, VB_DENY_FLAGS, VB_CLONE_UNTRACED, "CLONE_UNTRACED: a child no tracer follows would read the host's clock past the time view")
+VB_SYSCALL(clone3, VB_GROUP_ALWAYS, VB_NOSYS, 0, "its flags (new namespaces, CLONE_UNTRACED) are behind a pointer the filter cannot read; libc falls back to clone")
 VB_SYSCALL(setns, VB_GROUP_NAMESPACE, VB_DENY, 0, "would enter another namespace")
 
 VB_SYSCALL(kexec_load, VB_GROUP_KERNEL, VB_DENY, 0, "replaces the running kernel")
@@ -156,6 +162,8 @@ VB_INTERPOSE(listen, VB_FAMILY_NET, "ii", "listens on a socket")
 VB_TIME_CLOCK(clock_gettime, VB_TRAP_CLOCK_REAL, "i-", "reads a clock")
 VB_TIME_CLOCK(gettimeofday, VB_TRAP_CLOCK_REAL, "--", "reads CLOCK_REALTIME")
 VB_TIME_CLOCK(time, VB_TRAP_CLOCK_REAL, "-", "reads CLOCK_REALTIME in seconds")
+VB_TIME_CLOCK(adjtimex, VB_TRAP_CLOCK_REAL, "-", "reads CLOCK_REALTIME and the NTP state (modes 0); setting fails")
+VB_TIME_CLOCK(clock_adjtime, VB_TRAP_CLOCK_REAL, "i-", "the same for a clock id (clock_settime's row gives way to it)")
 VB_TIME(clock_nanosleep, VB_TRAP_DEADLINES, "sleeps, perhaps until an absolute deadline")
 VB_TIME(timerfd_settime, VB_TRAP_DEADLINES, "arms a timer, perhaps at an absolute deadline")
 VB_TIME(futex, VB_TRAP_DEADLINES, "waits with a timeout (only waits that have one are trapped)")

@@ -351,7 +351,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         denied = denied_syscall_groups(policy)
         print("\n# seccomp: denied syscalls (EPERM unless noted), from the C core's syscall table")
         for row in core.syscall_table():
-            if row.group in denied:
+            if row.group in denied or row.group == "always":
                 print(f"#   {row.name:<20} [{row.group}] {row.note}")
         if policy.time.active:
             scaled = policy.time.rate != 1.0 or policy.time.frozen
