@@ -1,0 +1,183 @@
+"""Ways around the time view (issue 14), each attacked: natively first, where
+that shows the leak is real, then under viewbox, as root and as user nobody.
+
+- a child cloned with CLONE_UNTRACED escapes the tracer and keeps the vDSO;
+- adjtimex / clock_adjtime (modes 0) read CLOCK_REALTIME without privilege;
+- the legacy [vsyscall] page's time entries;
+- sources of the host's uptime, closed under [time].strict."""
+from __future__ import annotations
+
+import pathlib
+import re
+import shutil
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import INSIDE_PYTHON, TESTS, Caller, make_world_dir
+
+START = "2001-01-01T00:00:00Z"
+START_EPOCH = 978307200
+PROBES = TESTS / "time"
+
+
+@pytest.fixture(scope="module")
+def bins() -> Iterator[pathlib.Path]:
+    """A world-readable directory with the probes, built from tests/time/."""
+    path = make_world_dir(0o755, prefix="viewbox-time-leaks-")
+    builds = {
+        "untraced": ["-O2"],
+        "vsyscall": ["-O2"],
+        # no libc: nothing of it traps, it reads the vDSO and nothing else
+        "vdsotime": ["-O2", "-nostdlib", "-static", "-fno-stack-protector"],
+    }
+    for name, flags in builds.items():
+        subprocess.run(["gcc", "-Wall", *flags, "-o", str(path / name), str(PROBES / f"{name}.c")], check=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_ok(caller: Caller, args: list[str]) -> str:
+    out = caller.run(args)
+    assert out.returncode == 0, out.stderr
+    return str(out.stdout)
+
+
+def near_now(seconds: float) -> bool:
+    return abs(seconds - time.time()) < 60
+
+
+def in_2001(seconds: float) -> bool:
+    return START_EPOCH <= seconds < START_EPOCH + 30
+
+
+# --- CLONE_UNTRACED ------------------------------------------------------------------------
+
+def test_untraced_child_reads_the_hosts_clock_natively(as_user: Caller, bins: pathlib.Path) -> None:
+    """The attack works without viewbox: the child runs, its program finds the vDSO."""
+    out = as_user.native([str(bins / "untraced"), "clone", str(bins / "vdsotime")])
+    assert out.returncode == 0, out.stderr
+    word, seconds = out.stdout.split()
+    assert word == "vdso" and near_now(float(seconds)), out.stdout
+
+
+def test_time_view_hides_the_vdso_from_a_traced_program(as_user: Caller, bins: pathlib.Path) -> None:
+    out = run_ok(as_user, ["--ro", str(bins), "--time-start", START, "--", str(bins / "vdsotime")])
+    assert out.split() == ["novdso"], out
+
+
+#: a policy that lets the namespace and ptrace groups through: CLONE_UNTRACED stays refused
+LOOSE = '[viewbox]\nextends = ["default"]\n\n[seccomp]\nallow = ["namespace", "ptrace"]\n'
+
+
+@pytest.mark.parametrize("loose", [False, True], ids=["default", "namespace-allowed"])
+@pytest.mark.parametrize("how, errno_", [("clone", 1), ("clone3", 38)])  # EPERM; ENOSYS: libc uses clone
+def test_untraced_clone_is_refused(as_user: Caller, bins: pathlib.Path, world_dir: pathlib.Path, loose: bool,
+                                   how: str, errno_: int) -> None:
+    policy = []
+    if loose:
+        (world_dir / "loose.toml").write_text(LOOSE)
+        policy = ["--policy", str(world_dir / "loose.toml")]
+    out = run_ok(as_user, [*policy, "--ro", str(bins), "--time-start", START, "--", str(bins / "untraced"), how,
+                           str(bins / "vdsotime")])
+    assert out.split() == ["refused", str(errno_)], out
+
+
+def test_untraced_clone_is_refused_without_a_time_view(as_user: Caller, bins: pathlib.Path) -> None:
+    out = run_ok(as_user, ["--ro", str(bins), "--", str(bins / "untraced"), "clone", "/bin/true"])
+    assert out.split() == ["refused", "1"], out
+
+
+def test_plain_clone_and_fork_still_work(as_user: Caller) -> None:
+    out = run_ok(as_user, ["--time-start", START, "--", INSIDE_PYTHON, "-c",
+                           "import os, threading, subprocess; t = threading.Thread(target=print, args=('thread',)); "
+                           "t.start(); t.join(); print(subprocess.run(['date', '-u', '+%Y'], "
+                           "capture_output=True, text=True).stdout.strip())"])
+    assert out.split() == ["thread", "2001"], out
+
+
+# --- adjtimex, clock_adjtime ------------------------------------------------------------
+
+ADJTIMEX = textwrap.dedent("""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    class Timeval(ctypes.Structure):
+        _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long)]
+    class Timex(ctypes.Structure):  # struct timex, up to its time field, then room for the rest
+        _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
+                    ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
+                    ("constant", ctypes.c_long), ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
+                    ("time", Timeval), ("rest", ctypes.c_long * 20)]
+    class Ntptimeval(ctypes.Structure):
+        _fields_ = [("time", Timeval), ("rest", ctypes.c_long * 16)]
+    def show(name, rc, seconds):
+        print(name, rc if rc >= 0 else -ctypes.get_errno(), seconds)
+    t = Timex()
+    show("adjtimex", libc.syscall(159, ctypes.byref(t)), t.time.sec)
+    t = Timex()
+    show("clock_adjtime", libc.syscall(305, 0, ctypes.byref(t)), t.time.sec)
+    t = Timex(modes=0xa001)  # ADJ_OFFSET_SS_READ: adjtime(NULL, &old)'s query
+    show("adjtimex-ss-read", libc.syscall(159, ctypes.byref(t)), t.time.sec)
+    n = Ntptimeval()
+    show("ntp_gettime", libc.ntp_gettime(ctypes.byref(n)), n.time.sec)
+    t = Timex(modes=0x4000)  # ADJ_TICK: sets
+    show("adjtimex-set", libc.syscall(159, ctypes.byref(t)), 0)
+    t = Timex(modes=0x4000)
+    show("clock_adjtime-set", libc.syscall(305, 0, ctypes.byref(t)), 0)
+    show("clock_adjtime-monotonic", libc.syscall(305, 1, ctypes.byref(Timex())), 0)
+    show("adjtimex-fault", libc.syscall(159, ctypes.c_void_p(8)), 0)
+""")
+
+
+def adjtimex_results(text: str) -> dict[str, tuple[int, int]]:
+    return {name: (int(rc), int(seconds)) for name, rc, seconds in (line.split() for line in text.splitlines())}
+
+
+def test_adjtimex_reads_the_hosts_clock_natively(as_user: Caller) -> None:
+    seen = adjtimex_results(as_user.native([INSIDE_PYTHON, "-c", ADJTIMEX]).stdout)
+    for name in ("adjtimex", "clock_adjtime", "adjtimex-ss-read", "ntp_gettime"):
+        assert seen[name][0] >= 0 and near_now(seen[name][1]), (name, seen)
+
+
+def test_adjtimex_and_clock_adjtime_read_the_sandboxs_clock(as_user: Caller) -> None:
+    seen = adjtimex_results(run_ok(as_user, ["--time-start", START, "--", INSIDE_PYTHON, "-c", ADJTIMEX]))
+    for name in ("adjtimex", "clock_adjtime", "adjtimex-ss-read", "ntp_gettime"):
+        rc, seconds = seen[name]
+        assert 0 <= rc <= 5 and in_2001(seconds), (name, seen)  # TIME_OK..TIME_ERROR, and 2001
+    assert seen["adjtimex-set"][0] == seen["clock_adjtime-set"][0] == -1, seen  # EPERM
+    assert seen["clock_adjtime-monotonic"][0] == -95, seen  # EOPNOTSUPP, as natively
+    assert seen["adjtimex-fault"][0] == -14, seen  # EFAULT
+
+
+def test_adjtimex_follows_offset_and_rate(as_user: Caller) -> None:
+    seen = adjtimex_results(run_ok(as_user, ["--time-offset", "-1d", "--time-rate", "2", "--", INSIDE_PYTHON, "-c",
+                                             ADJTIMEX]))
+    assert abs(seen["adjtimex"][1] - (time.time() - 86400)) < 60, seen
+
+
+# --- the [vsyscall] page -----------------------------------------------------------------
+
+def test_vsyscall_page_is_mapped_and_reads_the_hosts_clock_natively(as_user: Caller, bins: pathlib.Path) -> None:
+    assert "[vsyscall]" in pathlib.Path("/proc/self/maps").read_text(), "this kernel maps the legacy page"
+    out = as_user.native([str(bins / "vsyscall")])
+    assert out.returncode == 0, out.stderr
+    for line in out.stdout.splitlines():
+        assert near_now(float(line.split()[-1])), out.stdout
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--time-start", START], in_2001),
+    (["--time-offset", "-1d", "--time-rate", "2"], lambda s: abs(s - (time.time() - 86400)) < 60),
+])
+def test_vsyscall_time_entries_follow_the_view(as_user: Caller, bins: pathlib.Path, flags: list[str],
+                                               expect: object) -> None:
+    out = run_ok(as_user, ["--ro", str(bins), *flags, "--", str(bins / "vsyscall")])
+    seen = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in out.splitlines()}
+    returned, stored = seen["vsyscall_time"]
+    rc, seconds = seen["vsyscall_gettimeofday"]
+    assert rc == 0, out
+    for value in (returned, stored, seconds):
+        assert callable(expect) and expect(value), out
