@@ -72,6 +72,7 @@
 #define PTRACE_EVENT_STOP 128
 #endif
 #define NS 1000000000LL
+#define USER_HZ 100 /* the unit of times() and of /proc's ticks on x86_64 */
 #define AT_IGNORE_ 1
 #define AT_SYSINFO_EHDR_ 33
 
@@ -89,6 +90,8 @@ uint64_t vb_time_traps(const struct vb_plan *plan)
     uint64_t traps = VB_TRAP_CLOCK_REAL | VB_TRAP_DEADLINES | VB_TRAP_STAMPS;
     if (plan->time_rate != 1.0 || plan->time_frozen)
         traps |= VB_TRAP_CLOCK_MONO | VB_TRAP_TIMEOUTS;
+    if (plan->time_strict)
+        traps |= VB_TRAP_STRICT;
     return traps;
 }
 
@@ -104,6 +107,7 @@ struct vb_clock *vb_clock_new(const struct vb_plan *plan)
     clock->offset = plan->time_offset_ns;
     clock->real_base = plan->time_has_start ? plan->time_start_ns : real + plan->time_offset_ns;
     clock->track = !plan->time_has_start && clock->rate == 1.0 && !clock->frozen;
+    clock->strict = plan->time_strict;
     /* a fresh machine, up for a second: the host's uptime is not the sandbox's to see */
     clock->mono_base = NS;
     cpu_set_t cpus;
@@ -204,8 +208,9 @@ void vb_time_namespace(const struct vb_clock *clock)
  * the (namespaced) uptime is the host's realtime: a way around the view. It
  * is replaced by a copy whose btime is the sandbox's boot instant (its
  * start minus mono_base); the copy is a snapshot, so its CPU counters stay
- * as they were at the start. A read-only file on a private tmpfs, mounted
- * over /proc/stat; skipped when the view has no /proc. */
+ * as they were at the start. Those counters add up to the host's uptime
+ * times its CPUs: strict, they are zeros. A read-only file on a private
+ * tmpfs, mounted over /proc/stat; skipped when the view has no /proc. */
 void vb_time_proc_stat(struct vb_clock *clock)
 {
     /* /proc/PID of a tracee names it only in a procfs of the sandbox's pid
@@ -235,6 +240,15 @@ void vb_time_proc_stat(struct vb_clock *clock)
             memcpy(out + o, num, strlen(num));
             o += strlen(num);
             out[o++] = '\n';
+        } else if (clock->strict && strncmp(line, "cpu", 3) == 0) {
+            /* "cpuN" and its ten counters in ticks */
+            size_t name = 3;
+            while (line[name] >= '0' && line[name] <= '9')
+                name++;
+            memcpy(out + o, line, name);
+            o += name;
+            memcpy(out + o, " 0 0 0 0 0 0 0 0 0 0\n", 21);
+            o += 21;
         } else {
             memcpy(out + o, line, l);
             o += l;
@@ -292,7 +306,7 @@ struct vb_tracee {
 
 /* Remaining times the kernel reports (real time) that the tracer turns into
  * the sandbox's time at the call's end, when the rate is not 1. */
-enum { FIX_NONE, FIX_REM, FIX_ITIMERSPEC, FIX_ITIMERVAL };
+enum { FIX_NONE, FIX_REM, FIX_ITIMERSPEC, FIX_ITIMERVAL, FIX_TICKS };
 
 /* Asks for the call's end: the kernel's `kind` of remaining time at `at` is scaled there. */
 static void fix_at_end(struct vb_tracee *t, int kind, uint64_t at)
@@ -841,6 +855,14 @@ struct vb_decision sys_utimensat(struct vb_tracee *t)
     return CONTINUE;
 }
 
+/* times(buf): the kernel fills in the caller's CPU times; its return value,
+ * ticks since the host booted, becomes ticks since the sandbox's boot */
+struct vb_decision sys_times(struct vb_tracee *t)
+{
+    t->fix = FIX_TICKS;
+    return CONTINUE;
+}
+
 /* arch_prctl(code, addr): ARCH_MAP_VDSO_* would map a fresh vDSO, and with it the host's clock data */
 struct vb_decision sys_arch_prctl(struct vb_tracee *t)
 {
@@ -930,8 +952,15 @@ static void on_call_end(struct vb_clock *clock, pid_t pid)
         if (ending[i].fix && ptrace(PTRACE_GETREGS, pid, 0, &t.regs) == 0) {
             long rc = (long)t.regs.rax;
             /* rem is written on an interruption; the timers' values on success */
-            if (ending[i].fix == FIX_REM ? (rc == -EINTR || rc == -516 /* ERESTART_RESTARTBLOCK */) : rc == 0)
+            if (ending[i].fix == FIX_TICKS) {
+                if (rc < -4095 || rc >= 0) { /* not an error (-EFAULT) */
+                    t.regs.rax = (unsigned long long)(clock_read(clock, CLOCK_BOOTTIME) / (NS / USER_HZ));
+                    ptrace(PTRACE_SETREGS, pid, 0, &t.regs);
+                }
+            } else if (ending[i].fix == FIX_REM ? (rc == -EINTR || rc == -516 /* ERESTART_RESTARTBLOCK */)
+                                                : rc == 0) {
                 fix_remaining(&t, ending[i].fix, ending[i].fix_at);
+            }
         }
         return;
     }
@@ -1103,6 +1132,37 @@ static int on_exec(const struct vb_clock *clock, pid_t pid, int *status, int *pe
     return 0;
 }
 
+/* Strict: rdtsc and rdtscp fault (PR_SET_TSC), as the kernel's SIGSEGV on
+ * its way to the tracee shows. The tracer answers them instead, from a
+ * counter of the sandbox's own: a 1 GHz TSC that counts its CLOCK_BOOTTIME
+ * in ns, as a machine's counts from its power-on. The dynamic loader reads the TSC at every
+ * start (glibc's rtld timing): a fault would kill every program. Returns 1
+ * when it answered (the signal is dropped). */
+static int emulate_tsc(const struct vb_clock *clock, pid_t pid)
+{
+    siginfo_t info;
+    struct vb_tracee t = {.pid = pid};
+    uint64_t code;
+    /* only the kernel's own fault: SI_KERNEL cannot be sent by a program */
+    if (!clock->strict || ptrace(PTRACE_GETSIGINFO, pid, 0, &info) != 0 || info.si_code != SI_KERNEL ||
+        ptrace(PTRACE_GETREGS, pid, 0, &t.regs) != 0 || tracee_read(&t, t.regs.rip, &code, 8) != 0)
+        return 0;
+    unsigned length;
+    if ((code & 0xffff) == 0x310f) /* 0f 31: rdtsc */
+        length = 2;
+    else if ((code & 0xffffff) == 0xf9010f) /* 0f 01 f9: rdtscp, also sets ecx (TSC_AUX: cpu 0) */
+        length = 3;
+    else
+        return 0;
+    uint64_t tsc = (uint64_t)clock_read(clock, CLOCK_BOOTTIME);
+    t.regs.rax = tsc & 0xffffffffu;
+    t.regs.rdx = tsc >> 32;
+    if (length == 3)
+        t.regs.rcx = 0;
+    t.regs.rip += length;
+    return ptrace(PTRACE_SETREGS, pid, 0, &t.regs) == 0;
+}
+
 int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
 {
     int sig = WSTOPSIG(*status);
@@ -1136,7 +1196,8 @@ int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
         }
         break; /* a new tracee's first stop */
     default:
-        inject = sig; /* a signal on its way: deliver it */
+        /* a signal on its way: deliver it, unless it is a strict sandbox's rdtsc */
+        inject = sig == SIGSEGV && emulate_tsc(clock, pid) ? 0 : sig;
         break;
     }
     ptrace(PTRACE_CONT, pid, 0, (void *)(uintptr_t)inject);

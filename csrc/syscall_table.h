@@ -181,4 +181,5 @@ VB_TIME(getitimer, VB_TRAP_TIMEOUTS, "reads an interval timer")
 VB_TIME(timerfd_gettime, VB_TRAP_TIMEOUTS, "reads a timer")
 VB_TIME(utimensat, VB_TRAP_STAMPS, "sets file times, perhaps to now")
 VB_TIME(arch_prctl, VB_TRAP_STAMPS, "ARCH_MAP_VDSO_* would map the vDSO and the host's clock data again")
+VB_TIME(times, VB_TRAP_STRICT, "returns ticks since the host booted (strict: since the sandbox's boot)")
 #endif

@@ -313,6 +313,7 @@ const char *vb_group_name(uint64_t group);
 #define VB_TRAP_DEADLINES  4       /* calls that may take an absolute deadline */
 #define VB_TRAP_TIMEOUTS   8       /* calls with a relative timeout (scaled when rate != 1) */
 #define VB_TRAP_STAMPS     16      /* utimensat (UTIME_NOW is the sandbox's now) */
+#define VB_TRAP_STRICT     32      /* [time].strict: times(), whose ticks count the host's uptime */
 
 /* Builds the seccomp program for `deny_groups`, `interpose_families` and
  * `time_traps` (VB_TRAP_*) into `out` (capacity in instructions); returns
