@@ -181,3 +181,95 @@ def test_vsyscall_time_entries_follow_the_view(as_user: Caller, bins: pathlib.Pa
     assert rc == 0, out
     for value in (returned, stored, seconds):
         assert callable(expect) and expect(value), out
+
+
+# --- the host's uptime, under [time].strict --------------------------------------------------
+
+UPTIME_SOURCES = textwrap.dedent("""
+    import os
+    def show(name, path, dir_fd=None):
+        try:
+            fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
+        except OSError as e:
+            print(name, "refused", e.errno)
+            return
+        text = os.read(fd, 65536).decode()
+        os.close(fd)
+        fields = {line.split(":")[0].strip(): line.split(":")[-1] for line in text.splitlines() if ":" in line}
+        if "se.exec_start" in fields:
+            print(name, "ms", float(fields["se.exec_start"]))
+        elif path.endswith("timens_offsets"):
+            print(name, "s", -int(text.split()[1]))
+        elif path.endswith("uptime"):
+            print(name, "s", float(text.split()[1]))  # the idle field
+        else:
+            print(name, "ns", int(text.split()[0]) + int(text.split()[1]))  # schedstat: run + wait
+    show("self-sched", "/proc/self/sched")
+    show("thread-self-sched", "/proc/thread-self/sched")
+    show("pid-sched", f"/proc/{os.getpid()}/sched")
+    show("task-sched", f"/proc/{os.getpid()}/task/{os.getpid()}/sched")
+    show("init-schedstat", "/proc/1/schedstat")
+    show("task-schedstat", f"/proc/self/task/{os.getpid()}/schedstat")
+    proc_self = os.open("/proc/self", os.O_RDONLY | os.O_DIRECTORY)
+    show("dirfd-sched", "sched", dir_fd=proc_self)
+    os.chdir("/proc/self/task")
+    show("relative-sched", f"{os.getpid()}/sched")
+    show("timens_offsets", "/proc/self/timens_offsets")
+    show("uptime-idle", "/proc/uptime")
+    print("times", "s", os.times().elapsed)
+    cpu = next(line for line in open("/proc/stat") if line.startswith("cpu "))
+    print("stat-cpu", "s", sum(int(n) for n in cpu.split()[1:]) / 100)
+""")
+
+
+def uptime_sources(text: str) -> dict[str, tuple[str, float]]:
+    out = {}
+    for line in text.splitlines():
+        name, kind, value = line.split()
+        out[name] = (kind, float(value))
+    return out
+
+
+def host_seconds(kind: str, value: float) -> float:
+    return value / {"ms": 1e3, "ns": 1e9, "s": 1}[kind]
+
+
+STRICT = '[viewbox]\nextends = ["default"]\n\n[time]\nstrict = true\nstart = 2001-01-01T00:00:00Z\n'
+
+
+def test_uptime_sources_show_the_hosts_uptime_natively(as_user: Caller) -> None:
+    host_uptime = float(pathlib.Path("/proc/uptime").read_text().split()[0])
+    assert host_uptime > 60, "the host has been up for a while"
+    seen = uptime_sources(as_user.native([INSIDE_PYTHON, "-c", UPTIME_SOURCES]).stdout)
+    assert host_seconds(*seen["self-sched"]) > host_uptime * 0.9, seen  # exec_start: ms since boot
+    assert seen["times"][1] > host_uptime, seen  # ticks since boot (plus the kernel's 5 min)
+    assert seen["stat-cpu"][1] > host_uptime * 0.9, seen  # every CPU's ticks since boot
+
+
+def test_time_namespace_does_not_shift_the_scheduler_clock(as_user: Caller) -> None:
+    """Why strict is needed: under a plain time view these still show the host's uptime."""
+    host_uptime = float(pathlib.Path("/proc/uptime").read_text().split()[0])
+    seen = uptime_sources(run_ok(as_user, ["--time-start", START, "--", INSIDE_PYTHON, "-c", UPTIME_SOURCES]))
+    for name in ("self-sched", "timens_offsets"):
+        assert host_seconds(*seen[name]) > host_uptime * 0.9, (name, seen)
+
+
+@pytest.mark.parametrize("allow_proc", [False, True], ids=["strict", "strict-and-allow-proc"])
+def test_strict_closes_the_uptime_sources(as_user: Caller, world_dir: pathlib.Path, allow_proc: bool) -> None:
+    policy = world_dir / "strict.toml"
+    # an allow rule of the policy's own does not lift strict's refusals
+    policy.write_text(STRICT + ('\n[fs]\nallow = ["read:/proc/**"]\n' if allow_proc else ""))
+    seen = uptime_sources(run_ok(as_user, ["--policy", str(policy), "--", INSIDE_PYTHON, "-c", UPTIME_SOURCES]))
+    for name in ("self-sched", "thread-self-sched", "pid-sched", "task-sched", "init-schedstat", "task-schedstat",
+                 "dirfd-sched", "relative-sched", "timens_offsets", "uptime-idle"):
+        assert seen[name] == ("refused", 13), (name, seen)  # EACCES
+    assert 0.5 <= seen["times"][1] < 10, seen  # ticks since the sandbox's boot, at 1 s
+    assert seen["stat-cpu"][1] == 0, seen
+
+
+def test_strict_needs_a_proc_to_hide_in(as_user: Caller, world_dir: pathlib.Path) -> None:
+    """Without the sandbox's /proc there is nothing to hide: no path rules, no interposition."""
+    policy = world_dir / "strict.toml"
+    policy.write_text(STRICT + "\n[fs]\nproc = false\n")
+    out = run_ok(as_user, ["--policy", str(policy), "--", INSIDE_PYTHON, "-c", "import os; print(os.times().elapsed)"])
+    assert 0.5 <= float(out) < 10, out

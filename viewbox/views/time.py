@@ -17,6 +17,20 @@ if TYPE_CHECKING:
     from viewbox.policy.model import Policy
     from viewbox.views import CompileContext
 
+#: Files of the sandbox's /proc that show the host's uptime, which a time namespace does not
+#: shift: per-task scheduler clocks (sched's se.exec_start, in ms since the host booted; the
+#: schedstat next to it), the time namespace's own offsets (the host's uptime at the start,
+#: negated) and /proc/uptime's idle field. A per-task file exists only once its task does, so
+#: no mount can cover it: under strict, path rules refuse them (the fs view adds these after
+#: the policy's own, so no allow lifts them).
+STRICT_HIDDEN = ("/proc/*/sched", "/proc/*/schedstat", "/proc/*/timens_offsets",
+                 "/proc/*/task/*/sched", "/proc/*/task/*/schedstat", "/proc/uptime")
+
+
+def strict_hidden(policy: Policy) -> tuple[str, ...]:
+    """The globs of STRICT_HIDDEN when the policy asks for them (strict, with a /proc to hide in)."""
+    return STRICT_HIDDEN if policy.time.strict and policy.fs.proc else ()
+
 
 def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
     clock = policy.time
