@@ -153,7 +153,7 @@ VB_INTERPOSE(listen, VB_FAMILY_NET, "ii", "listens on a socket")
  *    sys_<name>(struct vb_call *) (sys_time.c) writes the sandbox's time into
  *    the caller; `args` decodes the arguments as VB_INTERPOSE's do;
  *  - VB_TIME(name, trap, note): the call stops in the sandbox's init
- *    (SECCOMP_RET_TRACE), whose handler sys_<name>(struct vb_tracee *)
+ *    (SECCOMP_RET_TRACE), whose handler trace_<name>(struct vb_tracee *)
  *    (sys_time.c) rewrites its timeout or time stamps.
  * clock_gettime is sent by clock id: REALTIME-like ids with
  * VB_TRAP_CLOCK_REAL, MONOTONIC/BOOTTIME-like ids with VB_TRAP_CLOCK_MONO;
@@ -182,4 +182,12 @@ VB_TIME(timerfd_gettime, VB_TRAP_TIMEOUTS, "reads a timer")
 VB_TIME(utimensat, VB_TRAP_STAMPS, "sets file times, perhaps to now")
 VB_TIME(arch_prctl, VB_TRAP_STAMPS, "ARCH_MAP_VDSO_* would map the vDSO and the host's clock data again")
 VB_TIME(times, VB_TRAP_STRICT, "returns ticks since the host booted (strict: since the sandbox's boot)")
+VB_TIME(stat, VB_TRAP_FILE_TIMES, "reads a file's times (file_times: on the sandbox's clock)")
+VB_TIME(lstat, VB_TRAP_FILE_TIMES, "reads a link's times (file_times: on the sandbox's clock)")
+VB_TIME(fstat, VB_TRAP_FILE_TIMES, "reads a file's times (file_times: on the sandbox's clock)")
+VB_TIME(newfstatat, VB_TRAP_FILE_TIMES, "reads a file's times (file_times: on the sandbox's clock)")
+VB_TIME(statx, VB_TRAP_FILE_TIMES, "reads a file's times (file_times: on the sandbox's clock)")
+VB_TIME(utimes, VB_TRAP_FILE_TIMES, "sets file times (file_times: given on the sandbox's clock)")
+VB_TIME(futimesat, VB_TRAP_FILE_TIMES, "sets file times (file_times: given on the sandbox's clock)")
+VB_TIME(utime, VB_TRAP_FILE_TIMES, "sets file times in seconds (file_times: on the sandbox's clock)")
 #endif

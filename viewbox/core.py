@@ -13,7 +13,7 @@ from typing import Any
 
 from ._core import ffi, lib
 from ._record import record
-from .errors import spawn_error
+from .errors import PolicyError, spawn_error
 from .plan import Plan
 
 #: exit status the C core uses when it could not set a sandbox up (csrc/viewbox.h)
@@ -277,6 +277,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         p.time_rate = plan.time_rate
         p.time_frozen = int(plan.time_frozen)
         p.time_strict = int(plan.time_strict)
+        p.time_file_times = int(plan.time_file_times)
     p.cgroup_fd = cgroup_fd
     p.audit_fd = audit_fd
     p.sandbox_id = sandbox_id or new_sandbox_id()
@@ -298,6 +299,11 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         families |= lib.VB_FAMILY_NET
     if plan.time_view:
         families |= lib.VB_FAMILY_CLOCK  # the supervisor answers the clock reads
+    if plan.time_file_times and families & lib.VB_FAMILY_FS:
+        # the filter sends a stat to the supervisor before the tracer could see it
+        raise PolicyError('[time].file_times = "sandbox" does not work yet with path rules or an audit '
+                          '(their stat calls do not reach the tracer that translates times); '
+                          'set file_times = "host"')
     if families:
         p.interpose_families = families
         p.supervisor = supervisor()._c

@@ -3,7 +3,8 @@
 [time].start places the sandbox's CLOCK_REALTIME at an instant when it starts
 (it runs on from there); [time].offset shifts the host's instead; rate scales
 how fast it runs (sleeps and timeouts scale with it); frozen stops it except
-for the sandbox's own sleeps, which jump it forward; strict also traps rdtsc.
+for the sandbox's own sleeps, which jump it forward; strict also hides the
+host's uptime; file_times = "sandbox" puts files' times on the sandbox's clock.
 The C core (csrc/sys_time.c) does the rest: a time namespace, the supervisor
 answering clock reads, and the sandbox's init tracing the command to rescale waits.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from viewbox.errors import PolicyError
 from viewbox.policy.model import instant_ns, offset_ns
 
 if TYPE_CHECKING:
@@ -36,6 +38,11 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
     clock = policy.time
     if not clock.active:
         return {"time_view": False}
+    if clock.file_times == "sandbox" and (policy.fs.rules or strict_hidden(policy)):
+        where = policy.origin("time.file_times")
+        raise PolicyError('"sandbox" does not work yet with path rules ([fs] deny, ask, allow, or strict\'s): '
+                          "the supervisor answers their stat calls, and only the tracer translates times",
+                          file=where.file, line=where.line, field="[time].file_times")
     return {
         "time_view": True,
         "time_start_ns": None if clock.start is None else instant_ns(clock.start),
@@ -43,4 +50,5 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         "time_rate": clock.rate,
         "time_frozen": clock.frozen,
         "time_strict": clock.strict,
+        "time_file_times": clock.file_times == "sandbox",
     }
