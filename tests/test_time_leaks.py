@@ -7,6 +7,7 @@ that shows the leak is real, then under viewbox, as root and as user nobody.
 - sources of the host's uptime, closed under [time].strict."""
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 import shutil
@@ -273,3 +274,140 @@ def test_strict_needs_a_proc_to_hide_in(as_user: Caller, world_dir: pathlib.Path
     policy.write_text(STRICT + "\n[fs]\nproc = false\n")
     out = run_ok(as_user, ["--policy", str(policy), "--", INSIDE_PYTHON, "-c", "import os; print(os.times().elapsed)"])
     assert 0.5 <= float(out) < 10, out
+
+
+# --- file times on the sandbox's clock ------------------------------------------------------
+
+MAKEFILE = "prog: main.o f.o\n\tcc -o prog main.o f.o\n%.o: %.c\n\tcc -c $<\n"
+
+
+def file_times_policy(where: pathlib.Path, value: str, clock: str = 'offset = "-1d"') -> pathlib.Path:
+    policy = where / f"file-times-{value}.toml"
+    policy.write_text(f'[viewbox]\nextends = ["default"]\n\n[time]\n{clock}\nfile_times = "{value}"\n')
+    return policy
+
+
+def two_file_project(where: pathlib.Path) -> pathlib.Path:
+    project = where / "project"
+    project.mkdir()
+    (project / "main.c").write_text("int f(void);\nint main(void) { return f(); }\n")
+    (project / "f.c").write_text("int f(void) { return 0; }\n")
+    (project / "Makefile").write_text(MAKEFILE)
+    for path in project.iterdir():
+        path.chmod(0o666)  # user nobody touches them too
+    project.chmod(0o777)
+    return project
+
+
+#: (the kernel stamps files from a clock that moves once a tick: the touch waits for the next)
+BUILD = ("make 2>&1; echo ==; make 2>&1; echo ==; sleep 0.1; touch f.c; echo $(stat -c %Y f.c) $(date +%s); "
+         "echo ==; make 2>&1")
+
+
+def test_make_under_an_offset_sees_clock_skew_with_host_file_times(as_user: Caller,
+                                                                    shared_dir: pathlib.Path) -> None:
+    """The problem: files stamped by the host's clock are a day in the sandbox's future."""
+    project = two_file_project(shared_dir)
+    out = run_ok(as_user, ["--policy", str(file_times_policy(shared_dir, "host")), "--rw", str(project),
+                           "--workdir", str(project), "--", "sh", "-c", BUILD])
+    first, second, stamps, third = out.split("==\n")
+    assert "Clock skew detected" in first + second, out
+    # touch sets the sandbox's "now": a day before the objects the kernel stamped, so the touched
+    # file is not rebuilt
+    assert "cc -c f.c" not in third, out
+
+
+def test_make_builds_twice_without_clock_skew_with_sandbox_file_times(as_user: Caller,
+                                                                       shared_dir: pathlib.Path) -> None:
+    project = two_file_project(shared_dir)
+    out = run_ok(as_user, ["--policy", str(file_times_policy(shared_dir, "sandbox")), "--rw", str(project),
+                           "--workdir", str(project), "--", "sh", "-c", BUILD])
+    first, second, stamps, third = out.split("==\n")
+    assert "skew" not in out and "in the future" not in out, out
+    assert "cc -o prog" in first, out
+    assert second.strip() == "make: 'prog' is up to date.", out  # the second build does nothing
+    mtime, now = (int(n) for n in stamps.split())
+    assert abs(mtime - now) <= 1, out  # touch then stat agree
+    assert "cc -c f.c" in third and "cc -c main.c" not in third, out  # only what changed is rebuilt
+    host_mtime = (project / "prog").stat().st_mtime
+    assert near_now(host_mtime), "on the host the files keep the host's times"
+
+
+#: Sets explicit times by every call that takes them, reads them back by every call that returns them.
+FILE_TIMES = textwrap.dedent("""
+    import ctypes, os, subprocess, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = sys.argv[1]
+    open(path, "w").close()
+    atime, mtime = 1000000000123456789, 1000000100987654321  # in 2001, to the ns
+    os.utime(path, ns=(atime, mtime))  # utimensat
+    st = os.stat(path)  # newfstatat
+    fd = os.open(path, os.O_RDONLY)
+    fst = os.fstat(fd)
+    lst = os.lstat(path)
+    statx = subprocess.run(["stat", "-c", "%.9Y", path], capture_output=True, text=True).stdout.strip()
+    print("utimensat", st.st_atime_ns, st.st_mtime_ns, fst.st_mtime_ns, lst.st_mtime_ns, statx.replace(".", ""))
+    class Timeval(ctypes.Structure):
+        _fields_ = [("sec", ctypes.c_long), ("usec", ctypes.c_long)]
+    tv = (Timeval * 2)(Timeval(1000000000, 250000), Timeval(1000000200, 750000))
+    assert libc.utimes(path.encode(), tv) == 0
+    print("utimes", os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns)
+    class Utimbuf(ctypes.Structure):
+        _fields_ = [("actime", ctypes.c_long), ("modtime", ctypes.c_long)]
+    assert libc.syscall(132, path.encode(), ctypes.byref(Utimbuf(1000000300, 1000000400))) == 0  # utime
+    print("utime", os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns)
+""")
+
+
+def test_explicit_file_times_read_back_exactly(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    policy = file_times_policy(shared_dir, "sandbox")
+    target = shared_dir / "stamped"
+    out = run_ok(as_user, ["--policy", str(policy), "--rw", str(shared_dir), "--", INSIDE_PYTHON, "-c",
+                           FILE_TIMES, str(target)])
+    seen = {line.split()[0]: [int(n) for n in line.split()[1:]] for line in out.splitlines()}
+    m = 1000000100987654321
+    assert seen["utimensat"] == [1000000000123456789, m, m, m, m], out  # stat, fstat, lstat, statx
+    assert seen["utimes"] == [1000000000250000000, 1000000200750000000], out
+    # utime's seconds land on the host's clock to the ns; read back they are whole seconds again
+    # only if the offset is whole seconds: "-1d" is
+    assert seen["utime"] == [1000000300 * 10**9, 1000000400 * 10**9], out
+    assert target.stat().st_mtime_ns == 1000000400 * 10**9 + 86400 * 10**9, "the host keeps a day later"
+
+
+def test_file_times_follow_the_clock_line_at_another_rate(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    old = shared_dir / "old"
+    old.write_text("")
+    before = time.time() - 1000
+    os.utime(old, (before, before))
+    policy = file_times_policy(shared_dir, "sandbox", clock=f'start = "{START}"\nrate = 2.0')
+    out = run_ok(as_user, ["--policy", str(policy), "--rw", str(shared_dir), "--", "sh", "-c",
+                           f"sleep 1; echo {shared_dir}/new > {shared_dir}/new; "
+                           f"stat -c %Y {old} {shared_dir}/new; date +%s"])
+    old_seen, new_seen, now = (int(n) for n in out.split())
+    # before the start: shifted by the offset at the start, so 1000 s before the sandbox's start
+    assert abs(old_seen - (START_EPOCH - 1000)) <= 3, out
+    # after it: on the clock's line, written at about the sandbox's now (2 s in, at rate 2)
+    assert START_EPOCH + 1 <= new_seen <= now <= START_EPOCH + 10, out
+
+
+def test_file_times_with_path_rules_is_an_error(shared_dir: pathlib.Path) -> None:
+    policy = shared_dir / "rules.toml"
+    policy.write_text('[viewbox]\nextends = ["default"]\n\n[fs]\ndeny = ["/nowhere/**"]\n\n'
+                      '[time]\noffset = "-1d"\nfile_times = "sandbox"\n')
+    out = Caller("root").run(["--policy", str(policy), "--", "true"])
+    assert out.returncode != 0, out.stdout
+    assert f'{policy}:9: [time].file_times: "sandbox" does not work yet with path rules' in out.stderr, out.stderr
+
+
+def test_file_times_with_an_audit_is_an_error(shared_dir: pathlib.Path) -> None:
+    policy = file_times_policy(shared_dir, "sandbox")
+    out = Caller("root").run(["--policy", str(policy), "--audit", str(shared_dir / "audit.jsonl"), "--", "true"])
+    assert out.returncode != 0 and "does not work yet with path rules or an audit" in out.stderr, out.stderr
+
+
+def test_file_times_value_is_checked(shared_dir: pathlib.Path) -> None:
+    policy = shared_dir / "bad.toml"
+    policy.write_text('[viewbox]\nversion = 1\n\n[time]\nfile_times = "guest"\n')
+    out = Caller("root").cli(["check", str(policy)])
+    assert out.returncode != 0 and f'{policy}:5: [time].file_times: unknown file_times "guest"' in out.stderr, \
+        out.stderr
