@@ -356,14 +356,23 @@ def syscall_table() -> tuple[SyscallInfo, ...]:
 
 
 @lru_cache(maxsize=None)
-def time_table() -> tuple[tuple[str, bool, str], ...]:
-    """The time view's rows of the syscall table: (name, trapped only when the clock is scaled
-    or frozen, note)."""
+def time_table() -> tuple[tuple[str, int, str], ...]:
+    """The time view's rows of the syscall table: (name, the VB_TRAP_* bit that traps it, note)."""
     count = ffi.new("size_t *")
     rows = lib.vb_time_table(count)
-    scaled_only = lib.VB_TRAP_CLOCK_MONO | lib.VB_TRAP_TIMEOUTS
-    return tuple((ffi.string(rows[i].name).decode(), bool(rows[i].trap & scaled_only),
-                  ffi.string(rows[i].note).decode()) for i in range(count[0]))
+    return tuple((ffi.string(rows[i].name).decode(), int(rows[i].trap), ffi.string(rows[i].note).decode())
+                 for i in range(count[0]))
+
+
+def time_traps(*, rate: float, frozen: bool, strict: bool, file_times: bool) -> int:
+    """The VB_TRAP_* bits a time view with these settings traps (the C core's vb_time_traps)."""
+    p = ffi.new("struct vb_plan *")
+    p.time_view = 1
+    p.time_rate = rate
+    p.time_frozen = int(frozen)
+    p.time_strict = int(strict)
+    p.time_file_times = int(file_times)
+    return int(lib.vb_time_traps(p))
 
 
 def seccomp_program(deny_groups: int, interpose_families: int = 0, time_traps: int = 0) -> bytes:
