@@ -411,3 +411,17 @@ def test_file_times_value_is_checked(shared_dir: pathlib.Path) -> None:
     out = Caller("root").cli(["check", str(policy)])
     assert out.returncode != 0 and f'{policy}:5: [time].file_times: unknown file_times "guest"' in out.stderr, \
         out.stderr
+
+
+def test_show_syscalls_lists_the_leak_rows(shared_dir: pathlib.Path) -> None:
+    strict = shared_dir / "strict.toml"
+    strict.write_text(STRICT)
+    plain = Caller("root").cli(["show", "--syscalls", "--time-offset", "-1d"])
+    strict_out = Caller("root").cli(["show", "--syscalls", "--policy", str(strict)])
+    files = Caller("root").cli(["show", "--syscalls", "--policy", str(file_times_policy(shared_dir, "sandbox"))])
+    assert plain.returncode == strict_out.returncode == files.returncode == 0
+    assert "#   clone                [always] CLONE_UNTRACED" in plain.stdout
+    assert "#   clone3               [always]" in plain.stdout
+    assert "#   adjtimex" in plain.stdout and "#   times" not in plain.stdout and "#   statx" not in plain.stdout
+    assert "#   times" in strict_out.stdout and "#   statx" not in strict_out.stdout
+    assert "#   statx" in files.stdout and "#   utimes" in files.stdout
