@@ -4,7 +4,8 @@ that shows the leak is real, then under viewbox, as root and as user nobody.
 - a child cloned with CLONE_UNTRACED escapes the tracer and keeps the vDSO;
 - adjtimex / clock_adjtime (modes 0) read CLOCK_REALTIME without privilege;
 - the legacy [vsyscall] page's time entries;
-- sources of the host's uptime, closed under [time].strict."""
+- sources of the host's uptime, closed under [time].strict;
+- file times: on the host's clock by default, on the sandbox's with [time].file_times."""
 from __future__ import annotations
 
 import os
