@@ -84,6 +84,13 @@ const struct vb_interpose_info *vb_interpose_row(int nr);
 
 /* The calling sandbox's clock (its time view), or NULL without one. */
 const struct vb_clock *vb_call_clock(const struct vb_call *call);
+/* A stat answer's times on the sandbox's clock when its time view puts files'
+ * times there ([time].file_times; sys_time.c); else, or with no clock, as they are.
+ * With path rules the supervisor answers the stat family, so it maps them. */
+struct stat;
+struct statx;
+void vb_time_stat(const struct vb_clock *clock, struct stat *st);
+void vb_time_statx(const struct vb_clock *clock, struct statx *stx);
 
 /* --- the sandbox's network policy (supervisor.c), for sys_net.c -------- */
 

@@ -885,6 +885,35 @@ static void map_file_time(const struct vb_clock *clock, int to_host, int64_t *se
     }
 }
 
+void vb_time_stat(const struct vb_clock *clock, struct stat *st)
+{
+    if (!clock || !clock->file_times)
+        return;
+    struct timespec *times[3] = {&st->st_atim, &st->st_mtim, &st->st_ctim};
+    for (int i = 0; i < 3; i++) {
+        int64_t secs = times[i]->tv_sec, nsecs = times[i]->tv_nsec;
+        map_file_time(clock, 0, &secs, &nsecs);
+        times[i]->tv_sec = (time_t)secs;
+        times[i]->tv_nsec = (long)nsecs;
+    }
+}
+
+void vb_time_statx(const struct vb_clock *clock, struct statx *stx)
+{
+    if (!clock || !clock->file_times)
+        return;
+    struct statx_timestamp *times[4] = {&stx->stx_atime, &stx->stx_btime, &stx->stx_ctime, &stx->stx_mtime};
+    const unsigned masks[4] = {STATX_ATIME, STATX_BTIME, STATX_CTIME, STATX_MTIME};
+    for (int i = 0; i < 4; i++) {
+        if (!(stx->stx_mask & masks[i]))
+            continue;
+        int64_t secs = times[i]->tv_sec, nsecs = times[i]->tv_nsec;
+        map_file_time(clock, 0, &secs, &nsecs);
+        times[i]->tv_sec = secs;
+        times[i]->tv_nsec = (uint32_t)nsecs;
+    }
+}
+
 /* The stat family: the times the kernel writes into the caller's buffer at
  * `at` become the sandbox's, at the call's end (fix_file_times). */
 static struct vb_decision file_times_at_end(struct vb_tracee *t, int kind, uint64_t at)
@@ -933,28 +962,13 @@ static void fix_file_times(struct vb_tracee *t, int kind, uint64_t at)
         struct stat st;
         if (tracee_read(t, at, &st, sizeof st) != 0)
             return;
-        struct timespec *times[3] = {&st.st_atim, &st.st_mtim, &st.st_ctim};
-        for (int i = 0; i < 3; i++) {
-            int64_t secs = times[i]->tv_sec, nsecs = times[i]->tv_nsec;
-            map_file_time(t->clock, 0, &secs, &nsecs);
-            times[i]->tv_sec = (time_t)secs;
-            times[i]->tv_nsec = (long)nsecs;
-        }
+        vb_time_stat(t->clock, &st);
         tracee_write(t, at, &st, sizeof st);
     } else {
         struct statx stx;
         if (tracee_read(t, at, &stx, sizeof stx) != 0)
             return;
-        struct statx_timestamp *times[4] = {&stx.stx_atime, &stx.stx_btime, &stx.stx_ctime, &stx.stx_mtime};
-        const unsigned masks[4] = {STATX_ATIME, STATX_BTIME, STATX_CTIME, STATX_MTIME};
-        for (int i = 0; i < 4; i++) {
-            if (!(stx.stx_mask & masks[i]))
-                continue;
-            int64_t secs = times[i]->tv_sec, nsecs = times[i]->tv_nsec;
-            map_file_time(t->clock, 0, &secs, &nsecs);
-            times[i]->tv_sec = secs;
-            times[i]->tv_nsec = (uint32_t)nsecs;
-        }
+        vb_time_statx(t->clock, &stx);
         tracee_write(t, at, &stx, sizeof stx);
     }
 }

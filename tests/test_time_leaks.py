@@ -391,19 +391,36 @@ def test_file_times_follow_the_clock_line_at_another_rate(as_user: Caller, share
     assert START_EPOCH + 1 <= new_seen <= now <= START_EPOCH + 10, out
 
 
-def test_file_times_with_path_rules_is_an_error(shared_dir: pathlib.Path) -> None:
+@pytest.mark.parametrize("value, on_sandbox_clock", [(None, True), ("sandbox", True), ("host", False)])
+def test_with_path_rules_the_supervisor_maps_file_times(as_user: Caller, shared_dir: pathlib.Path,
+                                                        value: str | None, on_sandbox_clock: bool) -> None:
+    """Path rules send the stat family to the supervisor: it maps the times of its answers, at no
+    extra cost, so file_times defaults to "sandbox" then."""
+    project = two_file_project(shared_dir)
     policy = shared_dir / "rules.toml"
-    policy.write_text('[viewbox]\nextends = ["default"]\n\n[fs]\ndeny = ["/nowhere/**"]\n\n'
-                      '[time]\noffset = "-1d"\nfile_times = "sandbox"\n')
-    out = Caller("root").run(["--policy", str(policy), "--", "true"])
-    assert out.returncode != 0, out.stdout
-    assert f'{policy}:9: [time].file_times: "sandbox" does not work yet with path rules' in out.stderr, out.stderr
+    policy.write_text('[viewbox]\nextends = ["default"]\n\n[fs]\ndeny = ["/nowhere/**"]\n\n[time]\noffset = "-1d"\n'
+                      + (f'file_times = "{value}"\n' if value else ""))
+    out = run_ok(as_user, ["--policy", str(policy), "--rw", str(project), "--workdir", str(project), "--",
+                           INSIDE_PYTHON, "-c", "import os, time; open('set', 'w').close(); "
+                           "os.utime('set', ns=(10**18, 10**18 + 5)); open('new', 'w').close(); "
+                           "fd = os.open('new', os.O_RDONLY); "
+                           "print(os.stat('set').st_mtime_ns, os.stat('new').st_mtime - time.time(), "
+                           "os.fstat(fd).st_mtime - time.time())"])
+    utime_ns, stat_ahead, fstat_ahead = out.split()
+    if on_sandbox_clock:
+        assert int(utime_ns) == 10**18 + 5, out  # set and read back on the sandbox's clock, exactly
+        assert abs(float(stat_ahead)) < 60 and abs(float(fstat_ahead)) < 60, out  # written just now
+    else:
+        assert abs(float(stat_ahead) - 86400) < 60, out  # the host's stamp: a day in the future
+    host_mtime_ns = (project / "set").stat().st_mtime_ns
+    assert host_mtime_ns == 10**18 + 5 + (86400 * 10**9 if on_sandbox_clock else 0), "the host keeps its clock"
 
 
-def test_file_times_with_an_audit_is_an_error(shared_dir: pathlib.Path) -> None:
+def test_file_times_with_an_audit_alone_is_an_error(shared_dir: pathlib.Path) -> None:
     policy = file_times_policy(shared_dir, "sandbox")
     out = Caller("root").run(["--policy", str(policy), "--audit", str(shared_dir / "audit.jsonl"), "--", "true"])
-    assert out.returncode != 0 and "does not work yet with path rules or an audit" in out.stderr, out.stderr
+    assert out.returncode != 0 and "does not work with an audit unless the policy has path rules" in out.stderr, \
+        out.stderr
 
 
 def test_file_times_value_is_checked(shared_dir: pathlib.Path) -> None:
@@ -424,5 +441,6 @@ def test_show_syscalls_lists_the_leak_rows(shared_dir: pathlib.Path) -> None:
     assert "#   clone                [always] CLONE_UNTRACED" in plain.stdout
     assert "#   clone3               [always]" in plain.stdout
     assert "#   adjtimex" in plain.stdout and "#   times" not in plain.stdout and "#   statx" not in plain.stdout
-    assert "#   times" in strict_out.stdout and "#   statx" not in strict_out.stdout
+    # strict's path rules send stat to the supervisor, so file times default to the sandbox's clock
+    assert "#   times" in strict_out.stdout and "#   statx" in strict_out.stdout
     assert "#   statx" in files.stdout and "#   utimes" in files.stdout

@@ -354,8 +354,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
             if row.group in denied or row.group == "always":
                 print(f"#   {row.name:<20} [{row.group}] {row.note}")
         if policy.time.active:
+            from .views.time import file_times_on_sandbox_clock
+
             traps = core.time_traps(rate=policy.time.rate, frozen=policy.time.frozen, strict=policy.time.strict,
-                                    file_times=policy.time.file_times == "sandbox")
+                                    file_times=file_times_on_sandbox_clock(policy))
             print("\n# time view: clock reads answered by the supervisor, other calls trapped to the "
                   "sandbox's init (timeouts rewritten)")
             for name, trap, note in core.time_table():

@@ -928,7 +928,9 @@ class TimeTable:
     rate: float = _scalar(1.0, check_rate)
     frozen: bool = _scalar(False, check_boolean)
     strict: bool = _scalar(False, check_boolean)
-    file_times: str = _scalar("host", check_choice(*FILE_TIMES, noun="file_times"))
+    file_times: str | None = _scalar(None, check_choice(*FILE_TIMES, noun="file_times"),
+                                     unset='"sandbox" with path rules (the supervisor answers stat then), '
+                                           'else "host"')
 
     @property
     def active(self) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from viewbox.errors import PolicyError
 from viewbox.policy.model import instant_ns, offset_ns
 
 if TYPE_CHECKING:
@@ -29,6 +28,15 @@ STRICT_HIDDEN = ("/proc/*/sched", "/proc/*/schedstat", "/proc/*/timens_offsets",
                  "/proc/*/task/*/sched", "/proc/*/task/*/schedstat", "/proc/uptime")
 
 
+def file_times_on_sandbox_clock(policy: Policy) -> bool:
+    """[time].file_times; unset, "sandbox" when path rules send the stat family to the supervisor
+    anyway (it maps the times of its answers at no extra cost), else "host" (the tracer would
+    follow every stat call to its end: two ptrace stops each)."""
+    if policy.time.file_times is not None:
+        return policy.time.file_times == "sandbox"
+    return bool(policy.fs.rules or strict_hidden(policy))
+
+
 def strict_hidden(policy: Policy) -> tuple[str, ...]:
     """The globs of STRICT_HIDDEN when the policy asks for them (strict, with a /proc to hide in)."""
     return STRICT_HIDDEN if policy.time.strict and policy.fs.proc else ()
@@ -38,11 +46,6 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
     clock = policy.time
     if not clock.active:
         return {"time_view": False}
-    if clock.file_times == "sandbox" and (policy.fs.rules or strict_hidden(policy)):
-        where = policy.origin("time.file_times")
-        raise PolicyError('"sandbox" does not work yet with path rules ([fs] deny, ask, allow, or strict\'s): '
-                          "the supervisor answers their stat calls, and only the tracer translates times",
-                          file=where.file, line=where.line, field="[time].file_times")
     return {
         "time_view": True,
         "time_start_ns": None if clock.start is None else instant_ns(clock.start),
@@ -50,5 +53,5 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         "time_rate": clock.rate,
         "time_frozen": clock.frozen,
         "time_strict": clock.strict,
-        "time_file_times": clock.file_times == "sandbox",
+        "time_file_times": file_times_on_sandbox_clock(policy),
     }
