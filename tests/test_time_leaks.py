@@ -444,3 +444,40 @@ def test_show_syscalls_lists_the_leak_rows(shared_dir: pathlib.Path) -> None:
     # strict's path rules send stat to the supervisor, so file times default to the sandbox's clock
     assert "#   times" in strict_out.stdout and "#   statx" in strict_out.stdout
     assert "#   statx" in files.stdout and "#   utimes" in files.stdout
+
+
+GO_STAT = """
+package main
+
+import (
+\t"fmt"
+\t"os"
+\t"time"
+)
+
+func main() {
+\tos.WriteFile(os.Args[1], []byte("x"), 0644)
+\tbyPath, _ := os.Stat(os.Args[1])
+\tf, _ := os.Open(os.Args[1])
+\tbyFd, _ := f.Stat()
+\tnow := time.Now()
+\tfmt.Println(byPath.ModTime().Sub(now).Seconds(), byFd.ModTime().Sub(now).Seconds())
+}
+"""
+
+
+@pytest.mark.skipif(not shutil.which("go"), reason="golang-go is not installed (.ci/run installs it)")
+def test_static_go_program_sees_file_times_on_the_sandboxs_clock(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """Go makes the stat system calls itself (fstat, newfstatat), without libc."""
+    source = shared_dir / "stat.go"
+    source.write_text(GO_STAT)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOCACHE": str(shared_dir / "gocache"), "GO111MODULE": "off"}
+    subprocess.run(["go", "build", "-o", str(shared_dir / "gostat"), str(source)], check=True, env=env, cwd=shared_dir)
+    shutil.rmtree(shared_dir / "gocache", ignore_errors=True)
+    args = ["--rw", str(shared_dir), "--", str(shared_dir / "gostat"), str(shared_dir / "written")]
+    by_path, by_fd = (float(n) for n in run_ok(as_user, ["--policy", str(file_times_policy(shared_dir, "sandbox")),
+                                                         *args]).split())
+    assert abs(by_path) < 5 and abs(by_fd) < 5, (by_path, by_fd)
+    by_path, by_fd = (float(n) for n in run_ok(as_user, ["--policy", str(file_times_policy(shared_dir, "host")),
+                                                         *args]).split())
+    assert abs(by_path - 86400) < 5 and abs(by_fd - 86400) < 5, (by_path, by_fd)  # a day ahead
