@@ -308,8 +308,9 @@ struct vb_tracee {
     uint64_t fix_at;
 };
 
-/* Remaining times the kernel reports (real time) that the tracer turns into
- * the sandbox's time at the call's end, when the rate is not 1. */
+/* What the tracer rewrites at a call's end: remaining times the kernel
+ * reports in real time (when the rate is not 1), times()'s ticks (strict),
+ * a stat's file times (file_times). */
 enum { FIX_NONE, FIX_REM, FIX_ITIMERSPEC, FIX_ITIMERVAL, FIX_TICKS, FIX_STAT, FIX_STATX };
 
 /* Asks for the call's end: the kernel's `kind` of remaining time at `at` is scaled there. */
@@ -1356,9 +1357,9 @@ static int on_exec(const struct vb_clock *clock, pid_t pid, int *status, int *pe
 /* Strict: rdtsc and rdtscp fault (PR_SET_TSC), as the kernel's SIGSEGV on
  * its way to the tracee shows. The tracer answers them instead, from a
  * counter of the sandbox's own: a 1 GHz TSC that counts its CLOCK_BOOTTIME
- * in ns, as a machine's counts from its power-on. The dynamic loader reads the TSC at every
- * start (glibc's rtld timing): a fault would kill every program. Returns 1
- * when it answered (the signal is dropped). */
+ * in ns, as a machine's counts from its power-on. The dynamic loader reads
+ * the TSC at every start (glibc's rtld timing): a fault would kill every
+ * program. Returns 1 when it answered (the signal is dropped). */
 static int emulate_tsc(const struct vb_clock *clock, pid_t pid)
 {
     siginfo_t info;
