@@ -63,6 +63,9 @@ struct vb_clock {
                                   writes it, the supervisor reads it) */
     int spin;                  /* more than one CPU: the init waits for tracees awake a moment */
     int own_proc;              /* /proc is the sandbox's: /proc/PID names a tracee */
+    int strict;                /* [time].strict: hide the host's uptime where it is a count too */
+    int file_times;            /* file times map host <-> sandbox (file_time_*) */
+    int64_t origin_real;       /* the host's CLOCK_REALTIME when the sandbox started */
 };
 /* In the caller, before clone: a shared clock, its origin read from the host's clocks
  * (munmap it with sizeof *clock). NULL and errno if it cannot be mapped. */

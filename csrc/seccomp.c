@@ -154,8 +154,33 @@ const char *vb_group_name(uint64_t group)
     case VB_GROUP_TIME_SET: return "time_set";
     case VB_GROUP_TTY_INJECT: return "tty_inject";
     case VB_GROUP_MEMORY: return "memory";
+    case VB_GROUP_ALWAYS: return "always";
     default: return NULL;
     }
+}
+
+static int row_denied(const struct vb_syscall_row *row, uint64_t deny_groups)
+{
+    return row->info.group == VB_GROUP_ALWAYS || (row->info.group & deny_groups) != 0;
+}
+
+static const struct vb_syscall_row *first_denied_row(int nr, uint64_t deny_groups)
+{
+    for (size_t i = 0; i < VB_ARRAY_LEN(syscall_rows); i++)
+        if (syscall_rows[i].info.nr == nr && row_denied(&syscall_rows[i], deny_groups))
+            return &syscall_rows[i];
+    return NULL;
+}
+
+/* Whether the time view takes `nr` over (clock_adjtime): its deny row gives
+ * way, since the view's handler refuses what the row is there for (setting
+ * the clock) and answers a read with the sandbox's time. */
+static int time_answers(int nr, uint64_t time_traps)
+{
+    for (size_t i = 0; i < VB_ARRAY_LEN(time_rows); i++)
+        if (time_rows[i].nr == nr && (time_rows[i].trap & time_traps))
+            return 1;
+    return 0;
 }
 
 #define RET(action) BPF_STMT(BPF_RET | BPF_K, (action))
@@ -177,7 +202,7 @@ static int emit(struct prog *p, struct sock_filter insn)
 #define EMIT(p, insn) do { int rc_ = emit((p), (struct sock_filter)insn); if (rc_) return rc_; } while (0)
 
 /* The program, top to bottom: wrong architecture -> kill; x32 ABI -> ENOSYS;
- * then one short block per denied row, each ending in a RET so that jumps
+ * then one short block per denied syscall, each ending in a RET so that jumps
  * stay within the 8-bit offsets of classic BPF; everything else -> ALLOW.
  * Allowed calls never depend on arguments except clone/unshare/ioctl, so the
  * kernel's per-syscall action cache makes them free. */
@@ -200,9 +225,20 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
 
     for (size_t i = 0; i < VB_ARRAY_LEN(syscall_rows); i++) {
         const struct vb_syscall_row *row = &syscall_rows[i];
-        if (!(row->info.group & deny_groups))
-            continue;
-        switch (row->how) {
+        if (!row_denied(row, deny_groups) || first_denied_row(row->info.nr, deny_groups) != row ||
+            time_answers(row->info.nr, time_traps))
+            continue; /* a syscall's denied rows make one block, at its first */
+        enum vb_how how = VB_DENY_FLAGS;
+        uint32_t mask = 0;
+        for (size_t k = i; k < VB_ARRAY_LEN(syscall_rows); k++) {
+            const struct vb_syscall_row *same = &syscall_rows[k];
+            if (same->info.nr != row->info.nr || !row_denied(same, deny_groups))
+                continue;
+            if (same->how == VB_DENY || (same->how == VB_NOSYS && how != VB_DENY))
+                how = same->how; /* the whole call: it overrides a flag check */
+            mask |= same->mask;
+        }
+        switch (how) {
         case VB_DENY:
             EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->info.nr, 0, 1));
             EMIT(&p, DENY);
@@ -215,7 +251,7 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
             /* the accumulator is overwritten, so both branches return */
             EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)row->info.nr, 0, 4));
             EMIT(&p, BPF_STMT(BPF_LD | BPF_W | BPF_ABS, VB_ARG_LO(0)));
-            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, row->mask, 0, 1));
+            EMIT(&p, BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, mask, 0, 1));
             EMIT(&p, DENY);
             EMIT(&p, RET(SECCOMP_RET_ALLOW));
             break;

@@ -84,6 +84,13 @@ const struct vb_interpose_info *vb_interpose_row(int nr);
 
 /* The calling sandbox's clock (its time view), or NULL without one. */
 const struct vb_clock *vb_call_clock(const struct vb_call *call);
+/* A stat answer's times on the sandbox's clock when its time view puts files'
+ * times there ([time].file_times; sys_time.c); else, or with no clock, as they are.
+ * With path rules the supervisor answers the stat family, so it maps them. */
+struct stat;
+struct statx;
+void vb_time_stat(const struct vb_clock *clock, struct stat *st);
+void vb_time_statx(const struct vb_clock *clock, struct statx *stx);
 
 /* --- the sandbox's network policy (supervisor.c), for sys_net.c -------- */
 
@@ -104,6 +111,9 @@ int vb_caller_pidfd(const struct vb_call *call);
 int vb_read_string(const struct vb_call *call, uint64_t addr, char *out, size_t cap);
 /* Copies `len` bytes at `addr`. 0 or -errno. */
 int vb_read_memory(const struct vb_call *call, uint64_t addr, void *out, size_t len);
+/* Whether the call is still waiting for its answer (SECCOMP_IOCTL_NOTIF_ID_VALID):
+ * what was read from the caller before is its own. */
+int vb_call_valid(const struct vb_call *call);
 /* Copies `len` bytes to `addr` in the calling thread, once the call is still valid. */
 int vb_write_memory(const struct vb_call *call, uint64_t addr, const void *data, size_t len);
 /* The caller's fd `fd` (AT_FDCWD: its working directory, O_PATH), duplicated

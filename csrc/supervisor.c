@@ -551,6 +551,11 @@ static int call_valid(const struct vb_call *call)
     return ioctl(call->sandbox->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
 }
 
+int vb_call_valid(const struct vb_call *call)
+{
+    return call_valid(call);
+}
+
 int vb_write_memory(const struct vb_call *call, uint64_t addr, const void *data, size_t len)
 {
     /* Checked first: while the call is valid its thread waits in the kernel
@@ -1149,12 +1154,18 @@ static void complete(struct vb_supervisor *sup, struct vb_call *call, const stru
             result = -err; /* EMFILE: the caller's fd table is full */
             break;
         }
-        case VB_OP_STAT:
-            result = vb_write_memory(call, call->out_addr, &reply->u.st, sizeof reply->u.st);
+        case VB_OP_STAT: {
+            struct stat st = reply->u.st;
+            vb_time_stat(s->clock, &st);
+            result = vb_write_memory(call, call->out_addr, &st, sizeof st);
             break;
-        case VB_OP_STATX:
-            result = vb_write_memory(call, call->out_addr, &reply->u.stx, sizeof reply->u.stx);
+        }
+        case VB_OP_STATX: {
+            struct statx stx = reply->u.stx;
+            vb_time_statx(s->clock, &stx);
+            result = vb_write_memory(call, call->out_addr, &stx, sizeof stx);
             break;
+        }
         case VB_OP_READLINK: {
             if ((size_t)reply->result > sizeof reply->u.link || (uint64_t)reply->result > call->request.size) {
                 result = -EIO; /* more than was asked for, or than a reply holds: not a broker's answer */

@@ -217,12 +217,14 @@ static struct vb_decision stat_of_fd(struct vb_call *call, int dirfd, int statx_
     int rc;
     if (statx_call) {
         struct statx stx;
-        rc = statx(fd, "", AT_EMPTY_PATH | (flags & AT_STATX_SYNC_TYPE), mask, &stx) == 0
-                 ? vb_write_memory(call, call->out_addr, &stx, sizeof stx) : -errno;
+        rc = statx(fd, "", AT_EMPTY_PATH | (flags & AT_STATX_SYNC_TYPE), mask, &stx) == 0 ? 0 : -errno;
+        vb_time_statx(vb_call_clock(call), &stx);
+        rc = rc == 0 ? vb_write_memory(call, call->out_addr, &stx, sizeof stx) : rc;
     } else {
         struct stat st;
-        rc = fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 ? vb_write_memory(call, call->out_addr, &st, sizeof st)
-                                                       : -errno;
+        rc = fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 ? 0 : -errno;
+        vb_time_stat(vb_call_clock(call), &st);
+        rc = rc == 0 ? vb_write_memory(call, call->out_addr, &st, sizeof st) : rc;
     }
     close(fd);
     call->checked = rc == 0; /* vb_write_memory checked the call, after every read */

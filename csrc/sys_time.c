@@ -26,7 +26,7 @@
  *    ptrace stop wakes the init and then the caller, each often on an idle
  *    CPU: 3-4 times the cost in a VM);
  *  - it sends the waits and time stamps (VB_TIME rows) to the init with
- *    SECCOMP_RET_TRACE; sys_<name>(struct vb_tracee *) rewrites a wait's
+ *    SECCOMP_RET_TRACE; trace_<name>(struct vb_tracee *) rewrites a wait's
  *    timeout (scaled by the rate, an absolute virtual deadline made relative
  *    or the host's) in a copy below the caller's stack pointer, then lets the
  *    kernel wait natively (signals and restarts behave as always). Frozen, a
@@ -56,6 +56,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/timex.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -71,6 +72,7 @@
 #define PTRACE_EVENT_STOP 128
 #endif
 #define NS 1000000000LL
+#define USER_HZ 100 /* the unit of times() and of /proc's ticks on x86_64 */
 #define AT_IGNORE_ 1
 #define AT_SYSINFO_EHDR_ 33
 
@@ -88,6 +90,10 @@ uint64_t vb_time_traps(const struct vb_plan *plan)
     uint64_t traps = VB_TRAP_CLOCK_REAL | VB_TRAP_DEADLINES | VB_TRAP_STAMPS;
     if (plan->time_rate != 1.0 || plan->time_frozen)
         traps |= VB_TRAP_CLOCK_MONO | VB_TRAP_TIMEOUTS;
+    if (plan->time_strict)
+        traps |= VB_TRAP_STRICT;
+    if (plan->time_file_times)
+        traps |= VB_TRAP_FILE_TIMES;
     return traps;
 }
 
@@ -98,11 +104,14 @@ struct vb_clock *vb_clock_new(const struct vb_plan *plan)
         return NULL;
     clock->origin_mono = host_ns(CLOCK_MONOTONIC);
     int64_t real = host_ns(CLOCK_REALTIME);
+    clock->origin_real = real;
     clock->rate = plan->time_rate > 0 ? plan->time_rate : 1.0;
     clock->frozen = plan->time_frozen;
     clock->offset = plan->time_offset_ns;
     clock->real_base = plan->time_has_start ? plan->time_start_ns : real + plan->time_offset_ns;
     clock->track = !plan->time_has_start && clock->rate == 1.0 && !clock->frozen;
+    clock->strict = plan->time_strict;
+    clock->file_times = plan->time_file_times;
     /* a fresh machine, up for a second: the host's uptime is not the sandbox's to see */
     clock->mono_base = NS;
     cpu_set_t cpus;
@@ -203,8 +212,9 @@ void vb_time_namespace(const struct vb_clock *clock)
  * the (namespaced) uptime is the host's realtime: a way around the view. It
  * is replaced by a copy whose btime is the sandbox's boot instant (its
  * start minus mono_base); the copy is a snapshot, so its CPU counters stay
- * as they were at the start. A read-only file on a private tmpfs, mounted
- * over /proc/stat; skipped when the view has no /proc. */
+ * as they were at the start. Those counters add up to the host's uptime
+ * times its CPUs: strict, they are zeros. A read-only file on a private
+ * tmpfs, mounted over /proc/stat; skipped when the view has no /proc. */
 void vb_time_proc_stat(struct vb_clock *clock)
 {
     /* /proc/PID of a tracee names it only in a procfs of the sandbox's pid
@@ -234,6 +244,15 @@ void vb_time_proc_stat(struct vb_clock *clock)
             memcpy(out + o, num, strlen(num));
             o += strlen(num);
             out[o++] = '\n';
+        } else if (clock->strict && strncmp(line, "cpu", 3) == 0) {
+            /* "cpuN" and its ten counters in ticks */
+            size_t name = 3;
+            while (line[name] >= '0' && line[name] <= '9')
+                name++;
+            memcpy(out + o, line, name);
+            o += name;
+            memcpy(out + o, " 0 0 0 0 0 0 0 0 0 0\n", 21);
+            o += 21;
         } else {
             memcpy(out + o, line, l);
             o += l;
@@ -289,9 +308,10 @@ struct vb_tracee {
     uint64_t fix_at;
 };
 
-/* Remaining times the kernel reports (real time) that the tracer turns into
- * the sandbox's time at the call's end, when the rate is not 1. */
-enum { FIX_NONE, FIX_REM, FIX_ITIMERSPEC, FIX_ITIMERVAL };
+/* What the tracer rewrites at a call's end: remaining times the kernel
+ * reports in real time (when the rate is not 1), times()'s ticks (strict),
+ * a stat's file times (file_times). */
+enum { FIX_NONE, FIX_REM, FIX_ITIMERSPEC, FIX_ITIMERVAL, FIX_TICKS, FIX_STAT, FIX_STATX };
 
 /* Asks for the call's end: the kernel's `kind` of remaining time at `at` is scaled there. */
 static void fix_at_end(struct vb_tracee *t, int kind, uint64_t at)
@@ -485,6 +505,46 @@ struct vb_decision sys_time(struct vb_call *call)
     return RETURN(secs);
 }
 
+/* A struct timex at `at` in the caller, for a read (modes 0, or
+ * ADJ_OFFSET_SS_READ: adjtime's query of what is left to slew): the kernel's
+ * NTP state as the host has it, the time the sandbox's. Every other mode sets
+ * the host's clock: EPERM, as for any caller without the host's CAP_SYS_TIME. */
+static struct vb_decision answer_timex(struct vb_call *call, uint64_t at)
+{
+    struct timex tx;
+    int rc = vb_read_memory(call, at, &tx, sizeof tx);
+    if (!vb_call_valid(call))
+        return FAIL(ESRCH); /* what was read may be another process's: no answer from it */
+    if (rc != 0)
+        return FAIL(EFAULT);
+    if (tx.modes != 0 && tx.modes != ADJ_OFFSET_SS_READ)
+        return FAIL(EPERM);
+    struct timex host = {.modes = tx.modes};
+    int state = adjtimex(&host);
+    if (state < 0)
+        return FAIL(errno);
+    int64_t now = clock_read(vb_call_clock(call), CLOCK_REALTIME);
+    host.time.tv_sec = (time_t)(now / NS);
+    host.time.tv_usec = (suseconds_t)((host.status & STA_NANO) ? now % NS : now % NS / 1000);
+    return vb_write_memory(call, at, &host, sizeof host) == 0 ? RETURN(state) : FAIL(EFAULT);
+}
+
+/* adjtimex(buf) */
+struct vb_decision sys_adjtimex(struct vb_call *call)
+{
+    return answer_timex(call, call->notif.data.args[0]);
+}
+
+/* clock_adjtime(id, buf): CLOCK_REALTIME as adjtimex; the other clocks the
+ * view owns cannot be adjusted (as natively); others are not clocks here */
+struct vb_decision sys_clock_adjtime(struct vb_call *call)
+{
+    int64_t id = (int32_t)call->notif.data.args[0];
+    if (id == CLOCK_REALTIME)
+        return answer_timex(call, call->notif.data.args[1]);
+    return FAIL(is_real_clock(id) || is_mono_clock(id) ? EOPNOTSUPP : EINVAL);
+}
+
 /* --- the handlers of the init, one per VB_TIME row ----------------------------------- */
 
 /* A sleep of `virtual_ns`: frozen, the clock jumps by it and the call returns
@@ -506,7 +566,7 @@ static struct vb_decision sleep_for(struct vb_tracee *t, int64_t virtual_ns, uns
 }
 
 /* nanosleep(req, rem) */
-struct vb_decision sys_nanosleep(struct vb_tracee *t)
+struct vb_decision trace_nanosleep(struct vb_tracee *t)
 {
     struct timespec req;
     if (read_arg(t, t->regs.rdi, &req, sizeof req) != 0 || !valid_ts(&req))
@@ -517,7 +577,7 @@ struct vb_decision sys_nanosleep(struct vb_tracee *t)
 
 /* clock_nanosleep(id, flags, req, rem): an absolute deadline on the sandbox's
  * clock becomes the relative sleep it means */
-struct vb_decision sys_clock_nanosleep(struct vb_tracee *t)
+struct vb_decision trace_clock_nanosleep(struct vb_tracee *t)
 {
     int64_t id = (int32_t)t->regs.rdi;
     struct timespec req;
@@ -586,7 +646,7 @@ static int64_t timerfd_clock(const struct vb_tracee *t, int fd)
 
 /* timerfd_settime(fd, flags, new, old): a deadline on the sandbox's clock
  * becomes relative; both times are scaled by the rate */
-struct vb_decision sys_timerfd_settime(struct vb_tracee *t)
+struct vb_decision trace_timerfd_settime(struct vb_tracee *t)
 {
     struct itimerspec its;
     if (read_arg(t, t->regs.rdx, &its, sizeof its) != 0 || !valid_ts(&its.it_value) ||
@@ -626,7 +686,7 @@ struct vb_decision sys_timerfd_settime(struct vb_tracee *t)
 /* futex(uaddr, op, val, timeout, ...): FUTEX_WAIT's relative timeout is
  * scaled; the absolute deadlines of the other waits, on the sandbox's
  * REALTIME or MONOTONIC, become the host's deadline meaning the same wait */
-struct vb_decision sys_futex(struct vb_tracee *t)
+struct vb_decision trace_futex(struct vb_tracee *t)
 {
     int cmd = FUTEX_CMD((int)t->regs.rsi);
     if (cmd == 0) /* FUTEX_WAIT */
@@ -654,7 +714,7 @@ struct vb_decision sys_futex(struct vb_tracee *t)
 }
 
 /* select(n, r, w, e, timeval *timeout) */
-struct vb_decision sys_select(struct vb_tracee *t)
+struct vb_decision trace_select(struct vb_tracee *t)
 {
     struct timeval tv;
     if (!t->regs.r8 || (t->clock->rate == 1.0 && !t->clock->frozen) ||
@@ -673,43 +733,43 @@ struct vb_decision sys_select(struct vb_tracee *t)
 }
 
 /* pselect6(n, r, w, e, timespec *timeout, sigmask) */
-struct vb_decision sys_pselect6(struct vb_tracee *t)
+struct vb_decision trace_pselect6(struct vb_tracee *t)
 {
     return scale_timespec_arg(t, &t->regs.r8);
 }
 
 /* poll(fds, n, int ms) */
-struct vb_decision sys_poll(struct vb_tracee *t)
+struct vb_decision trace_poll(struct vb_tracee *t)
 {
     return scale_ms_arg(t, &t->regs.rdx);
 }
 
 /* ppoll(fds, n, timespec *timeout, sigmask, size) */
-struct vb_decision sys_ppoll(struct vb_tracee *t)
+struct vb_decision trace_ppoll(struct vb_tracee *t)
 {
     return scale_timespec_arg(t, &t->regs.rdx);
 }
 
 /* epoll_wait(epfd, events, max, int ms) */
-struct vb_decision sys_epoll_wait(struct vb_tracee *t)
+struct vb_decision trace_epoll_wait(struct vb_tracee *t)
 {
     return scale_ms_arg(t, &t->regs.r10);
 }
 
 /* epoll_pwait(epfd, events, max, int ms, sigmask, size) */
-struct vb_decision sys_epoll_pwait(struct vb_tracee *t)
+struct vb_decision trace_epoll_pwait(struct vb_tracee *t)
 {
     return scale_ms_arg(t, &t->regs.r10);
 }
 
 /* epoll_pwait2(epfd, events, max, timespec *timeout, sigmask, size) */
-struct vb_decision sys_epoll_pwait2(struct vb_tracee *t)
+struct vb_decision trace_epoll_pwait2(struct vb_tracee *t)
 {
     return scale_timespec_arg(t, &t->regs.r10);
 }
 
 /* alarm(secs): becomes setitimer(ITIMER_REAL) for the real duration (it then returns 0) */
-struct vb_decision sys_alarm(struct vb_tracee *t)
+struct vb_decision trace_alarm(struct vb_tracee *t)
 {
     unsigned secs = (unsigned)t->regs.rdi;
     if (!secs || t->clock->rate == 1.0 || t->clock->frozen)
@@ -730,14 +790,14 @@ struct vb_decision sys_alarm(struct vb_tracee *t)
 }
 
 /* timerfd_gettime(fd, curr): what is left, in the sandbox's time */
-struct vb_decision sys_timerfd_gettime(struct vb_tracee *t)
+struct vb_decision trace_timerfd_gettime(struct vb_tracee *t)
 {
     fix_at_end(t, FIX_ITIMERSPEC, t->regs.rsi);
     return CONTINUE;
 }
 
 /* getitimer(which, curr): ITIMER_REAL's remaining time, in the sandbox's time */
-struct vb_decision sys_getitimer(struct vb_tracee *t)
+struct vb_decision trace_getitimer(struct vb_tracee *t)
 {
     if (t->regs.rdi == ITIMER_REAL)
         fix_at_end(t, FIX_ITIMERVAL, t->regs.rsi);
@@ -745,7 +805,7 @@ struct vb_decision sys_getitimer(struct vb_tracee *t)
 }
 
 /* setitimer(which, new, old): ITIMER_REAL counts the sandbox's time */
-struct vb_decision sys_setitimer(struct vb_tracee *t)
+struct vb_decision trace_setitimer(struct vb_tracee *t)
 {
     struct itimerval it;
     if (t->regs.rdi == ITIMER_REAL)
@@ -774,13 +834,227 @@ struct vb_decision sys_setitimer(struct vb_tracee *t)
 
 #ifndef UTIME_NOW
 #define UTIME_NOW ((1l << 30) - 1l)
+#define UTIME_OMIT ((1l << 30) - 2l)
 #endif
 
-/* utimensat(dirfd, path, times, flags): "now" is the sandbox's now */
-struct vb_decision sys_utimensat(struct vb_tracee *t)
+/* --- file times on the sandbox's clock ([time].file_times = "sandbox") ------------- */
+
+/* A time the kernel stamped on a file (the host's CLOCK_REALTIME, ns) as the
+ * sandbox's clock read it then. Times before the sandbox's start shift by
+ * the offset at its start; later ones follow its line. At rate 1, not
+ * frozen, that is one shift and the map is exact both ways; at another rate
+ * the later times are scaled (rounded to the ns); frozen, they run at the
+ * host's pace from the start (a frozen clock's line says nothing about when
+ * the kernel stamped). */
+static int64_t file_time_to_sandbox(const struct vb_clock *clock, int64_t host)
+{
+    if (clock->track)
+        return host + clock->offset;
+    int64_t since = host - clock->origin_real;
+    if (since <= 0 || clock->rate == 1.0 || clock->frozen)
+        return clock->real_base + since;
+    return clock->real_base + (int64_t)((double)since * clock->rate);
+}
+
+/* The inverse: a time the sandbox gives, as the host's. */
+static int64_t file_time_to_host(const struct vb_clock *clock, int64_t sandbox)
+{
+    if (clock->track)
+        return sandbox - clock->offset;
+    int64_t since = sandbox - clock->real_base;
+    if (since <= 0 || clock->rate == 1.0 || clock->frozen)
+        return clock->origin_real + since;
+    return clock->origin_real + (int64_t)((double)since / clock->rate);
+}
+
+/* Seconds beyond which ns no longer fit an int64_t with room for an offset:
+ * such times (the year 2255 and after, or as far before 1970) stay as they are. */
+#define FILE_TIME_MAX_SECS 7000000000LL
+
+/* *secs and *nsecs (0 <= nsecs < 1e9), mapped one way or the other. */
+static void map_file_time(const struct vb_clock *clock, int to_host, int64_t *secs, int64_t *nsecs)
+{
+    if (*secs > FILE_TIME_MAX_SECS || *secs < -FILE_TIME_MAX_SECS)
+        return;
+    int64_t ns = *secs * NS + *nsecs;
+    ns = to_host ? file_time_to_host(clock, ns) : file_time_to_sandbox(clock, ns);
+    *secs = ns / NS;
+    *nsecs = ns % NS;
+    if (*nsecs < 0) { /* floor: times before 1970 keep 0 <= nsecs */
+        *secs -= 1;
+        *nsecs += NS;
+    }
+}
+
+void vb_time_stat(const struct vb_clock *clock, struct stat *st)
+{
+    if (!clock || !clock->file_times)
+        return;
+    struct timespec *times[3] = {&st->st_atim, &st->st_mtim, &st->st_ctim};
+    for (int i = 0; i < 3; i++) {
+        int64_t secs = times[i]->tv_sec, nsecs = times[i]->tv_nsec;
+        map_file_time(clock, 0, &secs, &nsecs);
+        times[i]->tv_sec = (time_t)secs;
+        times[i]->tv_nsec = (long)nsecs;
+    }
+}
+
+void vb_time_statx(const struct vb_clock *clock, struct statx *stx)
+{
+    if (!clock || !clock->file_times)
+        return;
+    struct statx_timestamp *times[4] = {&stx->stx_atime, &stx->stx_btime, &stx->stx_ctime, &stx->stx_mtime};
+    const unsigned masks[4] = {STATX_ATIME, STATX_BTIME, STATX_CTIME, STATX_MTIME};
+    for (int i = 0; i < 4; i++) {
+        if (!(stx->stx_mask & masks[i]))
+            continue;
+        int64_t secs = times[i]->tv_sec, nsecs = times[i]->tv_nsec;
+        map_file_time(clock, 0, &secs, &nsecs);
+        times[i]->tv_sec = secs;
+        times[i]->tv_nsec = (uint32_t)nsecs;
+    }
+}
+
+/* The stat family: the times the kernel writes into the caller's buffer at
+ * `at` become the sandbox's, at the call's end (fix_file_times). */
+static struct vb_decision file_times_at_end(struct vb_tracee *t, int kind, uint64_t at)
+{
+    if (t->clock->file_times && at) {
+        t->fix = kind;
+        t->fix_at = at;
+    }
+    return CONTINUE;
+}
+
+/* stat(path, buf) */
+struct vb_decision trace_stat(struct vb_tracee *t)
+{
+    return file_times_at_end(t, FIX_STAT, t->regs.rsi);
+}
+
+/* lstat(path, buf) */
+struct vb_decision trace_lstat(struct vb_tracee *t)
+{
+    return file_times_at_end(t, FIX_STAT, t->regs.rsi);
+}
+
+/* fstat(fd, buf) */
+struct vb_decision trace_fstat(struct vb_tracee *t)
+{
+    return file_times_at_end(t, FIX_STAT, t->regs.rsi);
+}
+
+/* newfstatat(dirfd, path, buf, flags): also glibc's fstat */
+struct vb_decision trace_newfstatat(struct vb_tracee *t)
+{
+    return file_times_at_end(t, FIX_STAT, t->regs.rdx);
+}
+
+/* statx(dirfd, path, flags, mask, buf) */
+struct vb_decision trace_statx(struct vb_tracee *t)
+{
+    return file_times_at_end(t, FIX_STATX, t->regs.r8);
+}
+
+/* After a stat call succeeded: its times at `at`, made the sandbox's. */
+static void fix_file_times(struct vb_tracee *t, int kind, uint64_t at)
+{
+    if (kind == FIX_STAT) {
+        struct stat st;
+        if (tracee_read(t, at, &st, sizeof st) != 0)
+            return;
+        vb_time_stat(t->clock, &st);
+        tracee_write(t, at, &st, sizeof st);
+    } else {
+        struct statx stx;
+        if (tracee_read(t, at, &stx, sizeof stx) != 0)
+            return;
+        vb_time_statx(t->clock, &stx);
+        tracee_write(t, at, &stx, sizeof stx);
+    }
+}
+
+/* How a setter gives its two times. */
+enum { TIMESPEC, TIMEVAL, UTIMBUF };
+
+/* Explicit times the sandbox sets, on its clock, in a copy made the host's
+ * (`*arg`: where the caller's are; NULL and "now", UTIME_NOW, are left to
+ * the kernel: it stamps the host's now, which reads back as the sandbox's).
+ * Invalid times are left for the kernel to refuse. */
+static struct vb_decision set_file_times(struct vb_tracee *t, unsigned long long *arg, int how)
+{
+    union {
+        struct timespec ts[2];
+        struct timeval tv[2];
+        int64_t secs[2];
+    } times;
+    size_t len = how == TIMESPEC ? sizeof times.ts : how == TIMEVAL ? sizeof times.tv : sizeof times.secs;
+    if (!*arg || read_arg(t, *arg, &times, len) != 0)
+        return CONTINUE;
+    for (int i = 0; i < 2; i++) {
+        int64_t secs, nsecs;
+        if (how == TIMESPEC) {
+            if (times.ts[i].tv_nsec == UTIME_NOW || times.ts[i].tv_nsec == UTIME_OMIT)
+                continue;
+            if (times.ts[i].tv_nsec < 0 || times.ts[i].tv_nsec >= NS)
+                return CONTINUE;
+            secs = times.ts[i].tv_sec;
+            nsecs = times.ts[i].tv_nsec;
+        } else if (how == TIMEVAL) {
+            if (times.tv[i].tv_usec < 0 || times.tv[i].tv_usec >= 1000000)
+                return CONTINUE;
+            secs = times.tv[i].tv_sec;
+            nsecs = (int64_t)times.tv[i].tv_usec * 1000;
+        } else {
+            secs = times.secs[i];
+            nsecs = 0;
+        }
+        map_file_time(t->clock, 1, &secs, &nsecs);
+        if (how == TIMESPEC) {
+            times.ts[i].tv_sec = (time_t)secs;
+            times.ts[i].tv_nsec = (long)nsecs;
+        } else if (how == TIMEVAL) {
+            times.tv[i].tv_sec = (time_t)secs;
+            times.tv[i].tv_usec = (suseconds_t)(nsecs / 1000);
+        } else {
+            times.secs[i] = secs;
+        }
+    }
+    uint64_t at = put_scratch(t, &times, len);
+    if (at) {
+        *arg = at;
+        t->changed = 1;
+    }
+    return CONTINUE;
+}
+
+/* utimes(path, times) */
+struct vb_decision trace_utimes(struct vb_tracee *t)
+{
+    return set_file_times(t, &t->regs.rsi, TIMEVAL);
+}
+
+/* futimesat(dirfd, path, times) */
+struct vb_decision trace_futimesat(struct vb_tracee *t)
+{
+    return set_file_times(t, &t->regs.rdx, TIMEVAL);
+}
+
+/* utime(path, struct utimbuf *times): seconds */
+struct vb_decision trace_utime(struct vb_tracee *t)
+{
+    return set_file_times(t, &t->regs.rsi, UTIMBUF);
+}
+
+/* utimensat(dirfd, path, times, flags): "now" is the sandbox's now; with
+ * file_times, explicit times are on the sandbox's clock and "now" the
+ * kernel's (it reads back as the sandbox's now) */
+struct vb_decision trace_utimensat(struct vb_tracee *t)
 {
     struct timespec times[2];
     struct timespec now = ns_ts(clock_read(t->clock, CLOCK_REALTIME));
+    if (t->clock->file_times)
+        return set_file_times(t, &t->regs.rdx, TIMESPEC);
     if (!t->regs.rdx) {
         times[0] = times[1] = now;
     } else {
@@ -800,8 +1074,16 @@ struct vb_decision sys_utimensat(struct vb_tracee *t)
     return CONTINUE;
 }
 
+/* times(buf): the kernel fills in the caller's CPU times; its return value,
+ * ticks since the host booted, becomes ticks since the sandbox's boot */
+struct vb_decision trace_times(struct vb_tracee *t)
+{
+    t->fix = FIX_TICKS;
+    return CONTINUE;
+}
+
 /* arch_prctl(code, addr): ARCH_MAP_VDSO_* would map a fresh vDSO, and with it the host's clock data */
-struct vb_decision sys_arch_prctl(struct vb_tracee *t)
+struct vb_decision trace_arch_prctl(struct vb_tracee *t)
 {
     if (t->regs.rdi >= 0x2001 && t->regs.rdi <= 0x2003)
         return RETURN(-EPERM);
@@ -820,7 +1102,7 @@ static const struct {
 #define VB_IOCTL(request, name, group, note)
 #define VB_INTERPOSE(name, family, args, note)
 #define VB_TIME_CLOCK(name, trap, args, note)
-#define VB_TIME(name, trap, note) {__NR_##name, sys_##name},
+#define VB_TIME(name, trap, note) {__NR_##name, trace_##name},
 #include "syscall_table.h"
 #undef VB_SYSCALL
 #undef VB_IOCTL
@@ -889,8 +1171,18 @@ static void on_call_end(struct vb_clock *clock, pid_t pid)
         if (ending[i].fix && ptrace(PTRACE_GETREGS, pid, 0, &t.regs) == 0) {
             long rc = (long)t.regs.rax;
             /* rem is written on an interruption; the timers' values on success */
-            if (ending[i].fix == FIX_REM ? (rc == -EINTR || rc == -516 /* ERESTART_RESTARTBLOCK */) : rc == 0)
+            if (ending[i].fix == FIX_STAT || ending[i].fix == FIX_STATX) {
+                if (rc == 0)
+                    fix_file_times(&t, ending[i].fix, ending[i].fix_at);
+            } else if (ending[i].fix == FIX_TICKS) {
+                if (rc < -4095 || rc >= 0) { /* not an error (-EFAULT) */
+                    t.regs.rax = (unsigned long long)(clock_read(clock, CLOCK_BOOTTIME) / (NS / USER_HZ));
+                    ptrace(PTRACE_SETREGS, pid, 0, &t.regs);
+                }
+            } else if (ending[i].fix == FIX_REM ? (rc == -EINTR || rc == -516 /* ERESTART_RESTARTBLOCK */)
+                                                : rc == 0) {
                 fix_remaining(&t, ending[i].fix, ending[i].fix_at);
+            }
         }
         return;
     }
@@ -1062,6 +1354,37 @@ static int on_exec(const struct vb_clock *clock, pid_t pid, int *status, int *pe
     return 0;
 }
 
+/* Strict: rdtsc and rdtscp fault (PR_SET_TSC), as the kernel's SIGSEGV on
+ * its way to the tracee shows. The tracer answers them instead, from a
+ * counter of the sandbox's own: a 1 GHz TSC that counts its CLOCK_BOOTTIME
+ * in ns, as a machine's counts from its power-on. The dynamic loader reads
+ * the TSC at every start (glibc's rtld timing): a fault would kill every
+ * program. Returns 1 when it answered (the signal is dropped). */
+static int emulate_tsc(const struct vb_clock *clock, pid_t pid)
+{
+    siginfo_t info;
+    struct vb_tracee t = {.pid = pid};
+    uint64_t code;
+    /* only the kernel's own fault: SI_KERNEL cannot be sent by a program */
+    if (!clock->strict || ptrace(PTRACE_GETSIGINFO, pid, 0, &info) != 0 || info.si_code != SI_KERNEL ||
+        ptrace(PTRACE_GETREGS, pid, 0, &t.regs) != 0 || tracee_read(&t, t.regs.rip, &code, 8) != 0)
+        return 0;
+    unsigned length;
+    if ((code & 0xffff) == 0x310f) /* 0f 31: rdtsc */
+        length = 2;
+    else if ((code & 0xffffff) == 0xf9010f) /* 0f 01 f9: rdtscp, also sets ecx (TSC_AUX: cpu 0) */
+        length = 3;
+    else
+        return 0;
+    uint64_t tsc = (uint64_t)clock_read(clock, CLOCK_BOOTTIME);
+    t.regs.rax = tsc & 0xffffffffu;
+    t.regs.rdx = tsc >> 32;
+    if (length == 3)
+        t.regs.rcx = 0;
+    t.regs.rip += length;
+    return ptrace(PTRACE_SETREGS, pid, 0, &t.regs) == 0;
+}
+
 int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
 {
     int sig = WSTOPSIG(*status);
@@ -1095,7 +1418,8 @@ int vb_time_on_stop(struct vb_clock *clock, pid_t pid, int *status)
         }
         break; /* a new tracee's first stop */
     default:
-        inject = sig; /* a signal on its way: deliver it */
+        /* a signal on its way: deliver it, unless it is a strict sandbox's rdtsc */
+        inject = sig == SIGSEGV && emulate_tsc(clock, pid) ? 0 : sig;
         break;
     }
     ptrace(PTRACE_CONT, pid, 0, (void *)(uintptr_t)inject);

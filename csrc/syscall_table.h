@@ -3,7 +3,8 @@
  *
  * X-macro rows: VB_SYSCALL(name, group, how, mask, note)
  *   name   the syscall, as in __NR_<name>
- *   group  VB_GROUP_* it belongs to; the plan denies whole groups
+ *   group  VB_GROUP_* it belongs to; the plan denies whole groups (VB_GROUP_ALWAYS:
+ *          every plan)
  *   how    VB_DENY           fail with EPERM
  *          VB_DENY_FLAGS     fail with EPERM when (arg0 & mask) != 0 (low 32 bits)
  *          VB_NOSYS          fail with ENOSYS, so libc falls back to an older
@@ -19,6 +20,10 @@
 
 #define VB_NS_FLAGS_CLONE 0x7E020000u   /* CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET} */
 #define VB_NS_FLAGS_UNSHARE 0x7E020080u /* the same plus CLONE_NEWTIME */
+#define VB_CLONE_UNTRACED 0x00800000u
+/* Rows in no group: every filter has them, no [seccomp].allow lifts them.
+ * Several rows of one syscall make one check (VB_DENY_FLAGS masks are or-ed). */
+#define VB_GROUP_ALWAYS 0
 
 VB_SYSCALL(io_uring_setup, VB_GROUP_IO_URING, VB_DENY, 0, "io_uring performs I/O that seccomp never sees")
 VB_SYSCALL(io_uring_enter, VB_GROUP_IO_URING, VB_DENY, 0, "io_uring performs I/O that seccomp never sees")
@@ -59,7 +64,8 @@ VB_SYSCALL(mount_setattr, VB_GROUP_MOUNT, VB_DENY, 0, "would change the view")
 
 VB_SYSCALL(unshare, VB_GROUP_NAMESPACE, VB_DENY_FLAGS, VB_NS_FLAGS_UNSHARE, "new namespaces give back the capabilities the sandbox dropped")
 VB_SYSCALL(clone, VB_GROUP_NAMESPACE, VB_DENY_FLAGS, VB_NS_FLAGS_CLONE, "new namespaces give back the capabilities the sandbox dropped")
-VB_SYSCALL(clone3, VB_GROUP_NAMESPACE, VB_NOSYS, 0, "its flags are behind a pointer the filter cannot read; libc falls back to clone")
+VB_SYSCALL(clone, VB_GROUP_ALWAYS, VB_DENY_FLAGS, VB_CLONE_UNTRACED, "CLONE_UNTRACED: a child no tracer follows would keep the vDSO, and with it the host's clock")
+VB_SYSCALL(clone3, VB_GROUP_ALWAYS, VB_NOSYS, 0, "its flags (new namespaces, CLONE_UNTRACED) are behind a pointer the filter cannot read; libc falls back to clone")
 VB_SYSCALL(setns, VB_GROUP_NAMESPACE, VB_DENY, 0, "would enter another namespace")
 
 VB_SYSCALL(kexec_load, VB_GROUP_KERNEL, VB_DENY, 0, "replaces the running kernel")
@@ -147,7 +153,7 @@ VB_INTERPOSE(listen, VB_FAMILY_NET, "ii", "listens on a socket")
  *    sys_<name>(struct vb_call *) (sys_time.c) writes the sandbox's time into
  *    the caller; `args` decodes the arguments as VB_INTERPOSE's do;
  *  - VB_TIME(name, trap, note): the call stops in the sandbox's init
- *    (SECCOMP_RET_TRACE), whose handler sys_<name>(struct vb_tracee *)
+ *    (SECCOMP_RET_TRACE), whose handler trace_<name>(struct vb_tracee *)
  *    (sys_time.c) rewrites its timeout or time stamps.
  * clock_gettime is sent by clock id: REALTIME-like ids with
  * VB_TRAP_CLOCK_REAL, MONOTONIC/BOOTTIME-like ids with VB_TRAP_CLOCK_MONO;
@@ -156,6 +162,8 @@ VB_INTERPOSE(listen, VB_FAMILY_NET, "ii", "listens on a socket")
 VB_TIME_CLOCK(clock_gettime, VB_TRAP_CLOCK_REAL, "i-", "reads a clock")
 VB_TIME_CLOCK(gettimeofday, VB_TRAP_CLOCK_REAL, "--", "reads CLOCK_REALTIME")
 VB_TIME_CLOCK(time, VB_TRAP_CLOCK_REAL, "-", "reads CLOCK_REALTIME in seconds")
+VB_TIME_CLOCK(adjtimex, VB_TRAP_CLOCK_REAL, "-", "reads CLOCK_REALTIME and the NTP state (modes 0); setting fails")
+VB_TIME_CLOCK(clock_adjtime, VB_TRAP_CLOCK_REAL, "i-", "the same for a clock id (under a time view its time_set row gives way)")
 VB_TIME(clock_nanosleep, VB_TRAP_DEADLINES, "sleeps, perhaps until an absolute deadline")
 VB_TIME(timerfd_settime, VB_TRAP_DEADLINES, "arms a timer, perhaps at an absolute deadline")
 VB_TIME(futex, VB_TRAP_DEADLINES, "waits with a timeout (only waits that have one are trapped)")
@@ -173,4 +181,13 @@ VB_TIME(getitimer, VB_TRAP_TIMEOUTS, "reads an interval timer")
 VB_TIME(timerfd_gettime, VB_TRAP_TIMEOUTS, "reads a timer")
 VB_TIME(utimensat, VB_TRAP_STAMPS, "sets file times, perhaps to now")
 VB_TIME(arch_prctl, VB_TRAP_STAMPS, "ARCH_MAP_VDSO_* would map the vDSO and the host's clock data again")
+VB_TIME(times, VB_TRAP_STRICT, "returns ticks since the host booted (strict: since the sandbox's boot)")
+VB_TIME(stat, VB_TRAP_FILE_TIMES, "reads a file's times (file_times: on the sandbox's clock)")
+VB_TIME(lstat, VB_TRAP_FILE_TIMES, "reads a link's times (file_times: on the sandbox's clock)")
+VB_TIME(fstat, VB_TRAP_FILE_TIMES, "reads a file's times (file_times: on the sandbox's clock)")
+VB_TIME(newfstatat, VB_TRAP_FILE_TIMES, "reads a file's times (file_times: on the sandbox's clock)")
+VB_TIME(statx, VB_TRAP_FILE_TIMES, "reads a file's times (file_times: on the sandbox's clock)")
+VB_TIME(utimes, VB_TRAP_FILE_TIMES, "sets file times (file_times: given on the sandbox's clock)")
+VB_TIME(futimesat, VB_TRAP_FILE_TIMES, "sets file times (file_times: given on the sandbox's clock)")
+VB_TIME(utime, VB_TRAP_FILE_TIMES, "sets file times in seconds (file_times: on the sandbox's clock)")
 #endif

@@ -142,7 +142,8 @@ struct vb_plan {
     int64_t time_offset_ns;         /* without a start: the host's CLOCK_REALTIME plus this */
     double time_rate;               /* virtual seconds per real second (> 0) */
     int time_frozen;                /* the clock moves only by the sandbox's own sleeps */
-    int time_strict;                /* rdtsc traps (PR_SET_TSC, PR_TSC_SIGSEGV) */
+    int time_strict;                /* the host's uptime hidden: rdtsc emulated, times() translated */
+    int time_file_times;            /* file times read and set on the sandbox's clock (stat, utimes) */
 
     int cgroup_fd;                  /* -1, or a cgroup v2 dir fd: clone straight into it */
     const int *cgroup_procs_fds;    /* open cgroup.procs files (cgroup v1): the sandbox's init */
@@ -313,6 +314,8 @@ const char *vb_group_name(uint64_t group);
 #define VB_TRAP_DEADLINES  4       /* calls that may take an absolute deadline */
 #define VB_TRAP_TIMEOUTS   8       /* calls with a relative timeout (scaled when rate != 1) */
 #define VB_TRAP_STAMPS     16      /* utimensat (UTIME_NOW is the sandbox's now) */
+#define VB_TRAP_STRICT     32      /* [time].strict: times(), whose ticks count the host's uptime */
+#define VB_TRAP_FILE_TIMES 64      /* [time].file_times = "sandbox": the stat family, explicit utimes */
 
 /* Builds the seccomp program for `deny_groups`, `interpose_families` and
  * `time_traps` (VB_TRAP_*) into `out` (capacity in instructions); returns

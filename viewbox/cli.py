@@ -356,16 +356,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
         denied = denied_syscall_groups(policy)
         print("\n# seccomp: denied syscalls (EPERM unless noted), from the C core's syscall table")
         for row in core.syscall_table():
-            if row.group in denied:
+            if row.group in denied or row.group == "always":
                 print(f"#   {row.name:<20} [{row.group}] {row.note}")
         if policy.time.active:
-            scaled = policy.time.rate != 1.0 or policy.time.frozen
+            from .views.time import file_times_on_sandbox_clock
+
+            traps = core.time_traps(rate=policy.time.rate, frozen=policy.time.frozen, strict=policy.time.strict,
+                                    file_times=file_times_on_sandbox_clock(policy))
             print("\n# time view: clock reads answered by the supervisor, other calls trapped to the "
                   "sandbox's init (timeouts rewritten)")
-            for name, scaled_only, note in core.time_table():
-                if scaled_only and not scaled:
-                    continue
-                print(f"#   {name:<20} {note}")
+            for name, trap, note in core.time_table():
+                if trap & traps:
+                    print(f"#   {name:<20} {note}")
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ._core import ffi, lib
 from ._record import record
-from .errors import spawn_error
+from .errors import PolicyError, spawn_error
 from .plan import Plan
 
 #: exit status the C core uses when it could not set a sandbox up (csrc/viewbox.h)
@@ -277,6 +277,7 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         p.time_rate = plan.time_rate
         p.time_frozen = int(plan.time_frozen)
         p.time_strict = int(plan.time_strict)
+        p.time_file_times = int(plan.time_file_times)
     p.cgroup_fd = cgroup_fd
     p.audit_fd = audit_fd
     p.sandbox_id = sandbox_id or new_sandbox_id()
@@ -298,6 +299,11 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
         families |= lib.VB_FAMILY_NET
     if plan.time_view:
         families |= lib.VB_FAMILY_CLOCK  # the supervisor answers the clock reads
+    if plan.time_file_times and families & lib.VB_FAMILY_FS and not plan.path_rules:
+        # an audit alone lets the stat family run as it is, after the filter sent it to the
+        # supervisor: neither the supervisor nor the tracer sees its result
+        raise PolicyError('[time].file_times = "sandbox" does not work with an audit unless the policy has '
+                          'path rules; set file_times = "host" or add a rule')
     if families:
         p.interpose_families = families
         p.supervisor = supervisor()._c
@@ -350,14 +356,23 @@ def syscall_table() -> tuple[SyscallInfo, ...]:
 
 
 @lru_cache(maxsize=None)
-def time_table() -> tuple[tuple[str, bool, str], ...]:
-    """The time view's rows of the syscall table: (name, trapped only when the clock is scaled
-    or frozen, note)."""
+def time_table() -> tuple[tuple[str, int, str], ...]:
+    """The time view's rows of the syscall table: (name, the VB_TRAP_* bit that traps it, note)."""
     count = ffi.new("size_t *")
     rows = lib.vb_time_table(count)
-    scaled_only = lib.VB_TRAP_CLOCK_MONO | lib.VB_TRAP_TIMEOUTS
-    return tuple((ffi.string(rows[i].name).decode(), bool(rows[i].trap & scaled_only),
-                  ffi.string(rows[i].note).decode()) for i in range(count[0]))
+    return tuple((ffi.string(rows[i].name).decode(), int(rows[i].trap), ffi.string(rows[i].note).decode())
+                 for i in range(count[0]))
+
+
+def time_traps(*, rate: float, frozen: bool, strict: bool, file_times: bool) -> int:
+    """The VB_TRAP_* bits a time view with these settings traps (the C core's vb_time_traps)."""
+    p = ffi.new("struct vb_plan *")
+    p.time_view = 1
+    p.time_rate = rate
+    p.time_frozen = int(frozen)
+    p.time_strict = int(strict)
+    p.time_file_times = int(file_times)
+    return int(lib.vb_time_traps(p))
 
 
 def seccomp_program(deny_groups: int, interpose_families: int = 0, time_traps: int = 0) -> bytes:

@@ -154,7 +154,8 @@ class Plan:
     time_offset_ns: int = 0            # else: the host's CLOCK_REALTIME plus this
     time_rate: float = 1.0             # virtual seconds per real second
     time_frozen: bool = False          # still, but for the sandbox's own sleeps
-    time_strict: bool = False          # rdtsc traps (PR_SET_TSC)
+    time_strict: bool = False          # the host's uptime hidden (rdtsc, times, /proc files)
+    time_file_times: bool = False      # stat results and explicit utimes on the sandbox's clock
     # Extra fds passed in, host fd -> fd number inside (stdio is added at spawn).
     pass_fds: dict[int, int] = field(default_factory=dict)
     # [net].mode "private": a namespace viewbox wires up (veth, NAT) before the spawn

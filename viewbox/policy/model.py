@@ -964,6 +964,10 @@ class SeccompTable:
     allow: tuple[str, ...] = _list(check_choice(*SYSCALL_GROUPS, noun="syscall group"))
 
 
+#: [time].file_times: whose clock a file's times are on, as the sandbox reads and sets them
+FILE_TIMES = ("host", "sandbox")
+
+
 @record
 class TimeTable:
     """[time]: the sandbox's own clock (viewbox.views.time)."""
@@ -973,6 +977,9 @@ class TimeTable:
     rate: float = _scalar(1.0, check_rate)
     frozen: bool = _scalar(False, check_boolean)
     strict: bool = _scalar(False, check_boolean)
+    file_times: str | None = _scalar(None, check_choice(*FILE_TIMES, noun="file_times"),
+                                     unset='"sandbox" with path rules (the supervisor answers stat then), '
+                                           'else "host"')
 
     @property
     def active(self) -> bool:

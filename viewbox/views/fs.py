@@ -14,8 +14,9 @@ from viewbox._record import record, replace
 from typing import TYPE_CHECKING
 
 from viewbox.errors import PolicyError, PolicyErrors, UnavailableLayer
-from viewbox.plan import Base, LandlockRule, MountKind, MountOp, PathRule
+from viewbox.plan import Access, Base, LandlockRule, MountKind, MountOp, PathRule, RuleAction
 from viewbox.policy.model import expand, expand_glob, os_reason, quote
+from viewbox.views.time import strict_hidden
 
 if TYPE_CHECKING:
     from viewbox.policy.model import Origin, Policy
@@ -173,7 +174,7 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         if mount is not None:
             placed.append(mount)
             places[mount[0]] = entry.place
-    if policy.fs.rules:
+    if policy.fs.rules or strict_hidden(policy):
         from viewbox.doctor import seccomp_addfd_layer  # the kernel version only: cheap
 
         addfd = seccomp_addfd_layer(0)
@@ -387,10 +388,14 @@ def _mount(listed: _Listed, policy: Policy, handled: int, optional: set[str],
 
 
 def _path_rules(policy: Policy, cwd: str) -> tuple[PathRule, ...]:
-    """[fs].rules for the C core, in order, placeholders filled in, each naming where it was written."""
-    return tuple(PathRule(expand_glob(rule.glob, cwd=cwd), rule.access, rule.action,
-                          str(policy.origin("fs.rules", index)))
-                 for index, rule in enumerate(policy.fs.rules))
+    """[fs].rules for the C core, in order, placeholders filled in, each naming where it was written;
+    then the time view's strict refusals (last: nothing lifts them)."""
+    rules = tuple(PathRule(expand_glob(rule.glob, cwd=cwd), rule.access, rule.action,
+                           str(policy.origin("fs.rules", index)))
+                  for index, rule in enumerate(policy.fs.rules))
+    origin = str(policy.origin("time.strict"))
+    return rules + tuple(PathRule(glob, Access.READ | Access.WRITE | Access.EXEC, RuleAction.DENY, origin)
+                         for glob in strict_hidden(policy))
 
 
 def _depth(path: str) -> int:

@@ -3,7 +3,8 @@
 [time].start places the sandbox's CLOCK_REALTIME at an instant when it starts
 (it runs on from there); [time].offset shifts the host's instead; rate scales
 how fast it runs (sleeps and timeouts scale with it); frozen stops it except
-for the sandbox's own sleeps, which jump it forward; strict also traps rdtsc.
+for the sandbox's own sleeps, which jump it forward; strict also hides the
+host's uptime; file_times = "sandbox" puts files' times on the sandbox's clock.
 The C core (csrc/sys_time.c) does the rest: a time namespace, the supervisor
 answering clock reads, and the sandbox's init tracing the command to rescale waits.
 """
@@ -18,6 +19,29 @@ if TYPE_CHECKING:
     from viewbox.policy.model import Policy
     from viewbox.views import CompileContext
 
+#: Files of the sandbox's /proc that show the host's uptime, which a time namespace does not
+#: shift: per-task scheduler clocks (sched's se.exec_start, in ms since the host booted; the
+#: schedstat next to it), the time namespace's own offsets (the host's uptime at the start,
+#: negated) and /proc/uptime's idle field. A per-task file exists only once its task does, so
+#: no mount can cover it: under strict, path rules refuse them (the fs view adds these after
+#: the policy's own, so no allow lifts them).
+STRICT_HIDDEN = ("/proc/*/sched", "/proc/*/schedstat", "/proc/*/timens_offsets",
+                 "/proc/*/task/*/sched", "/proc/*/task/*/schedstat", "/proc/uptime")
+
+
+def file_times_on_sandbox_clock(policy: Policy) -> bool:
+    """[time].file_times; unset, "sandbox" when path rules send the stat family to the supervisor
+    anyway (it maps the times of its answers at no extra cost), else "host" (the tracer would
+    follow every stat call to its end: two ptrace stops each)."""
+    if policy.time.file_times is not None:
+        return policy.time.file_times == "sandbox"
+    return bool(policy.fs.rules or strict_hidden(policy))
+
+
+def strict_hidden(policy: Policy) -> tuple[str, ...]:
+    """The globs of STRICT_HIDDEN when the policy asks for them (strict, with a /proc to hide in)."""
+    return STRICT_HIDDEN if policy.time.strict and policy.fs.proc else ()
+
 
 def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
     clock = policy.time
@@ -30,6 +54,7 @@ def contribute(policy: Policy, context: CompileContext) -> dict[str, object]:
         "time_rate": clock.rate,
         "time_frozen": clock.frozen,
         "time_strict": clock.strict,
+        "time_file_times": file_times_on_sandbox_clock(policy),
     }
 
 
