@@ -50,7 +50,7 @@ from .plan import Plan, Rlimit
 if TYPE_CHECKING:
     from .core import Usage as KernelUsage
     from .doctor import CgroupInfo
-    from .policy.model import LimitsTable
+    from .policy.model import LimitsTable, Origin
 
 LEVEL_CGROUP_V2 = "cgroup v2"
 LEVEL_CGROUP_V1 = "cgroup v1"
@@ -540,6 +540,16 @@ def _status(pid: int) -> dict[str, int]:
 
 # --- one sandbox's session ----------------------------------------------------------
 
+def _from_shipped_policy(origin: Origin | None) -> bool:
+    """Whether a value was set by a policy shipped with viewbox, not by the caller (a flag, a
+    keyword, a file of theirs)."""
+    if origin is None or origin.file is None:
+        return False
+    from .policy import SHIPPED, shipped_path
+
+    return origin.file in {str(shipped_path(name)) for name in SHIPPED}
+
+
 class QuotaSession:
     """Holds one sandbox to its [limits] and measures what it used.
 
@@ -552,9 +562,10 @@ class QuotaSession:
     """
 
     def __init__(self, limits: LimitsTable, level: str, cgroups: _Cgroups | None = None,
-                 why_no_cgroup: tuple[str, ...] = ()) -> None:
+                 why_no_cgroup: tuple[str, ...] = (), memory_origin: Origin | None = None) -> None:
         self.limits = limits
         self.level = level
+        self._memory_origin = memory_origin
         self.limit: str | None = None
         self._cgroups = cgroups
         self._why_no_cgroup = why_no_cgroup
@@ -571,8 +582,10 @@ class QuotaSession:
         self._killed: tuple[float, float, int] | None = None
 
     @classmethod
-    def open(cls, limits: LimitsTable) -> QuotaSession:
-        """Chooses the level for `limits` and makes the cgroups it needs.
+    def open(cls, limits: LimitsTable, *, memory_origin: Origin | None = None) -> QuotaSession:
+        """Chooses the level for `limits` and makes the cgroups it needs. `memory_origin`: where
+        the memory limit came from (Policy.origin), which decides whether a watchdog holding it
+        is worth a note (see prepare).
 
         Raises UnavailableLayer when the policy needs a cgroup (require =
         "cgroup", or a cpu limit) and none can be written here."""
@@ -582,7 +595,7 @@ class QuotaSession:
 
         cgroups, why_not = _open_cgroups(limits, cgroup_info())
         if cgroups is not None:
-            return cls(limits, cgroups.level, cgroups)
+            return cls(limits, cgroups.level, cgroups, memory_origin=memory_origin)
         needs = [f"[limits].cpu = {limits.cpu:g}"] if limits.cpu is not None else []
         if limits.require == "cgroup":
             needs.append('[limits].require = "cgroup"')
@@ -593,11 +606,15 @@ class QuotaSession:
                 "run as root, or from a cgroup v2 subtree delegated to you with memory, cpu and pids in "
                 "its cgroup.subtree_control; or drop those settings to run at the rlimit level "
                 "(pids by RLIMIT_NPROC, memory by a watchdog, no cpu limit)")
-        return cls(limits, LEVEL_RLIMIT, why_no_cgroup=tuple(why_not))
+        return cls(limits, LEVEL_RLIMIT, why_no_cgroup=tuple(why_not), memory_origin=memory_origin)
 
     def prepare(self, plan: Plan) -> Plan:
         """`plan` with what this level adds: the wall-time limit for the sandbox's init to hold,
-        RLIMIT_NPROC, and a note when a limit is held less firmly."""
+        RLIMIT_NPROC, and a note when a limit the caller set is held less firmly.
+
+        The shipped policies' own limits (default's bomb guards) get no note: at the rlimit
+        level a watchdog is how every unprivileged run holds them, and a line on every run
+        would bury the notes that matter; the level is in the usage and the audit all the same."""
         if self.limits.wall is not None:
             plan = replace(plan, wall_ms=max(1, round(self.limits.wall * 1000)))
         if self.level != LEVEL_RLIMIT:
@@ -606,7 +623,7 @@ class QuotaSession:
         if self.limits.pids is not None:
             rlimits += (Rlimit(resource.RLIMIT_NPROC, self.limits.pids, self.limits.pids),)
         degraded = plan.degraded
-        if self.limits.memory is not None:
+        if self.limits.memory is not None and not _from_shipped_policy(self._memory_origin):
             degraded += (f"memory: no cgroup can be made here, so a watchdog samples the sandbox's memory "
                          f"every {WATCHDOG_POLL * 1000:g} ms and kills it past the limit (rlimit level)",)
         return replace(plan, rlimits=rlimits, degraded=degraded)

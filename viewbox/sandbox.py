@@ -284,7 +284,7 @@ class Sandbox:
         argv = tuple(os.fspath(a) for a in argv)
         plan = self.compile(argv)
         resolving = _resolver_module() if plan.net_names else None
-        quota = QuotaSession.open(self.policy.limits)
+        quota = QuotaSession.open(self.policy.limits, memory_origin=self.policy.origin("limits.memory"))
         try:
             plan = quota.prepare(plan)
             audit = _Audit(self._audit_path)

@@ -888,6 +888,25 @@ class EnvTable:
     set: Mapping[str, str] = _table(check_env_name, check_env_value)
 
 
+#: what [limits].memory, cpu, pids and wall say to hold no limit, also undoing one a policy extended
+#: (default's) sets: TOML has no null, and an API keyword of None means "not given"
+UNLIMITED = "unlimited"
+
+
+def or_unlimited(check: Check) -> Check:
+    """`check`, or UNLIMITED for no limit (None)."""
+    def checked(value: object) -> Any:
+        if value == UNLIMITED:
+            return None
+        try:
+            return check(value)
+        except FieldError as err:
+            if not isinstance(value, str):
+                raise
+            raise FieldError(f'{err}; "{UNLIMITED}" sets no limit') from None
+    return checked
+
+
 #: [limits].require: the weakest enforcement level a policy accepts (viewbox.quota.LEVELS)
 QUOTA_REQUIREMENTS = ("rlimit", "cgroup")
 #: the sandbox's init and the command count against [limits].pids
@@ -898,10 +917,10 @@ MIN_PIDS = 2
 class LimitsTable:
     """[limits]: resource limits (enforced by viewbox.quota) and rlimits."""
 
-    memory: int | None = _scalar(None, parse_size, unset="no limit")
-    cpu: float | None = _scalar(None, check_cpu, unset="no limit")
-    pids: int | None = _scalar(None, check_integer(MIN_PIDS, 2**22), unset="no limit")
-    wall: float | None = _scalar(None, check_duration, unset="no limit")
+    memory: int | None = _scalar(None, or_unlimited(parse_size), unset="no limit")
+    cpu: float | None = _scalar(None, or_unlimited(check_cpu), unset="no limit")
+    pids: int | None = _scalar(None, or_unlimited(check_integer(MIN_PIDS, 2**22)), unset="no limit")
+    wall: float | None = _scalar(None, or_unlimited(check_duration), unset="no limit")
     disk: int | None = _scalar(None, parse_size, unset="each tmpfs has the size [fs].tmpfs gives it")
     files: int = _scalar(1024, check_integer(16, MAX_RLIMIT))
     core: int = _scalar(0, check_integer(0, MAX_RLIMIT))
