@@ -200,6 +200,22 @@ def test_bombs_end_with_124_at_the_cgroup_v2_level() -> None:
         assert result.usage.reason is not None and result.usage.reason.startswith(reason)
 
 
+def test_root_without_a_cgroup_is_held_by_the_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root where no cgroup can be made, as on a pure cgroup v2 host from a login session (its
+    cgroup holds processes, so no controller can be enabled below it): the rlimit level. Root's
+    sandbox runs as host uid 0, for which the kernel does not enforce RLIMIT_NPROC, so the
+    watchdog alone ends the run (a bounded number of processes here: never an unheld bomb)."""
+    from viewbox import doctor
+
+    none = doctor.CgroupInfo(version="none", v2_mount=None, v2_cgroup=None, v2_controllers=(),
+                             v2_writable=False, v1_mounts={}, v1_writable=())
+    monkeypatch.setattr(doctor, "cgroup_info", lambda: none)
+    result = viewbox.run([INSIDE_PYTHON, "-c", SPAWN_1100])
+    assert result.usage is not None
+    assert (result.exit_status, result.usage.level, result.usage.limit) == (124, "rlimit", "pids")
+    assert result.usage.pids_peak is not None and result.usage.pids_peak >= DEFAULT_PIDS
+
+
 # --- overriding and removing the defaults ---------------------------------------------------------
 
 #: 1100 processes at once, each holding its place for a moment: more than the default pids

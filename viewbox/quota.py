@@ -7,19 +7,26 @@ first, and reported in the usage, the audit start event and `--report`:
   cgroup v2  a child cgroup per sandbox under the caller's own cgroup, the
              sandbox cloned straight into it (CLONE_INTO_CGROUP): memory.max,
              memory.swap.max = 0, memory.oom.group = 1, cpu.max, pids.max.
+             The caller's cgroup must enable the controllers for its children,
+             which the kernel refuses while it holds processes (the root cgroup
+             excepted); viewbox does not move its caller, so on a pure v2 host a
+             caller in a session or service cgroup gets the rlimit level.
   cgroup v1  a child cgroup per sandbox in the memory, cpu and pids
              hierarchies, each under the caller's own cgroup there; the C core
              writes the sandbox's init into each cgroup.procs before anything
              of the sandbox runs: memory.limit_in_bytes (and memsw: no swap),
              cpu.cfs_quota_us, pids.max.
-  rlimit     no cgroup can be written (unprivileged, no delegation): pids is
-             RLIMIT_NPROC, which Linux >= 5.14 counts per user namespace, so
-             inside the sandbox's own it counts the sandbox's tasks only;
-             memory is held by a watchdog sampling the sandbox's processes;
-             cpu cannot be held at all, so a cpu limit fails closed.
+  rlimit     no cgroup can be written (unprivileged, no delegation): a
+             watchdog samples the sandbox's tasks and memory in the view's own
+             /proc and ends the run at pids tasks or past memory; RLIMIT_NPROC,
+             which Linux >= 5.14 counts per user namespace (the sandbox's tasks
+             only), is the kernel's stop between samples (NPROC_HEADROOM; not
+             enforced for host uid 0); cpu cannot be held at all, so a cpu
+             limit fails closed.
 
-A cgroup is only made when the policy sets memory, cpu or pids, or requires a
-cgroup; otherwise the run is at the rlimit level and the usage comes from the
+A cgroup is only made when the policy sets memory, cpu or pids (the default
+policy sets memory and pids), or requires a cgroup; otherwise the run is at
+the rlimit level and the usage comes from the
 kernel's accounting of the reaped processes (wait4) alone.
 
 The waiter (Process.wait, poll, communicate) calls `check()` between short
