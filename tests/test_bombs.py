@@ -252,6 +252,9 @@ def test_policy_file_removes_the_defaults(world_dir: pathlib.Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert f'memory = "unlimited"  # from {policy}:6' in shown.stdout.splitlines()
     assert f'pids = "unlimited"  # from {policy}:7' in shown.stdout.splitlines()
+    rendered = world_dir / "rendered.toml"
+    rendered.write_text(shown.stdout)
+    assert load_policy(rendered) == loaded  # and it loads back as shown
     # and it runs the 1100 processes, as nobody (no RLIMIT_NPROC) and root (no cgroup)
     for user in ("root", "nobody"):
         done = Caller(user).run(["--policy", str(policy), "--", INSIDE_PYTHON, "-c", SPAWN_1100])

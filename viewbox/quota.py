@@ -691,7 +691,7 @@ class QuotaSession:
                 f"and none can be made here ({'; '.join(why_not)})",
                 "run as root, or from a cgroup v2 subtree delegated to you with memory, cpu and pids in "
                 "its cgroup.subtree_control; or drop those settings to run at the rlimit level "
-                "(pids by RLIMIT_NPROC, memory by a watchdog, no cpu limit)")
+                "(pids and memory held by a watchdog, no cpu limit)")
         return cls(limits, LEVEL_RLIMIT, why_no_cgroup=tuple(why_not), memory_origin=memory_origin)
 
     def prepare(self, plan: Plan) -> Plan:
