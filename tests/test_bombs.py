@@ -134,12 +134,14 @@ def test_spinning_fork_bomb_is_ended_at_each_level(user: str) -> None:
     # it walked the host's /proc, a pid at a time, slower than the bomb replaced them.
     marker = unique("spinbomb")
     before = host_processes()
-    done = Caller(user).python(["-c", SPIN_BOMB_REPORT, INSIDE_PYTHON, f"# {marker}\n{SPIN_BOMB}"])
+    done = Caller(user).python(["-c", SPIN_BOMB_REPORT, INSIDE_PYTHON, f"# {marker}\n{SPIN_BOMB}"],
+                               timeout=120)
     assert done.returncode == 0, done.stderr
     usage = json.loads(done.stdout)
     assert (usage["status"], usage["limit"], usage["level"]) == (124, "pids", level_for(user)), usage
     assert usage["reason"].startswith(f"pids limit {DEFAULT_PIDS} reached (peak ")
-    assert usage["seconds"] < 20, usage
+    # (a loaded machine is slow to tear down a thousand busy processes: room for that)
+    assert usage["seconds"] < 60, usage
     if user == "root":
         assert usage["pids_peak"] <= DEFAULT_PIDS  # pids.max: the kernel refused every fork past it
     else:
