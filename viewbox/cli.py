@@ -152,11 +152,14 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--allow", action="append", default=[], metavar="[ACCESS:]GLOB",
                    help="let through what an earlier rule refuses or asks about, "
                         "e.g. \"read:$PWD/ca.pem\" (repeatable)")
-    q = p.add_argument_group("limits (override the policy's [limits])")
-    q.add_argument("--memory", metavar="SIZE", help="memory of the whole sandbox, e.g. 256M (a unit B, K, M, G "
-                                                     "or T is required; 4M at least)")
+    q = p.add_argument_group("limits (override the policy's [limits]; "
+                             "--memory, --cpus, --pids and --timeout also take \"unlimited\")")
+    q.add_argument("--memory", metavar="SIZE",
+                   help="memory of the whole sandbox, e.g. 256M (a unit B, K, M, G or T is required; 4M at least; "
+                        "the default policy's: 4G)")
     q.add_argument("--cpus", metavar="N", help="CPU cores, e.g. 0.5 (needs a cgroup)")
-    q.add_argument("--pids", type=int, metavar="N", help="processes and threads, the sandbox's init included")
+    q.add_argument("--pids", type=_integer_or_word, metavar="N",
+                   help="processes and threads, the sandbox's init included (the default policy's: 1024)")
     q.add_argument("--timeout", metavar="DURATION", help="wall time, e.g. 30s, 10m, 1h30m")
     q.add_argument("--disk", metavar="SIZE", help="bytes each writable tmpfs may hold, e.g. 1G (a unit is required)")
     t = p.add_argument_group("time (override the policy's [time])")
@@ -167,6 +170,14 @@ def _add_view_flags(p: argparse.ArgumentParser) -> None:
                    help="virtual seconds per real second, e.g. 10 (sleeps and timeouts scale with it)")
     t.add_argument("--time-frozen", action="store_const", const=True,
                    help="the clock stands still but for the sandbox's own sleeps, which jump it")
+
+
+def _integer_or_word(text: str) -> int | str:
+    """--pids 64 is the integer 64; --pids unlimited stays a word (the policy check says what is allowed)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Any
 from .errors import PolicyErrors, ViewboxError
 from .plan import Base, MountKind, MountOp, Plan
 from .policy import Policy, load_policy
-from .policy.model import SCHEMA, TABLES, SizeCheck, expand, format_size, normalize, quote, toml_key
+from .policy.model import SCHEMA, TABLES, OrUnlimited, SizeCheck, expand, format_size, normalize, quote, toml_key
 from .policy.parser import toml_value
 
 # What a run needed of a path.
@@ -706,7 +706,7 @@ def _kept_from_base(policy: Policy, cwd: str, learned_net: bool = False) -> dict
                 continue
             if spec.name == "identity.home":
                 value = expand(value, cwd=cwd)
-            elif isinstance(spec.check, SizeCheck) and isinstance(value, int):
+            elif isinstance(_unwrapped(spec.check), SizeCheck) and isinstance(value, int):
                 value = format_size(value)
             lines = out.setdefault(table, [])
             if isinstance(value, Mapping):
@@ -919,3 +919,8 @@ def _write_checked(target: str, text: str, *, force: bool, argv: Sequence[str]) 
     finally:
         if os.path.lexists(temporary):
             os.unlink(temporary)
+
+
+def _unwrapped(check: object) -> object:
+    """A field's own check, without the "unlimited" of a limit that may be lifted."""
+    return check.check if isinstance(check, OrUnlimited) else check

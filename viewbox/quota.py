@@ -7,19 +7,26 @@ first, and reported in the usage, the audit start event and `--report`:
   cgroup v2  a child cgroup per sandbox under the caller's own cgroup, the
              sandbox cloned straight into it (CLONE_INTO_CGROUP): memory.max,
              memory.swap.max = 0, memory.oom.group = 1, cpu.max, pids.max.
+             The caller's cgroup must enable the controllers for its children,
+             which the kernel refuses while it holds processes (the root cgroup
+             excepted); viewbox does not move its caller, so on a pure v2 host a
+             caller in a session or service cgroup gets the rlimit level.
   cgroup v1  a child cgroup per sandbox in the memory, cpu and pids
              hierarchies, each under the caller's own cgroup there; the C core
              writes the sandbox's init into each cgroup.procs before anything
              of the sandbox runs: memory.limit_in_bytes (and memsw: no swap),
              cpu.cfs_quota_us, pids.max.
-  rlimit     no cgroup can be written (unprivileged, no delegation): pids is
-             RLIMIT_NPROC, which Linux >= 5.14 counts per user namespace, so
-             inside the sandbox's own it counts the sandbox's tasks only;
-             memory is held by a watchdog sampling the sandbox's processes;
-             cpu cannot be held at all, so a cpu limit fails closed.
+  rlimit     no cgroup can be written (unprivileged, no delegation): a
+             watchdog samples the sandbox's tasks and memory in the view's own
+             /proc and ends the run at pids tasks or past memory; RLIMIT_NPROC,
+             which Linux >= 5.14 counts per user namespace (the sandbox's tasks
+             only), is the kernel's stop between samples (NPROC_HEADROOM; not
+             enforced for host uid 0); cpu cannot be held at all, so a cpu
+             limit fails closed.
 
-A cgroup is only made when the policy sets memory, cpu or pids, or requires a
-cgroup; otherwise the run is at the rlimit level and the usage comes from the
+A cgroup is only made when the policy sets memory, cpu or pids (the default
+policy sets memory and pids), or requires a cgroup; otherwise the run is at
+the rlimit level and the usage comes from the
 kernel's accounting of the reaped processes (wait4) alone.
 
 The waiter (Process.wait, poll, communicate) calls `check()` between short
@@ -45,12 +52,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._record import replace
 from .errors import UnavailableLayer
-from .plan import Plan, Rlimit
+from .plan import MountKind, Plan, Rlimit
 
 if TYPE_CHECKING:
     from .core import Usage as KernelUsage
     from .doctor import CgroupInfo
-    from .policy.model import LimitsTable
+    from .policy.model import LimitsTable, Origin
 
 LEVEL_CGROUP_V2 = "cgroup v2"
 LEVEL_CGROUP_V1 = "cgroup v1"
@@ -67,6 +74,12 @@ CPU_PERIOD_US = 100_000
 CGROUP_POLL = 0.05
 #: how often the rlimit level's watchdog samples the sandbox's processes
 WATCHDOG_POLL = 0.02
+#: At the rlimit level the watchdog ends the run when it counts [limits].pids tasks, and
+#: RLIMIT_NPROC, this many times that, stops a fork bomb between its samples. Not the limit
+#: itself: the kernel counts a fork in flight before it checks, so racing forks fail short of
+#: RLIMIT_NPROC (a bomb whose processes all spin on fork(), preempted mid-fork, settles tens
+#: of tasks below it), and the watchdog would wait for a count the sandbox never shows.
+NPROC_HEADROOM = 2
 #: seconds past [limits].wall after which viewbox kills a sandbox whose init has not ended it
 WALL_BACKSTOP = 1.0
 #: how long removing a cgroup may wait for the kernel to let go of its last task
@@ -463,12 +476,13 @@ def _open_cgroups(limits: LimitsTable, info: CgroupInfo) -> tuple[_Cgroups | Non
 # --- the rlimit level's watchdog -------------------------------------------------------
 
 class _ProcessTree:
-    """The sandbox's processes, found in /proc: every one descends from its init.
+    """The sandbox's processes, found in the host's /proc: every one descends from its init.
 
     A pid namespace keeps its orphans (they go to its init), so membership is
     parentage: a pid whose parent is a member is a member, one whose parent is
     known to be outside is outside. Each refresh reads the stat of the pids not
-    classified yet; a pid whose parent is not classified yet waits for the next."""
+    classified yet; a pid whose parent is not classified yet waits for the next.
+    Used when the view has no /proc of its own (see _PidNamespace)."""
 
     def __init__(self, init: int) -> None:
         self.init = init
@@ -498,22 +512,92 @@ class _ProcessTree:
                 del parents[pid]
         return set(self._members)
 
-    def sample(self) -> tuple[int, int]:
-        """(tasks, bytes): the sandbox's tasks (its init included) and the anonymous and shared
-        memory its processes hold (the init's left out: it shares the caller's pages)."""
-        tasks = memory = 0
-        for pid in self.members():
-            status = _status(pid)
-            tasks += status.get("Threads", 0)
-            if pid != self.init:
-                memory += (status.get("RssAnon", 0) + status.get("RssShmem", 0)) * 1024
-        return tasks, memory
+    def stat(self, pid: int) -> list[bytes]:
+        return _stat(pid)
+
+    def status(self, pid: int) -> dict[str, int]:
+        return _status(pid)
+
+    def close(self) -> None:
+        pass
 
 
-def _stat(pid: int) -> list[bytes]:
-    """The fields of /proc/PID/stat after the command name (state is [0]); [] when gone."""
+class _PidNamespace(_ProcessTree):
+    """The sandbox's processes as its own /proc lists them: its pid namespace, the init pid 1.
+
+    One directory listing finds them all however fast they come and go. A fork
+    bomb keeping every CPU busy leaves viewbox a sliver of CPU time, and a walk
+    of the host's /proc classifying each new pid by its parent never catches up
+    with one whose processes are replaced faster than it reads them."""
+
+    def __init__(self, proc_fd: int) -> None:
+        super().__init__(1)
+        self._fd = proc_fd
+
+    @classmethod
+    def open(cls, init: int) -> _PidNamespace | None:
+        """The /proc of the view whose init is `init` (a host pid), or None when it cannot be opened.
+
+        Reached through the command's root (/proc/PID/root, a child of the init's): the
+        init itself is not dumpable, so only root could open its root. The view's /proc
+        is a procfs mount the sandbox cannot unmount or cover (it has no capabilities
+        and no mount calls), so what it lists is the kernel's."""
+        try:
+            with open(f"/proc/{init}/task/{init}/children", encoding="ascii") as f:
+                children = f.read().split()
+        except OSError:
+            return None
+        for child in children:
+            try:
+                return cls(os.open(f"/proc/{child}/root/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+            except OSError:
+                continue
+        return None
+
+    def members(self) -> set[int]:
+        try:
+            return {int(name) for name in os.listdir(self._fd) if name.isdigit()}
+        except OSError:
+            return {self.init}
+
+    def stat(self, pid: int) -> list[bytes]:
+        return _stat(pid, self._fd)
+
+    def status(self, pid: int) -> dict[str, int]:
+        return _status(pid, self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _sample(tree: _ProcessTree, pids_limit: int | None) -> tuple[int, int]:
+    """(tasks, bytes): the sandbox's tasks (its init included) and the anonymous and shared
+    memory its processes hold (the init's left out: it shares the caller's pages). Stops at
+    the listing when that alone reaches `pids_limit`: (the number of processes, 0)."""
+    members = tree.members()
+    if pids_limit is not None and len(members) >= pids_limit:
+        return len(members), 0
+    tasks = memory = 0
+    for pid in members:
+        status = tree.status(pid)
+        tasks += status.get("Threads", 0)
+        if pid != tree.init:
+            memory += (status.get("RssAnon", 0) + status.get("RssShmem", 0)) * 1024
+    return tasks, memory
+
+
+def _opener(dir_fd: int | None) -> Any:
+    return None if dir_fd is None else (lambda path, flags: os.open(path, flags, dir_fd=dir_fd))
+
+
+def _stat(pid: int, dir_fd: int | None = None) -> list[bytes]:
+    """The fields of PROC/PID/stat after the command name (state is [0]); [] when gone. PROC:
+    the host's /proc, or the procfs open at `dir_fd`."""
+    path = f"{pid}/stat" if dir_fd is not None else f"/proc/{pid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(path, "rb", opener=_opener(dir_fd)) as f:
             return f.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return []
@@ -524,11 +608,12 @@ def _ppid(pid: int) -> int | None:
     return int(fields[1]) if len(fields) > 1 else None
 
 
-def _status(pid: int) -> dict[str, int]:
-    """Threads, RssAnon, RssShmem and VmHWM (KiB) of /proc/PID/status; {} when the process is gone."""
+def _status(pid: int, dir_fd: int | None = None) -> dict[str, int]:
+    """Threads, RssAnon, RssShmem and VmHWM (KiB) of PROC/PID/status; {} when the process is gone."""
+    path = f"{pid}/status" if dir_fd is not None else f"/proc/{pid}/status"
     out = {}
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
+        with open(path, "rb", opener=_opener(dir_fd)) as f:
             for line in f:
                 key, _, value = line.partition(b":")
                 if key in (b"Threads", b"RssAnon", b"RssShmem", b"VmHWM"):
@@ -539,6 +624,16 @@ def _status(pid: int) -> dict[str, int]:
 
 
 # --- one sandbox's session ----------------------------------------------------------
+
+def _from_shipped_policy(origin: Origin | None) -> bool:
+    """Whether a value was set by a policy shipped with viewbox, not by the caller (a flag, a
+    keyword, a file of theirs)."""
+    if origin is None or origin.file is None:
+        return False
+    from .policy import SHIPPED, shipped_path
+
+    return origin.file in {str(shipped_path(name)) for name in SHIPPED}
+
 
 class QuotaSession:
     """Holds one sandbox to its [limits] and measures what it used.
@@ -552,9 +647,11 @@ class QuotaSession:
     """
 
     def __init__(self, limits: LimitsTable, level: str, cgroups: _Cgroups | None = None,
-                 why_no_cgroup: tuple[str, ...] = ()) -> None:
+                 why_no_cgroup: tuple[str, ...] = (), memory_origin: Origin | None = None) -> None:
         self.limits = limits
         self.level = level
+        self._memory_origin = memory_origin
+        self._own_proc = False  # the view has its own /proc (see start)
         self.limit: str | None = None
         self._cgroups = cgroups
         self._why_no_cgroup = why_no_cgroup
@@ -571,8 +668,10 @@ class QuotaSession:
         self._killed: tuple[float, float, int] | None = None
 
     @classmethod
-    def open(cls, limits: LimitsTable) -> QuotaSession:
-        """Chooses the level for `limits` and makes the cgroups it needs.
+    def open(cls, limits: LimitsTable, *, memory_origin: Origin | None = None) -> QuotaSession:
+        """Chooses the level for `limits` and makes the cgroups it needs. `memory_origin`: where
+        the memory limit came from (Policy.origin), which decides whether a watchdog holding it
+        is worth a note (see prepare).
 
         Raises UnavailableLayer when the policy needs a cgroup (require =
         "cgroup", or a cpu limit) and none can be written here."""
@@ -582,7 +681,7 @@ class QuotaSession:
 
         cgroups, why_not = _open_cgroups(limits, cgroup_info())
         if cgroups is not None:
-            return cls(limits, cgroups.level, cgroups)
+            return cls(limits, cgroups.level, cgroups, memory_origin=memory_origin)
         needs = [f"[limits].cpu = {limits.cpu:g}"] if limits.cpu is not None else []
         if limits.require == "cgroup":
             needs.append('[limits].require = "cgroup"')
@@ -592,21 +691,27 @@ class QuotaSession:
                 f"and none can be made here ({'; '.join(why_not)})",
                 "run as root, or from a cgroup v2 subtree delegated to you with memory, cpu and pids in "
                 "its cgroup.subtree_control; or drop those settings to run at the rlimit level "
-                "(pids by RLIMIT_NPROC, memory by a watchdog, no cpu limit)")
-        return cls(limits, LEVEL_RLIMIT, why_no_cgroup=tuple(why_not))
+                "(pids and memory held by a watchdog, no cpu limit)")
+        return cls(limits, LEVEL_RLIMIT, why_no_cgroup=tuple(why_not), memory_origin=memory_origin)
 
     def prepare(self, plan: Plan) -> Plan:
         """`plan` with what this level adds: the wall-time limit for the sandbox's init to hold,
-        RLIMIT_NPROC, and a note when a limit is held less firmly."""
+        RLIMIT_NPROC, and a note when a limit the caller set is held less firmly.
+
+        The shipped policies' own limits (default's bomb guards) get no note: at the rlimit
+        level a watchdog is how every unprivileged run holds them, and a line on every run
+        would bury the notes that matter; the level is in the usage and the audit all the same."""
         if self.limits.wall is not None:
             plan = replace(plan, wall_ms=max(1, round(self.limits.wall * 1000)))
         if self.level != LEVEL_RLIMIT:
             return plan
+        self._own_proc = any(mount.kind is MountKind.PROC and mount.target == "/proc" for mount in plan.mounts)
         rlimits = plan.rlimits
         if self.limits.pids is not None:
-            rlimits += (Rlimit(resource.RLIMIT_NPROC, self.limits.pids, self.limits.pids),)
+            nproc = self.limits.pids * NPROC_HEADROOM
+            rlimits += (Rlimit(resource.RLIMIT_NPROC, nproc, nproc),)
         degraded = plan.degraded
-        if self.limits.memory is not None:
+        if self.limits.memory is not None and not _from_shipped_policy(self._memory_origin):
             degraded += (f"memory: no cgroup can be made here, so a watchdog samples the sandbox's memory "
                          f"every {WATCHDOG_POLL * 1000:g} ms and kills it past the limit (rlimit level)",)
         return replace(plan, rlimits=rlimits, degraded=degraded)
@@ -638,7 +743,7 @@ class QuotaSession:
                 self._interval = CGROUP_POLL
             else:
                 self._interval = WATCHDOG_POLL
-                self._tree = _ProcessTree(init_pid)
+                self._tree = (self._own_proc and _PidNamespace.open(init_pid)) or _ProcessTree(init_pid)
             self._next_poll = self._started
 
     def before_kill(self) -> None:
@@ -650,21 +755,20 @@ class QuotaSession:
         sets are read from /proc now, just before the kill."""
         if self._init is None or self._killed is not None:
             return
-        if self._cgroups:
-            pids = self._cgroups.procs()
-        else:
-            pids = (self._tree or _ProcessTree(self._init)).members()
+        tree = self._tree or _ProcessTree(self._init)
+        pids = self._cgroups.procs() if self._cgroups else tree.members()
+        init = self._init if self._cgroups else tree.init
         ticks = os.sysconf("SC_CLK_TCK")
         user = system = 0.0
         hwm = 0
-        for pid in pids - {self._init}:
-            fields = _stat(pid)
+        for pid in pids - {init}:
+            fields = tree.stat(pid)
             if len(fields) < 15:
                 continue
             # utime, stime, cutime, cstime: fields 14 to 17 of stat(5)
             user += (int(fields[11]) + int(fields[13])) / ticks
             system += (int(fields[12]) + int(fields[14])) / ticks
-            hwm = max(hwm, _status(pid).get("VmHWM", 0) * 1024)
+            hwm = max(hwm, tree.status(pid).get("VmHWM", 0) * 1024)
         self._killed = (user, system, hwm)
 
     def abort(self) -> None:
@@ -697,7 +801,7 @@ class QuotaSession:
             self._cgroups.sample()
             return self._cgroups.breach(self.limits)
         assert self._tree is not None
-        tasks, memory = self._tree.sample()
+        tasks, memory = _sample(self._tree, self.limits.pids)
         self._pids_peak = max(self._pids_peak, tasks)
         self._memory_peak = max(self._memory_peak, memory)
         if self.limits.memory is not None:
@@ -724,6 +828,9 @@ class QuotaSession:
             memory_peak, pids_peak = self._cgroups.peaks()
             self._cgroups.remove()
             self._cgroups = None
+        if self._tree:
+            self._tree.close()  # (an open /proc of the view keeps its mount and pid namespace)
+            self._tree = None
         self._started = None
         user, system, hwm = self._killed or (0.0, 0.0, 0)
         return Usage(level=self.level, wall_seconds=round(wall_seconds, 6),

@@ -248,7 +248,8 @@ class Sandbox:
     resolved: "ADDRESS[:PORT]"), env (a mapping added to the sandbox's
     environment); per-path rules deny, ask, allow (lists of "[ACCESS:]GLOB");
     and the limits: memory and disk (bytes, or "256M"), cpus (cores, 0.5),
-    pids, timeout (seconds, or "10m": [limits].wall); the clock: time_start (an instant,
+    pids, timeout (seconds, or "10m": [limits].wall), where memory, cpus, pids and
+    timeout also take "unlimited" (no limit, over the policy's); the clock: time_start (an instant,
     "2009-04-21T12:00:00Z"), time_offset ("-1d"), time_rate (2.0), time_frozen (True).
 
     `audit` is a file that receives JSON-lines events, or True: either way
@@ -284,7 +285,7 @@ class Sandbox:
         argv = tuple(os.fspath(a) for a in argv)
         plan = self.compile(argv)
         resolving = _resolver_module() if plan.net_names else None
-        quota = QuotaSession.open(self.policy.limits)
+        quota = QuotaSession.open(self.policy.limits, memory_origin=self.policy.origin("limits.memory"))
         try:
             plan = quota.prepare(plan)
             audit = _Audit(self._audit_path)

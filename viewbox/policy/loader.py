@@ -325,7 +325,8 @@ def load_policy(ref: PolicyRef | None = None, *, overrides: Mapping[str, Any] | 
     str; deny, ask and allow take "[ACCESS:]GLOB" path rules), workdir, hostname, net (str),
     listen, publish, allow_net, dns (lists of str: [net]), uid, gid (int), env (dict added
     to [env].set), memory, disk (size),
-    cpus (cores), pids (int), timeout (duration: [limits].wall), time_start (instant),
+    cpus (cores), pids (int), timeout (duration: [limits].wall) (those four also
+    "unlimited"), time_start (instant),
     time_offset ("-1d"), time_rate (float), time_frozen (bool): [time]; None values are
     skipped; an unknown key raises TypeError. `override_origin="cli"` names their origins
     "--ro" etc., else "api: ro". Raises PolicyErrors listing every mistake found.

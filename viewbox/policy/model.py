@@ -937,6 +937,28 @@ class EnvTable:
     set: Mapping[str, str] = _table(check_env_name, check_env_value)
 
 
+#: what [limits].memory, cpu, pids and wall say to hold no limit, also undoing one a policy extended
+#: (default's) sets: TOML has no null, and an API keyword of None means "not given"
+UNLIMITED = "unlimited"
+
+
+class OrUnlimited:
+    """The check of a limit that may be lifted: `check`, or UNLIMITED for no limit (None)."""
+
+    def __init__(self, check: Check) -> None:
+        self.check = check
+
+    def __call__(self, value: object) -> Any:
+        if value == UNLIMITED:
+            return None
+        try:
+            return self.check(value)
+        except FieldError as err:
+            if not isinstance(value, str):
+                raise
+            raise FieldError(f'{err}; "{UNLIMITED}" sets no limit') from None
+
+
 #: [limits].require: the weakest enforcement level a policy accepts (viewbox.quota.LEVELS)
 QUOTA_REQUIREMENTS = ("rlimit", "cgroup")
 #: the sandbox's init and the command count against [limits].pids
@@ -947,10 +969,10 @@ MIN_PIDS = 2
 class LimitsTable:
     """[limits]: resource limits (enforced by viewbox.quota) and rlimits."""
 
-    memory: int | None = _scalar(None, SizeCheck(MIN_MEMORY), unset="no limit")
-    cpu: float | None = _scalar(None, check_cpu, unset="no limit")
-    pids: int | None = _scalar(None, check_integer(MIN_PIDS, 2**22), unset="no limit")
-    wall: float | None = _scalar(None, check_duration, unset="no limit")
+    memory: int | None = _scalar(None, OrUnlimited(SizeCheck(MIN_MEMORY)), unset="no limit")
+    cpu: float | None = _scalar(None, OrUnlimited(check_cpu), unset="no limit")
+    pids: int | None = _scalar(None, OrUnlimited(check_integer(MIN_PIDS, 2**22)), unset="no limit")
+    wall: float | None = _scalar(None, OrUnlimited(check_duration), unset="no limit")
     disk: int | None = _scalar(None, SizeCheck(MIN_DISK), unset="each tmpfs has the size [fs].tmpfs gives it")
     files: int = _scalar(1024, check_integer(16, MAX_FILES))
     core: int = _scalar(0, check_integer(0, MAX_RLIMIT))

@@ -13,7 +13,7 @@ from typing import Any
 from viewbox.errors import PolicyError
 from viewbox.policy.model import (
     DEFAULT_ORIGIN, FIELDS, SCHEMA, GlobRule, Layer, ListenSocket, NetAllowRule, Origin, Policy, PublishedPort,
-    Shape, TmpfsMount,
+    UNLIMITED, Shape, TmpfsMount,
     check_field, describe, did_you_mean, format_size, quote, toml_key,
 )
 
@@ -295,6 +295,10 @@ def render_policy(policy: Policy) -> str:
                 continue
             value = getattr(section, spec.attr)
             if spec.shape is Shape.SCALAR:
+                if value is None and policy.origin(spec.name) != DEFAULT_ORIGIN:
+                    # a limit set to "unlimited" (over one a policy extended sets)
+                    body.append(f"{key} = {quote(UNLIMITED)}{_from(policy.origin(spec.name))}")
+                    continue
                 if value is None:
                     body.append(f"# {key}: not set: {spec.unset}")
                     continue
