@@ -1664,7 +1664,65 @@ static int64_t sys_truncate(int dfd)
     return rc;
 }
 
-/* execve, execveat: decided only; the kernel then runs it */
+/* What the kernel reads of a file to tell how to run it (BINPRM_BUF_SIZE). */
+#define EXEC_HEAD 256
+/* #! scripts the kernel follows through interpreters that are scripts
+ * themselves before it fails with ELOOP (exec_binprm's depth). */
+#define MAX_SCRIPTS 5
+
+static int stat_object(struct object *o)
+{
+    if (!o->have_st && fstat(o->fd, &o->st) != 0)
+        return -errno;
+    o->have_st = 1;
+    return 0;
+}
+
+static int spacetab(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* The interpreter a #! script names, read as fs/binfmt_script.c reads it:
+ * 1 with its path in `out`; 0 when `o` is not a script, or cannot be read
+ * (the kernel then runs it as a program, or fails); -ENOEXEC for a #! line
+ * the kernel refuses, and for a relative interpreter (the kernel resolves it
+ * from the caller's cwd, which the broker does not have). */
+static int script_interpreter(const struct object *o, char out[EXEC_HEAD])
+{
+    if (!S_ISREG(o->st.st_mode))
+        return 0;
+    int fd = reopen(o->fd, O_RDONLY | O_NONBLOCK);
+    if (fd < 0)
+        return 0;
+    char head[EXEC_HEAD] = {0};
+    ssize_t n = pread(fd, head, sizeof head, 0);
+    close(fd);
+    if (n < 2 || head[0] != '#' || head[1] != '!')
+        return 0;
+    const char *line_end = memchr(head, '\n', sizeof head);
+    const char *end = line_end ? line_end : head + sizeof head - 1;
+    const char *name = head + 2;
+    while (name < end && spacetab(*name))
+        name++;
+    const char *name_end = name;
+    while (name_end < end && !spacetab(*name_end) && *name_end != '\0')
+        name_end++;
+    if (name_end == name || (!line_end && name_end == end))
+        return -ENOEXEC; /* no interpreter, or one cut off by the head's end */
+    if (*name != '/')
+        return -ENOEXEC;
+    memcpy(out, name, (size_t)(name_end - name));
+    out[name_end - name] = '\0';
+    return 1;
+}
+
+/* execve, execveat: decided only; the kernel then runs it. A #! script's
+ * interpreters (through nested ones) are exec'd by the kernel without a
+ * call of their own: each is decided by the exec rules too, as the kernel
+ * checks each for exec permission. The reply's decision is the file's, or
+ * that of the interpreter refused; its stat is the program the kernel will
+ * run (the last interpreter), which the supervisor then verifies. */
 static int64_t sys_exec(int dfd)
 {
     struct object o;
@@ -1672,9 +1730,34 @@ static int64_t sys_exec(int dfd)
     if (rc < 0)
         return rc;
     rc = decide_object(&o, VB_ACCESS_EXEC);
-    /* what was checked, so the supervisor can verify what the kernel then ran */
-    if (rc == 0 && (o.have_st || fstat(o.fd, &o.st) == 0))
+    if (rc == 0)
+        rc = stat_object(&o);
+    /* the decision on the file itself, for the event (static: the broker's stack may be small) */
+    static char decided_canonical[PATH_MAX];
+    int decided_verdict = rep.verdict, decided_rule = rep.rule;
+    vb_strlcpy(decided_canonical, rep.canonical, sizeof decided_canonical);
+    char interpreter[EXEC_HEAD];
+    for (int scripts = 0; rc == 0; scripts++) {
+        rc = script_interpreter(&o, interpreter);
+        if (rc <= 0)
+            break;
+        drop(&o);
+        if (scripts == MAX_SCRIPTS)
+            return -ELOOP;
+        rc = resolve_object(-1, interpreter, 0, 1, 0, 0, &o);
+        if (rc < 0)
+            return rc;
+        rc = decide_object(&o, VB_ACCESS_EXEC);
+        if (rc == 0)
+            rc = stat_object(&o);
+    }
+    if (rc == 0) {
+        rep.verdict = decided_verdict;
+        rep.rule = decided_rule;
+        rep.access = VB_ACCESS_EXEC;
+        vb_strlcpy(rep.canonical, decided_canonical, sizeof rep.canonical);
         rep.u.st = o.st;
+    }
     drop(&o);
     return rc;
 }

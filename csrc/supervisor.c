@@ -90,8 +90,9 @@ struct grant {
 struct exec_check {
     uint32_t tid, tgid;              /* host ids of the exec'ing thread and its process */
     unsigned long long started;      /* the process's start time: a reused pid is another process */
-    dev_t before_dev, checked_dev;   /* /proc/TGID/exe before; the program checked */
-    ino_t before_ino, checked_ino;
+    dev_t before_dev, runs_dev;      /* /proc/TGID/exe before; the program the checked file runs
+                                        (itself, or the interpreter of its #! line: broker.c) */
+    ino_t before_ino, runs_ino;
     struct exec_check *next;
 };
 
@@ -997,9 +998,9 @@ static void sweep_exec_checks(struct served *s)
     }
 }
 
-/* An allowed exec is about to run: note what ran before and what was checked.
- * 0, or -errno when the exec must not run (it could not be verified). */
-static int remember_exec(struct served *s, const struct vb_call *call, const struct stat *checked)
+/* An allowed exec is about to run: note what ran before and what the checked
+ * file runs. 0, or -errno when the exec must not run (it could not be verified). */
+static int remember_exec(struct served *s, const struct vb_call *call, const struct stat *runs)
 {
     struct stat before;
     uint32_t tgid;
@@ -1018,18 +1019,21 @@ static int remember_exec(struct served *s, const struct vb_call *call, const str
     struct exec_check *c = s->n_exec_checks < MAX_EXEC_CHECKS ? calloc(1, sizeof *c) : NULL;
     if (!c)
         return -EAGAIN;
-    *c = (struct exec_check){call->notif.pid, tgid, started, before.st_dev, checked->st_dev,
-                             before.st_ino, checked->st_ino, s->exec_checks};
+    *c = (struct exec_check){call->notif.pid, tgid, started, before.st_dev, runs->st_dev,
+                             before.st_ino, runs->st_ino, s->exec_checks};
     s->exec_checks = c;
     s->n_exec_checks++;
     return 0;
 }
 
-/* A thread with a pending exec check calls: its process runs the program
- * checked (verified: forgotten), or still the one from before (the exec has not
- * happened yet, or failed: kept), or another one: the path was swapped between
- * the check and the exec, and the process is killed before this call returns.
- * A dynamically linked program gets no further than its loader's first open. */
+/* A thread with a pending exec check calls: its process runs the program the
+ * checked file runs (verified: forgotten), or still the one from before (the
+ * exec has not happened yet, or failed: kept), or another one: the path was
+ * swapped between the check and the exec, and the process is killed before
+ * this call returns. A dynamically linked program gets no further than its
+ * loader's first open. For a script /proc/PID/exe is its interpreter, so a
+ * script swapped for another script with the same interpreter passes; that
+ * interpreter then opens the script by its path, under the read rules. */
 static void verify_exec(struct served *s, const struct vb_call *call)
 {
     for (struct exec_check **at = &s->exec_checks; *at; at = &(*at)->next) {
@@ -1047,7 +1051,7 @@ static void verify_exec(struct served *s, const struct vb_call *call)
         }
         if (exe_of(c->tgid, &now) != 0)
             return;
-        if (now.st_dev == c->checked_dev && now.st_ino == c->checked_ino) {
+        if (now.st_dev == c->runs_dev && now.st_ino == c->runs_ino) {
             forget_exec(at);
             s->n_exec_checks--;
         } else if (!(now.st_dev == c->before_dev && now.st_ino == c->before_ino)) {
