@@ -3,13 +3,20 @@ and a bounded resolver, the sandbox's hostname, unix sockets under path
 rules, and learn granting only what was used."""
 from __future__ import annotations
 
-import os
+import errno
+import json
 import pathlib
 import shutil
+import socket
 import subprocess
 import textwrap
+import threading
+from collections.abc import Iterator
+
+import pytest
 
 from conftest import ATTACKS, INSIDE_PYTHON, Caller
+from test_net import BY_NAME, CountingServer, ServerNamespace, py
 
 # --- scripts under exec rules -----------------------------------------------------
 
@@ -87,3 +94,169 @@ def test_a_script_swapped_for_a_denied_program_is_killed(as_user: Caller, shared
     assert "DENIED-PROGRAM-RAN" not in done.stdout
     assert "ALLOWED-SCRIPT-RAN" in done.stdout
     assert int(done.stderr.split("children=")[1].split()[0]) > 20  # the race really ran
+
+
+# --- the resolver: what a name may be pinned to ------------------------------------------------
+
+
+class Zone:
+    """A hostile DNS server of the test's own on the host's loopback (UDP): `records` maps a
+    name asked to the records answered, (owner, type, value) each; other names get NXDOMAIN.
+    With `silent`, it reads queries and never answers."""
+
+    def __init__(self, records: dict[str, list[tuple[str, str, str]]], silent: bool = False) -> None:
+        self.records = records
+        self.silent = silent
+        self.asked = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+        import dns.rrset
+
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            self.asked += 1
+            if self.silent:
+                continue
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            question = query.question[0]
+            name = question.name.to_text(omit_final_dot=True)
+            if name not in self.records:
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+            for owner, kind, value in self.records.get(name, ()):
+                if kind == "CNAME" or dns.rdatatype.from_text(kind) == question.rdtype:
+                    reply.answer.append(dns.rrset.from_text(owner + ".", 60, "IN", kind, value))
+            self.sock.sendto(reply.to_wire(), peer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def host_address() -> str:
+    """The host's own IPv4 address on its way out (eth0's here), not a loopback one."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("1.1.1.1", 9))  # routes only: nothing is sent
+            return str(probe.getsockname()[0])
+    except OSError:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as host:
+            return next(str(a.get_attr("IFA_ADDRESS")) for a in host.get_addr(family=socket.AF_INET)
+                        if not str(a.get_attr("IFA_ADDRESS")).startswith("127."))
+
+
+@pytest.fixture
+def test_namespace() -> Iterator[ServerNamespace]:
+    namespace = ServerNamespace()
+    yield namespace
+    namespace.close()
+
+
+def test_rebinding_to_any_host_address_link_local_or_loopback_pins_nothing(
+        as_user: Caller, shared_dir: pathlib.Path, test_namespace: ServerNamespace) -> None:
+    """Attack: DNS rebinding. A hostile upstream points allowed names at the host's eth0
+    address, at its end of a link, at cloud metadata, at ::1, and slips in records owned by
+    names nobody asked for. Even with the host's networks named by address (for another port),
+    only the honest answer is pinned; natively the host's addresses are a way in."""
+    own, port = host_address(), test_namespace.port
+    host_server = CountingServer("0.0.0.0", port)
+    host_six = socket.create_server(("::1", port), family=socket.AF_INET6)  # what ::1 would reach
+    zone = Zone({
+        "own.test": [("own.test", "A", own)],
+        "link.test": [("link.test", "A", test_namespace.host_address)],
+        "meta.test": [("meta.test", "A", "169.254.169.254"), ("meta.test", "AAAA", "fe80::1")],
+        "six.test": [("six.test", "AAAA", "::1")],
+        # an honest CNAME chain, then records of names nobody asked about
+        "chain.test": [("chain.test", "CNAME", "real.test."), ("real.test", "A", test_namespace.address),
+                       ("other.test", "A", "9.9.9.9"), ("chain.test.evil", "A", "9.9.9.10")],
+    })
+    audit = shared_dir / "audit.jsonl"
+    names = ["own.test", "link.test", "meta.test", "six.test", "chain.test"]
+    native = as_user.native([INSIDE_PYTHON, "-c", BY_NAME, str(port), "0", own, test_namespace.host_address])
+    assert set(json.loads(native.stdout).values()) == {"hello from the host\n"}, native.stdout
+    reached_natively = host_server.accepted
+    rules = [arg for name in names for arg in ("--allow-net", f"{name}:{port}")]
+    try:
+        done = as_user.run(["--audit", str(audit), *rules, "--dns", zone.address,
+                            # the host's networks and the namespace's, named by address for port 1 only
+                            "--allow-net", f"{own.rsplit('.', 1)[0]}.0/24:1", "--allow-net", "10.201.77.0/30:1",
+                            *py(BY_NAME), str(port), "0", *names, "9.9.9.9", "9.9.9.10"])
+    finally:
+        zone.close()
+        host_server.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "own.test": "unresolved", "link.test": "unresolved", "meta.test": "unresolved",
+        "six.test": errno.ECONNREFUSED,  # the sandbox's own loopback: nothing listens there
+        "chain.test": f"hello {test_namespace.host_address}\n",
+        "9.9.9.9": errno.EACCES, "9.9.9.10": errno.EACCES,
+    }
+    assert host_server.accepted == reached_natively
+    host_six.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        host_six.accept()
+    host_six.close()
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    given = {(e["name"], e["type"]): e["addresses"] for e in events if e["event"] == "dns"}
+    assert given[("own.test", "A")] == given[("link.test", "A")] == given[("meta.test", "A")] == []
+    assert given[("meta.test", "AAAA")] == []
+    assert given[("chain.test", "A")] == [test_namespace.address]
+    refused = {r for e in events if e["event"] == "dns" for r in e.get("refused", ())}
+    assert {f"{own}: one of the host's own addresses", "169.254.169.254: a link-local address",
+            f"{test_namespace.host_address}: one of the host's own addresses",
+            "fe80::1: a link-local address"} <= refused
+    assert f"viewbox: {own} for own.test not allowed: one of the host's own addresses" in done.stderr
+
+
+def test_private_addresses_are_pinned_only_under_an_address_rule(
+        as_user: Caller, test_namespace: ServerNamespace) -> None:
+    """A name answered with a private address reaches it only when a rule names that network by
+    address (here for another port): otherwise a name could lead into the host's LAN."""
+    port = test_namespace.port
+    zone = Zone({"lan.test": [("lan.test", "A", test_namespace.address)]})
+    try:
+        runs = [as_user.run(["--allow-net", f"lan.test:{port}", "--dns", zone.address, *extra,
+                             *py(BY_NAME), str(port), "0", "lan.test", test_namespace.address])
+                for extra in ([], ["--allow-net", "10.201.77.0/30:1"])]
+    finally:
+        zone.close()
+    assert [run.returncode for run in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert json.loads(runs[0].stdout) == {"lan.test": "unresolved", test_namespace.address: errno.EACCES}
+    assert "not globally routable, and no [net].allow address rule covers it" in runs[0].stderr
+    assert json.loads(runs[1].stdout) == {"lan.test": f"hello {test_namespace.host_address}\n",
+                                          test_namespace.address: f"hello {test_namespace.host_address}\n"}
+
+
+# --- the sandbox's own hostname -----------------------------------------------------------
+
+
+def test_the_sandboxs_hostname_resolves_inside(as_user: Caller, world_dir: pathlib.Path) -> None:
+    """gethostbyname(gethostname()) and `hostname -f` work, for the default name and a policy's,
+    in the sandbox's own network (to its own loopback) and with the host's /etc/hosts kept."""
+    probe = ("import socket; name = socket.gethostname(); "
+             "print(name, socket.gethostbyname(name), socket.gethostbyname('localhost'))")
+    default = as_user.run(["--", INSIDE_PYTHON, "-c", probe])
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.split() == ["viewbox", "127.0.1.1", "127.0.0.1"]
+    policy = world_dir / "named.toml"
+    policy.write_text('[viewbox]\nversion = 1\nextends = ["default"]\n[identity]\nhostname = "build-7.example"\n')
+    named = as_user.run(["--policy", str(policy), "--", "sh", "-c", "hostname -f && getent hosts build-7.example"])
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.split() == ["build-7.example", "127.0.1.1", "build-7.example"]
+    # the sandbox's name reaches the sandbox: a server on its loopback answers to it
+    serve = ("import socket; s = socket.create_server(('127.0.1.1', 0)); "
+             "c = socket.create_connection((socket.gethostname(), s.getsockname()[1])); "
+             "s.accept(); print('connected')")
+    done = as_user.run(["--", INSIDE_PYTHON, "-c", serve])
+    assert done.returncode == 0 and done.stdout.strip() == "connected", done.stderr

@@ -28,6 +28,7 @@ is added, so that replay finds the same files.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -673,13 +674,18 @@ class NetUse:
         match = _DESTINATION.match(str(event.get("resolved", "")))
         if not match or event.get("rule") == _OWN_NETWORK:
             return
-        name = self._looked_up.get(match["host"].strip("[]")) or match["name"] or match["host"]
+        address = match["host"].strip("[]")
+        name = self._looked_up.get(address) or match["name"] or match["host"]
         destination = f"{name}:{match['port']}"
+        # a name is pinned to an address that is not globally routable only under an address
+        # rule covering it (viewbox.views.dns): the learned policy names that address too
+        private = name != match["host"] and not ipaddress.ip_address(address).is_global
         result = event.get("result")
         if event.get("decision") != "allow":
             self.refused.add(destination)
         elif not isinstance(result, int) or result >= 0 or result == -115:  # -EINPROGRESS: non-blocking
-            self.destinations[destination] = self.destinations.get(destination, 0) + 1
+            for used in (destination, f"{match['host']}:{match['port']}") if private else (destination,):
+                self.destinations[used] = self.destinations.get(used, 0) + 1
 
 
 # --- rendering ------------------------------------------------------------------
