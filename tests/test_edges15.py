@@ -3,6 +3,7 @@ and a bounded resolver, the sandbox's hostname, unix sockets under path
 rules, and learn granting only what was used."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import pathlib
@@ -11,11 +12,12 @@ import socket
 import subprocess
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from conftest import ATTACKS, INSIDE_PYTHON, Caller
+from conftest import ATTACKS, INSIDE_PYTHON, Caller, stop
 from test_net import BY_NAME, CountingServer, ServerNamespace, py
 
 # --- scripts under exec rules -----------------------------------------------------
@@ -260,3 +262,71 @@ def test_the_sandboxs_hostname_resolves_inside(as_user: Caller, world_dir: pathl
              "s.accept(); print('connected')")
     done = as_user.run(["--", INSIDE_PYTHON, "-c", serve])
     assert done.returncode == 0 and done.stdout.strip() == "connected", done.stderr
+
+
+# --- the resolver stays bounded on the host's side ------------------------------------------------
+
+# Sends DNS queries to the sandbox's resolver as fast as it can for SECONDS (after a pause
+# in which the test reads viewbox's memory), for one name and for ever new names, reading
+# whatever answers come back; prints how many it sent and how many were answered.
+FLOOD = textwrap.dedent("""
+    import socket, struct, sys, time
+    seconds, pause = float(sys.argv[1]), float(sys.argv[2])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("127.0.0.53", 53))
+    s.setblocking(False)
+    def query(n, name):
+        labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\\0"
+        return struct.pack(">HHHHHH", n & 0xFFFF, 0x0100, 1, 0, 0, 0) + labels + struct.pack(">HH", 1, 1)
+    print("ready", flush=True)
+    time.sleep(pause)
+    sent = answered = n = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        n += 1
+        try:
+            s.send(query(n, "slow.test" if n % 2 else f"q{n}.slow.test"))
+            sent += 1
+        except BlockingIOError:
+            time.sleep(0.0001)
+        try:
+            while s.recv(512):
+                answered += 1
+        except BlockingIOError:
+            pass
+    print(sent, answered, flush=True)
+""")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1])
+
+
+def test_a_query_flood_keeps_the_resolver_bounded(as_user: Caller) -> None:
+    """Attack: 10 s of queries for names whose upstream never answers. viewbox's own memory
+    stays within 20 MB of what it was; queries past the rate are dropped and counted."""
+    zone = Zone({}, silent=True)
+    proc = as_user.popen(["run", "--allow-net", "slow.test:80", "--allow-net", "*.slow.test:80",
+                          "--dns", zone.address, "--", INSIDE_PYTHON, "-c", FLOOD, "10", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        start = rss_kib(proc.pid)
+        peak = start
+        while proc.poll() is None:
+            with contextlib.suppress(OSError, StopIteration):
+                peak = max(peak, rss_kib(proc.pid))
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+        zone.close()
+    assert proc.returncode == 0, err
+    sent, answered = map(int, out.split())
+    assert sent > 20000, out  # a flood indeed
+    assert peak - start < 20 * 1024, f"viewbox grew from {start} KiB to {peak} KiB"
+    assert answered < sent  # the rest were dropped
+    assert "viewbox: DNS queries dropped: over 100/s or 64 pending" in err
+    assert zone.asked > 0  # the lookups it did make went upstream
