@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "broker.h"
@@ -1762,6 +1763,84 @@ static int64_t sys_exec(int dfd)
     return rc;
 }
 
+/* The name `fd` has under /proc/self/fd, with `rest` after it, as an address
+ * (connect and bind take no dirfd): 0, or -ENAMETOOLONG. */
+static int via_self_fd(int fd, const char *rest, struct sockaddr_un *addr, socklen_t *len)
+{
+    char n[SELF_FD_PATH_LEN];
+    int dirfd;
+    self_fd_link(fd, n, &dirfd); /* fills `n` with the whole path */
+    size_t a = strlen(n), b = strlen(rest);
+    if (a + b >= sizeof addr->sun_path)
+        return -ENAMETOOLONG;
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path, n, a);
+    memcpy(addr->sun_path + a, rest, b);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + a + b + 1);
+    return 0;
+}
+
+static int unhex(const char *text, unsigned char *out, size_t len)
+{
+    if (strlen(text) != 2 * len)
+        return -EINVAL;
+    for (size_t i = 0; i < 2 * len; i++) {
+        char c = text[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return -EINVAL;
+        out[i / 2] = (unsigned char)(i % 2 ? out[i / 2] | v : v << 4);
+    }
+    return 0;
+}
+
+/* connect, bind of the caller's AF_UNIX socket `sock`: a path name is decided
+ * on, then reached through what was decided on (/proc/self/fd/N, or N/name
+ * for a bind), so a name swapped meanwhile changes nothing. */
+static int64_t sys_unix(int dfd, int sock)
+{
+    struct sockaddr_un addr;
+    socklen_t len = (socklen_t)req.size;
+    if (sock < 0 || req.size > sizeof addr || unhex(req.path2, (unsigned char *)&addr, req.size) != 0)
+        return -EINVAL;
+    int connecting = req.op == VB_OP_CONNECT;
+    if (!req.path[0]) /* abstract or unnamed: nothing the path rules judge */
+        return (connecting ? connect(sock, (struct sockaddr *)&addr, len) : bind(sock, (struct sockaddr *)&addr, len))
+                   == 0 ? 0 : -errno;
+    int rc;
+    if (connecting) {
+        struct object o;
+        rc = resolve_object(dfd, req.path, 0, 1, 0, 0, &o);
+        if (rc < 0)
+            return rc;
+        rc = decide_object(&o, VB_ACCESS_WRITE);
+        if (rc == 0)
+            rc = via_self_fd(o.fd, "", &addr, &len);
+        if (rc == 0 && connect(sock, (struct sockaddr *)&addr, len) != 0)
+            rc = -errno;
+        drop(&o);
+        return rc;
+    }
+    struct name n;
+    rc = resolve_parent(dfd, req.path, 0, &n);
+    if (rc < 0)
+        return rc;
+    rc = decide_name(n.canonical, VB_ACCESS_WRITE);
+    char rest[NAME_MAX + 3] = "/";
+    vb_strlcat(rest, n.base, sizeof rest);
+    if (rc == 0)
+        rc = via_self_fd(n.parent.fd, rest, &addr, &len);
+    if (rc == 0) {
+        umask((mode_t)(~req.mode & 0777)); /* the socket file's mode, as the caller's bind makes it */
+        if (bind(sock, (struct sockaddr *)&addr, len) != 0)
+            rc = -errno;
+        umask(0);
+    }
+    drop(&n.parent);
+    return rc;
+}
+
 /* --- the loop ------------------------------------------------------------ */
 
 #define MAX_RECV_FDS 4 /* room for more than a request may carry, to tell a bad one */
@@ -1806,6 +1885,10 @@ static void serve(int dfd1, int dfd2)
         break;
     case VB_OP_EXEC:
         result = sys_exec(dfd1);
+        break;
+    case VB_OP_CONNECT:
+    case VB_OP_BIND:
+        result = sys_unix(dfd1, dfd2);
         break;
     default:
         result = -EINVAL;
@@ -1919,7 +2002,7 @@ __attribute__((noreturn)) void vb_broker_run(const struct vb_plan *plan, int soc
         int expected = ((req.dirfds & VB_DIRFD_PATH) != 0) + ((req.dirfds & VB_DIRFD_PATH2) != 0);
         if (malformed || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
             (req.dirfds & ~(VB_DIRFD_PATH | VB_DIRFD_PATH2)) || nfds != expected || req.op < VB_OP_OPEN ||
-            req.op > VB_OP_EXEC) {
+            req.op > VB_OP_BIND) {
             rep.result = -EINVAL;
             send_reply(-1);
         } else {

@@ -391,6 +391,11 @@ int vb_net_filtered(const struct vb_call *call)
     return call->sandbox->net_filtered;
 }
 
+int vb_path_rules(const struct vb_call *call)
+{
+    return call->sandbox->emulate;
+}
+
 static int prefix_matches(const uint8_t *a, const uint8_t *b, unsigned bits)
 {
     unsigned whole = bits / 8, rest = bits % 8;
@@ -741,6 +746,8 @@ static void replace_fd(struct vb_call *call, int64_t value, const char *rule)
     finish(call, value, "allow", rule, destination);
 }
 
+static void to_broker(struct vb_supervisor *sup, struct vb_call *call);
+
 static void decide_net(struct vb_supervisor *sup, struct vb_call *call, struct vb_decision d)
 {
     struct served *s = call->sandbox;
@@ -782,8 +789,9 @@ static void decide_net(struct vb_supervisor *sup, struct vb_call *call, struct v
         sup->calls = call;
         return;
     }
-    case VB_DECIDE_BROKER:
-        break;
+    case VB_DECIDE_BROKER: /* a unix socket's connect or bind under path rules */
+        to_broker(sup, call);
+        return;
     }
     finish(call, -ENOSYS, "deny", "not a network decision", destination);
 }

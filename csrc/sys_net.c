@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "supervise.h"
@@ -265,17 +266,44 @@ static int copy_destination(struct vb_call *call, uint64_t addr, uint64_t len, u
 
 #define DENIED decide(VB_DECIDE_DENY, EACCES, "not in [net].allow")
 
+/* connect, bind of an AF_UNIX socket when the sandbox has path rules: never
+ * left to the kernel, which would read the address again (a path name the
+ * rules refuse could be swapped in after the copy); the broker performs it
+ * from the one copy (vb_unix_request). */
+static struct vb_decision unix_call(struct vb_call *call, int op, uint64_t addr, uint64_t len,
+                                    struct caller_socket *theirs)
+{
+    struct sockaddr_un copy;
+    memset(&copy, 0, sizeof copy);
+    snprintf(call->request.path, sizeof call->request.path, "a unix socket");
+    if (len > sizeof copy || len < sizeof(sa_family_t)) {
+        close(theirs->fd);
+        return decide(VB_DECIDE_ERRNO, EINVAL, NULL);
+    }
+    if (vb_read_memory(call, addr, &copy, (size_t)len) != 0) {
+        close(theirs->fd);
+        return decide(VB_DECIDE_ERRNO, EFAULT, NULL);
+    }
+    return vb_unix_request(call, op, &copy, (size_t)len, theirs->fd);
+}
+
 /* connect(fd, addr, addrlen): for an allowed destination, a host socket connected by the
  * supervisor replaces the caller's; anything else connects inside the sandbox. */
 struct vb_decision sys_connect(struct vb_call *call)
 {
     int fd = (int)ARG(0);
-    if (!vb_net_filtered(call))
+    if (!vb_net_filtered(call) && !vb_path_rules(call))
         return CONTINUE_INSIDE;
     struct caller_socket theirs;
     int examined = caller_socket(call, fd, &theirs);
     if (examined != 0)
         return unexamined(examined);
+    if (theirs.domain == AF_UNIX && vb_path_rules(call))
+        return unix_call(call, VB_OP_CONNECT, ARG(1), ARG(2), &theirs);
+    if (!vb_net_filtered(call)) {
+        close(theirs.fd);
+        return CONTINUE_INSIDE; /* not a unix socket: the kernel takes no unix address on it */
+    }
     union sockaddr_copy dest;
     size_t copied;
     struct destination d;
@@ -550,6 +578,15 @@ static struct vb_decision own_sockets_only(struct vb_call *call, int is_listen)
 
 struct vb_decision sys_bind(struct vb_call *call)
 {
+    if (vb_path_rules(call)) {
+        struct caller_socket theirs;
+        int examined = caller_socket(call, (int)ARG(0), &theirs);
+        if (examined != 0)
+            return unexamined(examined);
+        if (theirs.domain == AF_UNIX)
+            return unix_call(call, VB_OP_BIND, ARG(1), ARG(2), &theirs);
+        close(theirs.fd);
+    }
     return own_sockets_only(call, 0);
 }
 
