@@ -330,3 +330,144 @@ def test_a_query_flood_keeps_the_resolver_bounded(as_user: Caller) -> None:
     assert answered < sent  # the rest were dropped
     assert "viewbox: DNS queries dropped: over 100/s or 64 pending" in err
     assert zone.asked > 0  # the lookups it did make went upstream
+
+
+# --- unix sockets under path rules --------------------------------------------------------
+
+# Connects to and binds path-named unix sockets in DIR (absolutely and relatively), and an
+# abstract one; prints what each got (the server's word, the new socket's mode, or errno).
+UNIX_PROBE = textwrap.dedent("""
+    import json, os, socket, sys
+    d = sys.argv[1]
+    out = {}
+    def attempt(what, fn):
+        try:
+            out[what] = fn()
+        except OSError as e:
+            out[what] = e.errno
+    def connect(path):
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(path)
+        return c.recv(16).decode()
+    def bind(path):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        return oct(os.stat(path).st_mode & 0o777)
+    attempt("connect api.secret", lambda: connect(f"{d}/api.secret"))
+    attempt("connect ok.sock", lambda: connect(f"{d}/ok.sock"))
+    attempt("bind new.secret", lambda: bind(f"{d}/new.secret"))
+    attempt("bind new.sock", lambda: bind(f"{d}/new.sock"))
+    os.chdir(d)
+    attempt("connect relative api.secret", lambda: connect("api.secret"))
+    attempt("connect relative ok.sock", lambda: connect("ok.sock"))
+    name = f"\\0viewbox-test-{os.getpid()}"
+    a = socket.socket(socket.AF_UNIX)
+    attempt("bind abstract", lambda: a.bind(name) or "bound")
+    a.listen()
+    attempt("connect abstract", lambda: socket.socket(socket.AF_UNIX).connect(name) or "connected")
+    print(json.dumps(out))
+""")
+
+
+def test_unix_sockets_are_decided_by_path_rules(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """Attack: a socket named api.secret under --deny '**/*.secret' is a way to what it serves
+    (natively reachable); connect and bind follow the rules, other sockets work as natively."""
+    servers = []
+    for name, word in (("api.secret", b"SECRET"), ("ok.sock", b"hello")):
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(shared_dir / name))
+        (shared_dir / name).chmod(0o777)
+        server.listen(16)
+        servers.append(server)
+
+        def serve(server: socket.socket = server, word: bytes = word) -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                conn.sendall(word)
+                conn.close()
+        threading.Thread(target=serve, daemon=True).start()
+    probe = shared_dir / "probe.py"
+    probe.write_text(UNIX_PROBE)
+    try:
+        native = as_user.native([INSIDE_PYTHON, str(probe), str(shared_dir)])
+        assert json.loads(native.stdout)["connect api.secret"] == "SECRET", native.stdout + native.stderr
+        for made in ("new.secret", "new.sock"):
+            (shared_dir / made).unlink()
+        done = as_user.run(["--rw", str(shared_dir), "--deny", "**/*.secret", "--", INSIDE_PYTHON, str(probe),
+                            str(shared_dir)])
+    finally:
+        for server in servers:
+            server.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "connect api.secret": errno.EACCES, "connect ok.sock": "hello",
+        "bind new.secret": errno.EACCES, "bind new.sock": json.loads(native.stdout)["bind new.sock"],
+        "connect relative api.secret": errno.EACCES, "connect relative ok.sock": "hello",
+        "bind abstract": "bound", "connect abstract": "connected",
+    }
+    assert not (shared_dir / "new.secret").exists()
+
+
+# --- learn grants only what the run used ----------------------------------------------------
+
+
+def _learn_base(directory: pathlib.Path) -> pathlib.Path:
+    base = directory / "base.toml"
+    base.write_text(f'[viewbox]\nversion = 1\nextends = ["default"]\n\n[fs]\nrw = ["{directory}"]\n')
+    return base
+
+
+def test_learn_shows_the_files_read_not_their_directory(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """Reading four files of a directory learns those four files: the directory's .ssh/ and
+    its other files stay out of the learned view (they were in it, whole)."""
+    home = shared_dir / "home"
+    (home / ".ssh").mkdir(parents=True)
+    for path in (home, home / ".ssh"):
+        path.chmod(0o755)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    (home / "untouched.txt").write_text("never read\n")
+    files = [home / f"part{i}.txt" for i in range(5)]
+    for index, path in enumerate(files):
+        path.write_text(f"{index}\n")
+    learned = shared_dir / "learned.toml"
+    done = as_user.cli(["learn", "-o", str(learned), "--policy", str(_learn_base(shared_dir)), "--",
+                        "cat", *map(str, files)])
+    assert done.returncode == 0, done.stderr
+    text = learned.read_text()
+    assert f'"{home}"' not in text and ".ssh" not in text, text
+    replay = as_user.run(["--policy", str(learned), "--", "cat", *map(str, files)])
+    assert (replay.returncode, replay.stdout) == (0, "0\n1\n2\n3\n4\n"), replay.stderr + text
+    peek = as_user.run(["--policy", str(learned), "--", "cat", str(home / ".ssh" / "id_ed25519"),
+                        str(home / "untouched.txt")])
+    assert peek.returncode == 1 and "PRIVATE KEY" not in peek.stdout and "never read" not in peek.stdout
+
+
+README_JOB = textwrap.dedent("""
+    import os, sys
+    source, out = sys.argv[1:]
+    os.makedirs(out, exist_ok=True)
+    with open(source) as f, open(os.path.join(out, "result.csv"), "w") as g:
+        g.write(f.read().upper())
+""")
+
+
+def test_learn_readmes_example_replays_after_its_output_is_removed(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """`python3 job.py in.csv out/`, out/ made by the job: the learned policy replays it once
+    out/ is gone (it named out/ itself, which replay could not bind)."""
+    job = shared_dir / "job"
+    job.mkdir(mode=0o777)
+    job.chmod(0o777)
+    (job / "job.py").write_text(README_JOB)
+    (job / "in.csv").write_text("a,b\n1,2\n")
+    learned = shared_dir / "job.toml"
+    command = ["sh", "-c", f"cd {job} && {INSIDE_PYTHON} job.py in.csv out/"]
+    done = as_user.cli(["learn", "-o", str(learned), "--policy", str(_learn_base(shared_dir)), "--", *command])
+    assert done.returncode == 0, done.stderr
+    assert (job / "out" / "result.csv").read_text() == "A,B\n1,2\n"
+    shutil.rmtree(job / "out")
+    replay = as_user.run(["--policy", str(learned), "--", *command])
+    assert replay.returncode == 0, replay.stderr + learned.read_text()
+    assert (job / "out" / "result.csv").read_text() == "A,B\n1,2\n"

@@ -14,8 +14,8 @@ used, never more than the base showed:
   which something was created, removed or renamed is `rw`;
 - system trees (children of /usr/lib, /usr/share, /lib, /etc, ...) become one
   directory when several paths under one of them were used; user data stays
-  precise: the files used, a directory the program listed or wrote in, and a
-  directory only when many of its files were read;
+  precise: the files used, and a directory only when the program listed or
+  wrote in it;
 - executables, and the ELF interpreter or `#!` interpreter the kernel loads
   for them without a system call the audit could see, are listed;
 - /proc and /dev are on when used; a tmpfs of the base is kept when the run
@@ -62,12 +62,8 @@ SYSTEM_CONTAINERS = (
     "/usr/src", "/usr/local/lib", "/usr/local/lib64", "/usr/local/libexec", "/usr/local/share",
     "/usr/local/include", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/etc",
 )
-#: Trees of the system (never user data): what is not under one of these is kept precise.
-SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 #: a system unit becomes one directory once this many paths under it were used
 SYSTEM_COLLAPSE = 2
-#: a user directory becomes one entry once this many of its files were read
-USER_COLLAPSE = 4
 #: rounds of following the used paths through the learned view and adding what they reach
 FIX_ROUNDS = 8
 
@@ -257,7 +253,7 @@ class Usage:
             if "O_TMPFILE" in flags:
                 self._need(first, MODIFY, True)
             elif name == "creat" or "O_CREAT" in flags:
-                self._need(os.path.dirname(first), MODIFY, True)
+                self._need(_parent(first), MODIFY, True)
             elif flags & _WRITE_FLAGS:
                 self._need(first, WRITE, not nofollow)
             else:
@@ -267,20 +263,20 @@ class Usage:
                 self._need(first, READ | EXISTS, not (nofollow or name in ("lstat", "readlink", "readlinkat")))
         elif name in _REMOVE:
             if first is not None and first != "/":
-                self._need(os.path.dirname(first), MODIFY, True)
+                self._need(_parent(first), MODIFY, True)
         elif name in _RENAME or name in _LINK:
             second = self._absolute(pid, args.get("dirfd2", args.get("dirfd")), path2, None)
             if first is not None and first != "/":
-                self._need(os.path.dirname(first), MODIFY if name in _RENAME else EXISTS, True)
+                self._need(_parent(first), MODIFY if name in _RENAME else EXISTS, True)
                 if name in _LINK:
                     self._need(first, READ, "AT_SYMLINK_FOLLOW" in at_flags)
             if second is not None and second != "/":
-                self._need(os.path.dirname(second), MODIFY, True)
+                self._need(_parent(second), MODIFY, True)
         elif name in _SYMLINK:
             # path is the link's text; path2 the new link (its dirfd is the only one)
             second = self._absolute(pid, args.get("dirfd"), path2, resolved)
             if second is not None and second != "/":
-                self._need(os.path.dirname(second), MODIFY, True)
+                self._need(_parent(second), MODIFY, True)
         elif name == "truncate":
             if first is not None:
                 self._need(first, WRITE, True)
@@ -389,6 +385,11 @@ class Usage:
             self._exec(interpreter, depth + 1)
 
 
+def _parent(path: str) -> str:
+    """The directory an entry named `path` is made or removed in: "out/" names "out" too."""
+    return os.path.dirname(path.rstrip("/")) or "/"
+
+
 def _join_raw(cwd: str, path: str) -> str:
     """cwd/path keeping "..": only the view can say where ".." leads."""
     return cwd.rstrip("/") + "/" + path
@@ -483,10 +484,6 @@ def _unit(path: str) -> str | None:
     return best + "/" + rest.split("/", 1)[0] if "/" in rest else None
 
 
-def _is_system(path: str) -> bool:
-    return any(_is_within(path, root) for root in SYSTEM_ROOTS)
-
-
 def _tmpfs_size(mount: MountOp) -> int:
     match = re.search(r"size=(\d+)", mount.options or "")
     return int(match[1]) if match else 256 * 2**20
@@ -529,16 +526,8 @@ def build(usage: Usage, base_plan: Plan) -> Learned:
             continue
         current = learned.entries.get(unit)
         learned.entries[unit] = Entry(bool(current and current.rw), f"{len(paths)} paths used under it")
-    # User data: a directory when many of its files were read.
-    by_parent: dict[str, list[str]] = {}
-    for path, need in needs.items():
-        if not _is_system(path) and need.flags & READ and not need.flags & (WRITE | MODIFY):
-            by_parent.setdefault(os.path.dirname(path), []).append(path)
-    for parent, paths in by_parent.items():
-        if len(paths) >= USER_COLLAPSE and parent.count("/") >= 2 and parent not in learned.entries:
-            place = view.resolve(parent)
-            if place.kind == "host" and place.host is not None and os.path.isdir(place.host):
-                learned.entries[parent] = Entry(False, f"{len(paths)} files read in it")
+    # User data stays file by file, however many were read: a directory shown whole would
+    # show what the run never touched (a home's .ssh/ beside the files it read).
 
     _drop_covered(learned)
 
