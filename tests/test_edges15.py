@@ -456,10 +456,13 @@ README_JOB = textwrap.dedent("""
 
 def test_learn_readmes_example_replays_after_its_output_is_removed(as_user: Caller, shared_dir: pathlib.Path) -> None:
     """`python3 job.py in.csv out/`, out/ made by the job: the learned policy replays it once
-    out/ is gone (it named out/ itself, which replay could not bind)."""
+    out/ is gone (it named out/ itself, which replay could not bind). The job's directory is
+    writable for that, and what else was in it stays out of sight (.ssh/ was shown whole)."""
     job = shared_dir / "job"
     job.mkdir(mode=0o777)
     job.chmod(0o777)
+    (job / ".ssh").mkdir(mode=0o755)
+    (job / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
     (job / "job.py").write_text(README_JOB)
     (job / "in.csv").write_text("a,b\n1,2\n")
     learned = shared_dir / "job.toml"
@@ -471,3 +474,6 @@ def test_learn_readmes_example_replays_after_its_output_is_removed(as_user: Call
     replay = as_user.run(["--policy", str(learned), "--", *command])
     assert replay.returncode == 0, replay.stderr + learned.read_text()
     assert (job / "out" / "result.csv").read_text() == "A,B\n1,2\n"
+    peek = as_user.run(["--policy", str(learned), "--", INSIDE_PYTHON, "-c",
+                        f"import os; print(os.listdir({str(job / '.ssh')!r}))"])
+    assert (peek.returncode, peek.stdout) == (0, "[]\n"), peek.stderr

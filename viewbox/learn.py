@@ -64,6 +64,8 @@ SYSTEM_CONTAINERS = (
 )
 #: a system unit becomes one directory once this many paths under it were used
 SYSTEM_COLLAPSE = 2
+#: unused entries hidden in one directory the run created entries in (past this, none are)
+MAX_HIDDEN = 64
 #: rounds of following the used paths through the learned view and adding what they reach
 FIX_ROUNDS = 8
 
@@ -567,8 +569,31 @@ def build(usage: Usage, base_plan: Plan) -> Learned:
     if base_plan.workdir != "/" and learned.view().resolve(base_plan.workdir).kind != "missing":
         learned.workdir = base_plan.workdir
 
+    _hide_unused_beside_writes(learned, needs)
     _keep_base_restrictions(learned, base_plan)
     return learned
+
+
+def _hide_unused_beside_writes(learned: Learned, needs: Mapping[str, Need]) -> None:
+    """A directory the run created entries in is writable whole, so that replay can create
+    them again; what else it held when the run ended, unused, is hidden (a home's .ssh/ beside
+    the job's output). Entries that appear there later are not (the learned file says so)."""
+    for path, entry in list(learned.entries.items()):
+        need = needs.get(path)
+        if not entry.rw or need is None or not need.flags & MODIFY:
+            continue
+        try:
+            names = sorted(os.listdir(os.path.realpath(path)))
+        except OSError:
+            continue
+        children = [_join(path, name) for name in names]
+        unused = [child for child in children
+                  if child not in learned.entries and not any(_is_within(used, child) for used in needs)]
+        if len(unused) > MAX_HIDDEN:
+            entry.why += f"; its {len(unused)} unused entries are shown (more than {MAX_HIDDEN} to hide)"
+            continue
+        for child in unused:
+            learned.hide[child] = "beside what the run created, unused (entries made later are shown)"
 
 
 def _reaches(place: Place, need: Need) -> bool:
