@@ -20,7 +20,9 @@ used, never more than the base showed:
   for them without a system call the audit could see, are listed;
 - /proc and /dev are on when used; a tmpfs of the base is kept when the run
   wrote there;
-- what the base hid inside a directory that is now shown stays hidden.
+- what the base hid inside a directory that is now shown stays hidden, and
+  so does what a directory made writable for the entries the run created in
+  it held besides, unused.
 
 Paths are bound by the names the program used; every used path is then
 followed through the learned view too, and what a symlink reaches outside it
