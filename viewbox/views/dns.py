@@ -271,10 +271,10 @@ class Resolver:
         usable, refused = [], []
         try:
             own = _host_addresses()
-        except OSError as err:
+        except (OSError, ValueError) as err:  # unreadable, or not in the kernel's format
             response.set_rcode(dns.rcode.SERVFAIL)  # nothing is pinned without knowing the host's
             self._emit("dns", name=name, type=qtype, decision="allow", rule=rules[0].origin,
-                       error=f"the host's addresses: {err.strerror}")
+                       error=f"the host's addresses: {getattr(err, 'strerror', None) or err}")
             return response.to_wire()
         for address in addresses:
             ip = _unmapped(ipaddress.ip_address(address))
@@ -306,10 +306,9 @@ class Resolver:
                    addresses=given[:MAX_ADDRESSES], **details)
         return response.to_wire()
 
-    def _unpinnable(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                    own: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str:
+    def _unpinnable(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, own: tuple[Network, ...]) -> str:
         """Why an answer's address must not be pinned ("" if it may be): see the module's docstring."""
-        if ip in own:
+        if any(ip in network for network in own):
             return "one of the host's own addresses"
         if ip.is_link_local:
             return "a link-local address"
@@ -376,6 +375,7 @@ class Resolver:
                     continue
                 try:
                     # the records of the asked name, or of the end of its CNAME chain, only
+                    assert isinstance(answer, dns.message.QueryMessage)  # the reply to a query
                     owned = answer.resolve_chaining().answer
                 except dns.exception.DNSException as err:
                     failures.append(f"{address}:{port}: {err}")
@@ -411,23 +411,30 @@ _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
-def _host_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """The addresses of every interface of the host's network (viewbox's namespace), read
-    afresh for each answer (interfaces come and go): IPv4 from the kernel's local routes,
-    IPv6 from its address list. Raises OSError when they cannot be read."""
-    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _host_addresses() -> tuple[Network, ...]:
+    """What the host's network (viewbox's namespace) delivers to the host itself, read afresh
+    for each answer (interfaces come and go): IPv4 from the kernel's local routes (each
+    interface's address, and whole local ranges), IPv6 from its address list. Raises OSError
+    when they cannot be read."""
+    found: set[Network] = set()
     with open("/proc/net/fib_trie") as trie:
-        previous = ""
+        leaf = ""
         for line in trie:
-            if line.strip() == "/32 host LOCAL":  # the line before names the address
-                found.add(ipaddress.IPv4Address(previous.split()[-1]))
-            previous = line
+            words = line.split()
+            if words[:1] == ["|--"] and len(words) == 2:
+                leaf = words[1]                    # "|-- 192.0.2.2": the prefixes below are its
+            elif words[1:] == ["host", "LOCAL"] and words[0].startswith("/") and leaf:
+                found.add(ipaddress.IPv4Network(f"{leaf}{words[0]}", strict=False))
     try:
         with open("/proc/net/if_inet6") as inet6:
-            found.update(ipaddress.IPv6Address(bytes.fromhex(line.split()[0])) for line in inet6 if line.strip())
+            found.update(ipaddress.IPv6Network(ipaddress.IPv6Address(bytes.fromhex(line.split()[0])))
+                         for line in inet6 if line.strip())
     except FileNotFoundError:
         pass  # IPv6 is off: the host has no IPv6 address
-    return frozenset(found)
+    return tuple(found)
 
 
 def _split_server(server: str) -> tuple[str, int]:
