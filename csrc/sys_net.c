@@ -297,7 +297,7 @@ struct vb_decision sys_connect(struct vb_call *call)
     struct caller_socket theirs;
     int examined = caller_socket(call, fd, &theirs);
     if (examined != 0)
-        return unexamined(examined);
+        return vb_path_rules(call) ? decide(VB_DECIDE_ERRNO, -examined, NULL) : unexamined(examined);
     if (theirs.domain == AF_UNIX && vb_path_rules(call))
         return unix_call(call, VB_OP_CONNECT, ARG(1), ARG(2), &theirs);
     if (!vb_net_filtered(call)) {
@@ -581,8 +581,8 @@ struct vb_decision sys_bind(struct vb_call *call)
     if (vb_path_rules(call)) {
         struct caller_socket theirs;
         int examined = caller_socket(call, (int)ARG(0), &theirs);
-        if (examined != 0)
-            return unexamined(examined);
+        if (examined != 0) /* not a socket (the kernel's answer too): nothing to let through */
+            return decide(VB_DECIDE_ERRNO, -examined, NULL);
         if (theirs.domain == AF_UNIX)
             return unix_call(call, VB_OP_BIND, ARG(1), ARG(2), &theirs);
         close(theirs.fd);
