@@ -1795,19 +1795,21 @@ static int unhex(const char *text, unsigned char *out, size_t len)
     return 0;
 }
 
-/* connect, bind of the caller's AF_UNIX socket `sock`: a path name is decided
- * on, then reached through what was decided on (/proc/self/fd/N, or N/name
- * for a bind), so a name swapped meanwhile changes nothing. */
-static int64_t sys_unix(int dfd, int sock)
+/* connect, bind of the caller's socket `sock`, to the address copied: a unix
+ * path name is decided on, then reached through what was decided on
+ * (/proc/self/fd/N, or N/name for a bind), so a name swapped meanwhile
+ * changes nothing. */
+static int64_t sys_socket_call(int dfd, int sock)
 {
-    struct sockaddr_un addr;
+    struct sockaddr_storage copy;
     socklen_t len = (socklen_t)req.size;
-    if (sock < 0 || req.size > sizeof addr || unhex(req.path2, (unsigned char *)&addr, req.size) != 0)
+    if (sock < 0 || req.size > sizeof copy || unhex(req.path2, (unsigned char *)&copy, req.size) != 0)
         return -EINVAL;
     int connecting = req.op == VB_OP_CONNECT;
-    if (!req.path[0]) /* abstract or unnamed: nothing the path rules judge */
-        return (connecting ? connect(sock, (struct sockaddr *)&addr, len) : bind(sock, (struct sockaddr *)&addr, len))
+    if (!req.path[0]) /* no unix path name: nothing the path rules judge */
+        return (connecting ? connect(sock, (struct sockaddr *)&copy, len) : bind(sock, (struct sockaddr *)&copy, len))
                    == 0 ? 0 : -errno;
+    struct sockaddr_un addr;
     int rc;
     if (connecting) {
         struct object o;
@@ -1888,7 +1890,7 @@ static void serve(int dfd1, int dfd2)
         break;
     case VB_OP_CONNECT:
     case VB_OP_BIND:
-        result = sys_unix(dfd1, dfd2);
+        result = sys_socket_call(dfd1, dfd2);
         break;
     default:
         result = -EINVAL;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -419,19 +420,21 @@ struct vb_decision sys_chdir(struct vb_call *call)
     return decide(VB_DECIDE_CONTINUE, 0);
 }
 
-/* --- unix sockets ---------------------------------------------------------------------- */
+/* --- sockets ---------------------------------------------------------------------------- */
 
 /* The broker performs the call on the caller's socket (the same open file
  * description), from this one copy of the address, so no rewrite of the
- * caller's memory changes what it reaches. A path name is decided by the rules
- * first: a connect as a write of the socket file (the kernel checks write
- * permission on it), a bind as a name created. An abstract or unnamed address
- * has nothing to decide (Landlock scopes abstract sockets). */
-struct vb_decision vb_unix_request(struct vb_call *call, int op, const struct sockaddr_un *addr, size_t len,
-                                   int sock)
+ * caller's memory changes what it reaches. A unix path name is decided by the
+ * rules first: a connect as a write of the socket file (the kernel checks
+ * write permission on it), a bind as a name created. Other addresses (an
+ * abstract or unnamed unix one, Landlock scopes abstract sockets; another
+ * family's) have nothing to decide. */
+struct vb_decision vb_socket_request(struct vb_call *call, int op, const struct sockaddr_storage *storage,
+                                     size_t len, int sock)
 {
     static const char digits[] = "0123456789abcdef";
-    const unsigned char *bytes = (const unsigned char *)addr;
+    const unsigned char *bytes = (const unsigned char *)storage;
+    const struct sockaddr_un *addr = (const struct sockaddr_un *)storage;
     call->request.op = op;
     call->fds[1] = sock;
     call->request.dirfds |= VB_DIRFD_PATH2;
@@ -442,7 +445,7 @@ struct vb_decision vb_unix_request(struct vb_call *call, int op, const struct so
     }
     call->request.path2[2 * len] = '\0';
     size_t at = offsetof(struct sockaddr_un, sun_path);
-    if (len <= at || addr->sun_path[0] == '\0') {
+    if (addr->sun_family != AF_UNIX || len <= at || addr->sun_path[0] == '\0') {
         call->request.path[0] = '\0';
         return BROKER;
     }

@@ -266,16 +266,19 @@ static int copy_destination(struct vb_call *call, uint64_t addr, uint64_t len, u
 
 #define DENIED decide(VB_DECIDE_DENY, EACCES, "not in [net].allow")
 
-/* connect, bind of an AF_UNIX socket when the sandbox has path rules: never
- * left to the kernel, which would read the address again (a path name the
- * rules refuse could be swapped in after the copy); the broker performs it
- * from the one copy (vb_unix_request). */
-static struct vb_decision unix_call(struct vb_call *call, int op, uint64_t addr, uint64_t len,
-                                    struct caller_socket *theirs)
+/* connect, bind of a socket by the broker when the sandbox has path rules: the
+ * kernel would read the address again (a unix path name the rules refuse could
+ * be swapped in after the copy) and look the fd up again (a unix socket could
+ * be put behind it); the broker performs the call on the socket examined,
+ * from the one copy (vb_socket_request). */
+static struct vb_decision broker_call(struct vb_call *call, int op, uint64_t addr, uint64_t len,
+                                      struct caller_socket *theirs)
 {
-    struct sockaddr_un copy;
+    struct sockaddr_storage copy;
     memset(&copy, 0, sizeof copy);
-    snprintf(call->request.path, sizeof call->request.path, "a unix socket");
+    snprintf(call->request.path, sizeof call->request.path, "a %s socket",
+             theirs->domain == AF_UNIX ? "unix" : theirs->domain == AF_INET ? "IPv4" :
+             theirs->domain == AF_INET6 ? "IPv6" : "other");
     if (len > sizeof copy || len < sizeof(sa_family_t)) {
         close(theirs->fd);
         return decide(VB_DECIDE_ERRNO, EINVAL, NULL);
@@ -284,7 +287,7 @@ static struct vb_decision unix_call(struct vb_call *call, int op, uint64_t addr,
         close(theirs->fd);
         return decide(VB_DECIDE_ERRNO, EFAULT, NULL);
     }
-    return vb_unix_request(call, op, &copy, (size_t)len, theirs->fd);
+    return vb_socket_request(call, op, &copy, (size_t)len, theirs->fd);
 }
 
 /* connect(fd, addr, addrlen): for an allowed destination, a host socket connected by the
@@ -299,7 +302,7 @@ struct vb_decision sys_connect(struct vb_call *call)
     if (examined != 0)
         return vb_path_rules(call) ? decide(VB_DECIDE_ERRNO, -examined, NULL) : unexamined(examined);
     if (theirs.domain == AF_UNIX && vb_path_rules(call))
-        return unix_call(call, VB_OP_CONNECT, ARG(1), ARG(2), &theirs);
+        return broker_call(call, VB_OP_CONNECT, ARG(1), ARG(2), &theirs);
     if (!vb_net_filtered(call)) {
         close(theirs.fd);
         return CONTINUE_INSIDE; /* not a unix socket: the kernel takes no unix address on it */
@@ -583,8 +586,10 @@ struct vb_decision sys_bind(struct vb_call *call)
         int examined = caller_socket(call, (int)ARG(0), &theirs);
         if (examined != 0) /* not a socket (the kernel's answer too): nothing to let through */
             return decide(VB_DECIDE_ERRNO, -examined, NULL);
-        if (theirs.domain == AF_UNIX)
-            return unix_call(call, VB_OP_BIND, ARG(1), ARG(2), &theirs);
+        /* bind never waits: the broker binds every family (a socket of the host's
+         * network, one [net].allow connected, is refused below) */
+        if (!theirs.host)
+            return broker_call(call, VB_OP_BIND, ARG(1), ARG(2), &theirs);
         close(theirs.fd);
     }
     return own_sockets_only(call, 0);

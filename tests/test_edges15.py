@@ -365,6 +365,8 @@ UNIX_PROBE = textwrap.dedent("""
     attempt("bind abstract", lambda: a.bind(name) or "bound")
     a.listen()
     attempt("connect abstract", lambda: socket.socket(socket.AF_UNIX).connect(name) or "connected")
+    tcp = socket.socket()
+    attempt("bind tcp", lambda: tcp.bind(("127.0.0.1", 0)) or "bound")
     print(json.dumps(out))
 """)
 
@@ -406,9 +408,49 @@ def test_unix_sockets_are_decided_by_path_rules(as_user: Caller, shared_dir: pat
         "connect api.secret": errno.EACCES, "connect ok.sock": "hello",
         "bind new.secret": errno.EACCES, "bind new.sock": json.loads(native.stdout)["bind new.sock"],
         "connect relative api.secret": errno.EACCES, "connect relative ok.sock": "hello",
-        "bind abstract": "bound", "connect abstract": "connected",
+        "bind abstract": "bound", "connect abstract": "connected", "bind tcp": "bound",
     }
     assert not (shared_dir / "new.secret").exists()
+
+
+def _serve_unix(path: pathlib.Path, word: bytes) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    path.chmod(0o777)
+    server.listen(64)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                conn.sendall(word)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_unix_socket_path_race_never_reaches_a_denied_socket(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    """Attack: a thread flips the sockaddr's path between an allowed and a denied socket while
+    another connects in a loop. Natively both answer; under the rule the denied one never does."""
+    binary = shared_dir / "unix_race"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(ATTACKS / "unix_race.c")], check=True)
+    servers = [_serve_unix(shared_dir / "ok.sock", b"hello"), _serve_unix(shared_dir / "api.secret", b"SECRET")]
+    try:
+        args = [str(shared_dir / "ok.sock"), str(shared_dir / "api.secret")]
+        native = as_user.native([str(binary), "2", *args])
+        counts = dict(item.split("=") for item in native.stdout.split())
+        assert int(counts["denied"]) > 0, native.stdout
+        done = as_user.run(["--ro", str(shared_dir), "--deny", "**/*.secret", "--", str(binary), "5", *args],
+                           timeout=60)
+    finally:
+        for server in servers:
+            server.close()
+    assert done.returncode == 0, done.stderr
+    counts = dict(item.split("=") for item in done.stdout.split())
+    assert int(counts["denied"]) == 0 and int(counts["allowed"]) > 20, done.stdout
 
 
 # --- learn grants only what the run used ----------------------------------------------------
