@@ -584,11 +584,13 @@ def _hide_unused_beside_writes(learned: Learned, needs: Mapping[str, Need]) -> N
         need = needs.get(path)
         if not entry.rw or need is None or not need.flags & MODIFY:
             continue
+        host = os.path.realpath(path)
         try:
-            names = sorted(os.listdir(os.path.realpath(path)))
+            names = sorted(os.listdir(host))
         except OSError:
             continue
-        children = [_join(path, name) for name in names]
+        # a symlink is left alone: a hide would land on what it points to
+        children = [_join(path, name) for name in names if not os.path.islink(os.path.join(host, name))]
         unused = [child for child in children
                   if child not in learned.entries and not any(_is_within(used, child) for used in needs)]
         if len(unused) > MAX_HIDDEN:
