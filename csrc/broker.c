@@ -1806,6 +1806,18 @@ static int64_t sys_socket_call(int dfd, int sock)
     if (sock < 0 || req.size > sizeof copy || unhex(req.path2, (unsigned char *)&copy, req.size) != 0)
         return -EINVAL;
     int connecting = req.op == VB_OP_CONNECT;
+    if (!req.path[0] && connecting && copy.ss_family != AF_UNIX) {
+        /* never waits here (for the whole sandbox's path calls): a blocking caller gets
+         * EINPROGRESS from us, and the supervisor waits for the connection */
+        int flags = fcntl(sock, F_GETFL);
+        int flip = flags >= 0 && !(flags & O_NONBLOCK);
+        if (flip)
+            fcntl(sock, F_SETFL, flags | O_NONBLOCK);
+        int rc = connect(sock, (struct sockaddr *)&copy, len) == 0 ? 0 : -errno;
+        if (flip)
+            fcntl(sock, F_SETFL, flags);
+        return rc;
+    }
     if (!req.path[0]) /* no unix path name: nothing the path rules judge */
         return (connecting ? connect(sock, (struct sockaddr *)&copy, len) : bind(sock, (struct sockaddr *)&copy, len))
                    == 0 ? 0 : -errno;

@@ -813,6 +813,10 @@ static void connect_done(struct vb_supervisor *sup, uint64_t token)
         err = errno;
     char rule[PATH_MAX];
     vb_strlcpy(rule, call->request.granted, sizeof rule);
+    if (call->request.op == VB_OP_CONNECT) { /* the broker connected the caller's own socket */
+        finish(call, -err, "allow", rule, NULL);
+        return;
+    }
     if (err) {
         char destination[PATH_MAX];
         vb_strlcpy(destination, call->request.path, sizeof destination);
@@ -1139,6 +1143,19 @@ static void complete(struct vb_supervisor *sup, struct vb_call *call, const stru
     }
 
     int64_t result = reply->result;
+    if (call->request.op == VB_OP_CONNECT && result == -EINPROGRESS && call->fds[1] >= 0 &&
+        !(fcntl(call->fds[1], F_GETFL) & O_NONBLOCK)) {
+        /* the broker connected a blocking caller's socket without waiting: wait here,
+         * on that socket, as for a connect of [net].allow's */
+        if (call->fds[0] >= 0)
+            close(call->fds[0]);
+        call->fds[0] = call->fds[1];
+        call->fds[1] = -1;
+        if (fd >= 0)
+            close(fd);
+        decide_net(sup, call, (struct vb_decision){VB_DECIDE_CONNECTING, 0, rule});
+        return;
+    }
     if (result >= 0) {
         switch (call->request.op) {
         case VB_OP_OPEN: {

@@ -301,31 +301,34 @@ struct vb_decision sys_connect(struct vb_call *call)
     int examined = caller_socket(call, fd, &theirs);
     if (examined != 0)
         return vb_path_rules(call) ? decide(VB_DECIDE_ERRNO, -examined, NULL) : unexamined(examined);
-    if (theirs.domain == AF_UNIX && vb_path_rules(call))
+    if (theirs.domain == AF_UNIX || !vb_net_filtered(call)) /* path rules, then */
         return broker_call(call, VB_OP_CONNECT, ARG(1), ARG(2), &theirs);
-    if (!vb_net_filtered(call)) {
-        close(theirs.fd);
-        return CONTINUE_INSIDE; /* not a unix socket: the kernel takes no unix address on it */
-    }
     union sockaddr_copy dest;
     size_t copied;
     struct destination d;
     /* the one copy: everything below decides on it and connects to it */
     if (ARG(1) == 0 || copy_destination(call, ARG(1), ARG(2), &dest, &copied, &d) != 0) {
         close(theirs.fd);
-        return theirs.host ? decide(VB_DECIDE_ERRNO, EFAULT, NULL) : CONTINUE_INSIDE;
+        return theirs.host || vb_path_rules(call) ? decide(VB_DECIDE_ERRNO, EFAULT, NULL) : CONTINUE_INSIDE;
     }
     const struct vb_net_rule *rule = d.family ? vb_net_allowed(call, d.family, d.address, d.port) : NULL;
     if (!rule) {
-        close(theirs.fd);
         /* A socket the supervisor made lives in the host's network: the kernel must
          * never connect it itself, to anything (a disconnect, AF_UNSPEC, included). */
-        if (theirs.host)
+        if (theirs.host) {
+            close(theirs.fd);
             return DENIED;
+        }
         /* loopback no rule names is the sandbox's own (servers it runs itself); unix,
-         * netlink and the rest are the namespace's own too */
-        if (!d.family || is_loopback(&d))
+         * netlink and the rest are the namespace's own too. With path rules the broker
+         * connects it (inside: whatever it reads then reaches the sandbox's own network) */
+        if (!d.family || is_loopback(&d)) {
+            if (vb_path_rules(call))
+                return broker_call(call, VB_OP_CONNECT, ARG(1), ARG(2), &theirs);
+            close(theirs.fd);
             return CONTINUE_INSIDE;
+        }
+        close(theirs.fd);
         return DENIED;
     }
     if (theirs.domain != dest.any.sa_family || (theirs.type != SOCK_STREAM && theirs.type != SOCK_DGRAM)) {

@@ -367,6 +367,14 @@ UNIX_PROBE = textwrap.dedent("""
     attempt("connect abstract", lambda: socket.socket(socket.AF_UNIX).connect(name) or "connected")
     tcp = socket.socket()
     attempt("bind tcp", lambda: tcp.bind(("127.0.0.1", 0)) or "bound")
+    tcp.listen()
+    attempt("connect tcp", lambda: socket.create_connection(tcp.getsockname()) and "connected")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    attempt("connect tcp refused", lambda: socket.create_connection(closed.getsockname()))
+    quick = socket.socket()
+    quick.setblocking(False)
+    attempt("connect tcp non-blocking", lambda: quick.connect_ex(tcp.getsockname()) in (0, 115) and "started")
     print(json.dumps(out))
 """)
 
@@ -409,6 +417,7 @@ def test_unix_sockets_are_decided_by_path_rules(as_user: Caller, shared_dir: pat
         "bind new.secret": errno.EACCES, "bind new.sock": json.loads(native.stdout)["bind new.sock"],
         "connect relative api.secret": errno.EACCES, "connect relative ok.sock": "hello",
         "bind abstract": "bound", "connect abstract": "connected", "bind tcp": "bound",
+        "connect tcp": "connected", "connect tcp refused": errno.ECONNREFUSED, "connect tcp non-blocking": "started",
     }
     assert not (shared_dir / "new.secret").exists()
 
