@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "broker.h"
@@ -1664,7 +1665,65 @@ static int64_t sys_truncate(int dfd)
     return rc;
 }
 
-/* execve, execveat: decided only; the kernel then runs it */
+/* What the kernel reads of a file to tell how to run it (BINPRM_BUF_SIZE). */
+#define EXEC_HEAD 256
+/* #! scripts the kernel follows through interpreters that are scripts
+ * themselves before it fails with ELOOP (exec_binprm's depth). */
+#define MAX_SCRIPTS 5
+
+static int stat_object(struct object *o)
+{
+    if (!o->have_st && fstat(o->fd, &o->st) != 0)
+        return -errno;
+    o->have_st = 1;
+    return 0;
+}
+
+static int spacetab(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* The interpreter a #! script names, read as fs/binfmt_script.c reads it:
+ * 1 with its path in `out`; 0 when `o` is not a script, or cannot be read
+ * (the kernel then runs it as a program, or fails); -ENOEXEC for a #! line
+ * the kernel refuses, and for a relative interpreter (the kernel resolves it
+ * from the caller's cwd, which the broker does not have). */
+static int script_interpreter(const struct object *o, char out[EXEC_HEAD])
+{
+    if (!S_ISREG(o->st.st_mode))
+        return 0;
+    int fd = reopen(o->fd, O_RDONLY | O_NONBLOCK);
+    if (fd < 0)
+        return 0;
+    char head[EXEC_HEAD] = {0};
+    ssize_t n = pread(fd, head, sizeof head, 0);
+    close(fd);
+    if (n < 2 || head[0] != '#' || head[1] != '!')
+        return 0;
+    const char *line_end = memchr(head, '\n', sizeof head);
+    const char *end = line_end ? line_end : head + sizeof head - 1;
+    const char *name = head + 2;
+    while (name < end && spacetab(*name))
+        name++;
+    const char *name_end = name;
+    while (name_end < end && !spacetab(*name_end) && *name_end != '\0')
+        name_end++;
+    if (name_end == name || (!line_end && name_end == end))
+        return -ENOEXEC; /* no interpreter, or one cut off by the head's end */
+    if (*name != '/')
+        return -ENOEXEC;
+    memcpy(out, name, (size_t)(name_end - name));
+    out[name_end - name] = '\0';
+    return 1;
+}
+
+/* execve, execveat: decided only; the kernel then runs it. A #! script's
+ * interpreters (through nested ones) are exec'd by the kernel without a
+ * call of their own: each is decided by the exec rules too, as the kernel
+ * checks each for exec permission. The reply's decision is the file's, or
+ * that of the interpreter refused; its stat is the program the kernel will
+ * run (the last interpreter), which the supervisor then verifies. */
 static int64_t sys_exec(int dfd)
 {
     struct object o;
@@ -1672,10 +1731,127 @@ static int64_t sys_exec(int dfd)
     if (rc < 0)
         return rc;
     rc = decide_object(&o, VB_ACCESS_EXEC);
-    /* what was checked, so the supervisor can verify what the kernel then ran */
-    if (rc == 0 && (o.have_st || fstat(o.fd, &o.st) == 0))
+    if (rc == 0)
+        rc = stat_object(&o);
+    /* the decision on the file itself, for the event (static: the broker's stack may be small) */
+    static char decided_canonical[PATH_MAX];
+    int decided_verdict = rep.verdict, decided_rule = rep.rule;
+    vb_strlcpy(decided_canonical, rep.canonical, sizeof decided_canonical);
+    char interpreter[EXEC_HEAD];
+    for (int scripts = 0; rc == 0; scripts++) {
+        rc = script_interpreter(&o, interpreter);
+        if (rc <= 0)
+            break;
+        drop(&o);
+        if (scripts == MAX_SCRIPTS)
+            return -ELOOP;
+        rc = resolve_object(-1, interpreter, 0, 1, 0, 0, &o);
+        if (rc < 0)
+            return rc;
+        rc = decide_object(&o, VB_ACCESS_EXEC);
+        if (rc == 0)
+            rc = stat_object(&o);
+    }
+    if (rc == 0) {
+        rep.verdict = decided_verdict;
+        rep.rule = decided_rule;
+        rep.access = VB_ACCESS_EXEC;
+        vb_strlcpy(rep.canonical, decided_canonical, sizeof rep.canonical);
         rep.u.st = o.st;
+    }
     drop(&o);
+    return rc;
+}
+
+/* The name `fd` has under /proc/self/fd, with `rest` after it, as an address
+ * (connect and bind take no dirfd): 0, or -ENAMETOOLONG. */
+static int via_self_fd(int fd, const char *rest, struct sockaddr_un *addr, socklen_t *len)
+{
+    char n[SELF_FD_PATH_LEN];
+    int dirfd;
+    self_fd_link(fd, n, &dirfd); /* fills `n` with the whole path */
+    size_t a = strlen(n), b = strlen(rest);
+    if (a + b >= sizeof addr->sun_path)
+        return -ENAMETOOLONG;
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path, n, a);
+    memcpy(addr->sun_path + a, rest, b);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + a + b + 1);
+    return 0;
+}
+
+static int unhex(const char *text, unsigned char *out, size_t len)
+{
+    if (strlen(text) != 2 * len)
+        return -EINVAL;
+    for (size_t i = 0; i < 2 * len; i++) {
+        char c = text[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return -EINVAL;
+        out[i / 2] = (unsigned char)(i % 2 ? out[i / 2] | v : v << 4);
+    }
+    return 0;
+}
+
+/* connect, bind of the caller's socket `sock`, to the address copied: a unix
+ * path name is decided on, then reached through what was decided on
+ * (/proc/self/fd/N, or N/name for a bind), so a name swapped meanwhile
+ * changes nothing. */
+static int64_t sys_socket_call(int dfd, int sock)
+{
+    struct sockaddr_storage copy;
+    socklen_t len = (socklen_t)req.size;
+    if (sock < 0 || req.size > sizeof copy || unhex(req.path2, (unsigned char *)&copy, req.size) != 0)
+        return -EINVAL;
+    int connecting = req.op == VB_OP_CONNECT;
+    if (!req.path[0] && connecting && copy.ss_family != AF_UNIX) {
+        /* never waits here (for the whole sandbox's path calls): a blocking caller gets
+         * EINPROGRESS from us, and the supervisor waits for the connection */
+        int flags = fcntl(sock, F_GETFL);
+        int flip = flags >= 0 && !(flags & O_NONBLOCK);
+        if (flip)
+            fcntl(sock, F_SETFL, flags | O_NONBLOCK);
+        int rc = connect(sock, (struct sockaddr *)&copy, len) == 0 ? 0 : -errno;
+        if (flip)
+            fcntl(sock, F_SETFL, flags);
+        return rc;
+    }
+    if (!req.path[0]) /* no unix path name: nothing the path rules judge */
+        return (connecting ? connect(sock, (struct sockaddr *)&copy, len) : bind(sock, (struct sockaddr *)&copy, len))
+                   == 0 ? 0 : -errno;
+    struct sockaddr_un addr;
+    int rc;
+    if (connecting) {
+        struct object o;
+        rc = resolve_object(dfd, req.path, 0, 1, 0, 0, &o);
+        if (rc < 0)
+            return rc;
+        rc = decide_object(&o, VB_ACCESS_WRITE);
+        if (rc == 0)
+            rc = via_self_fd(o.fd, "", &addr, &len);
+        if (rc == 0 && connect(sock, (struct sockaddr *)&addr, len) != 0)
+            rc = -errno;
+        drop(&o);
+        return rc;
+    }
+    struct name n;
+    rc = resolve_parent(dfd, req.path, 0, &n);
+    if (rc < 0)
+        return rc;
+    rc = decide_name(n.canonical, VB_ACCESS_WRITE);
+    char rest[NAME_MAX + 3] = "/";
+    vb_strlcat(rest, n.base, sizeof rest);
+    if (rc == 0)
+        rc = via_self_fd(n.parent.fd, rest, &addr, &len);
+    if (rc == 0) {
+        umask((mode_t)(~req.mode & 0777)); /* the socket file's mode, as the caller's bind makes it */
+        if (bind(sock, (struct sockaddr *)&addr, len) != 0)
+            rc = -errno;
+        umask(0);
+    }
+    drop(&n.parent);
     return rc;
 }
 
@@ -1723,6 +1899,10 @@ static void serve(int dfd1, int dfd2)
         break;
     case VB_OP_EXEC:
         result = sys_exec(dfd1);
+        break;
+    case VB_OP_CONNECT:
+    case VB_OP_BIND:
+        result = sys_socket_call(dfd1, dfd2);
         break;
     default:
         result = -EINVAL;
@@ -1836,7 +2016,7 @@ __attribute__((noreturn)) void vb_broker_run(const struct vb_plan *plan, int soc
         int expected = ((req.dirfds & VB_DIRFD_PATH) != 0) + ((req.dirfds & VB_DIRFD_PATH2) != 0);
         if (malformed || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
             (req.dirfds & ~(VB_DIRFD_PATH | VB_DIRFD_PATH2)) || nfds != expected || req.op < VB_OP_OPEN ||
-            req.op > VB_OP_EXEC) {
+            req.op > VB_OP_BIND) {
             rep.result = -EINVAL;
             send_reply(-1);
         } else {

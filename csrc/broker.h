@@ -51,7 +51,11 @@ enum vb_broker_op {
     VB_OP_SYMLINK,    /* symlink, symlinkat: a link at path2 whose text is path (path is not resolved) */
     VB_OP_TRUNCATE,   /* truncate: size = the new length */
     VB_OP_EXEC,       /* execve, execveat: decide only (the kernel then runs it); at_flags;
-                         reply: u.st of the program checked */
+                         reply: u.st of the program the file checked runs */
+    VB_OP_CONNECT,    /* connect, bind of the caller's socket (the fd attached as path2's):
+                         path2 = the sockaddr copied, in hex, size = its length; path = its
+                         unix path name ("" for any other address) */
+    VB_OP_BIND,       /* as VB_OP_CONNECT; mode = the socket file's (0777 less the caller's umask) */
 };
 
 /* dirfds: which of `path` / `path2` start from an attached fd. A path with

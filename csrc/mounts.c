@@ -442,6 +442,42 @@ static void name_resolver(struct view *v)
     bind_file(v, v->stage, "/.resolv.conf", "/etc/resolv.conf");
 }
 
+/* The view's /etc/hosts, with the sandbox's own hostname first: programs
+ * resolve their own name (gethostbyname(gethostname()), `hostname -f`), and
+ * the host's /etc/hosts has only the host's. 127.0.1.1, as Debian writes it:
+ * in the sandbox's own network that is its own loopback. A view without a
+ * readable /etc/hosts gets none, and one larger than HOSTS_MAX (the staging
+ * tmpfs holds the copy) is left as it is. */
+#define HOSTS_MAX (32 * 1024)
+
+static void name_host(struct view *v, const char *hostname)
+{
+    static const char head[] = "# viewbox: the sandbox's hostname\n127.0.1.1\t";
+    static char text[sizeof head + HOST_NAME_MAX + 1 + HOSTS_MAX];
+    size_t name_len = strnlen(hostname, HOST_NAME_MAX);
+    memcpy(text, head, sizeof head - 1);
+    memcpy(text + sizeof head - 1, hostname, name_len);
+    text[sizeof head - 1 + name_len] = '\n';
+    size_t n = sizeof head + name_len;
+    int fd = open_in(v->root, "/etc/hosts", O_RDONLY);
+    if (fd < 0)
+        return;
+    size_t len = n;
+    ssize_t got;
+    while ((got = read(fd, text + len, sizeof text - len)) > 0)
+        len += (size_t)got;
+    if (got < 0)
+        FAIL(errno, "read the view's /etc/hosts");
+    close(fd);
+    if (len > n + HOSTS_MAX)
+        return; /* it may not have been read whole */
+    fd = openat(v->stage, ".hosts", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len)
+        FAIL(errno, "write the view's /etc/hosts");
+    close(fd);
+    bind_file(v, v->stage, "/.hosts", "/etc/hosts");
+}
+
 static const char *pick_stage(void)
 {
     static const char *const candidates[] = STAGE_CANDIDATES;
@@ -493,6 +529,8 @@ void vb_build_view(const struct vb_plan *plan)
         apply(&v, &plan->mounts[i]);
     if (plan->resolver)
         name_resolver(&v);
+    if (plan->hostname)
+        name_host(&v, plan->hostname);
 
     for (size_t i = 0; i < v.n_seal; i++) {
         set_attr(v.seal[i], MOUNT_ATTR_RDONLY, 0, "a sealed mount");

@@ -102,6 +102,13 @@ const struct vb_net_rule *vb_net_allowed(const struct vb_call *call, int family,
 const char *vb_net_name(const struct vb_call *call, int family, const uint8_t *address);
 /* Whether the sandbox has [net].allow rules at all (else connect is not its business). */
 int vb_net_filtered(const struct vb_call *call);
+/* Whether the sandbox has path rules (its path calls go through its broker). */
+int vb_path_rules(const struct vb_call *call);
+struct sockaddr_storage;
+/* connect, bind (VB_OP_CONNECT, VB_OP_BIND) of the caller's socket `sock` (taken over)
+ * under path rules, from `addr`, the one copy of its address (sys_fs.c). */
+struct vb_decision vb_socket_request(struct vb_call *call, int op, const struct sockaddr_storage *addr, size_t len,
+                                     int sock);
 /* A pidfd of the calling thread's process, or -errno. */
 int vb_caller_pidfd(const struct vb_call *call);
 

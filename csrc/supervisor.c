@@ -90,8 +90,9 @@ struct grant {
 struct exec_check {
     uint32_t tid, tgid;              /* host ids of the exec'ing thread and its process */
     unsigned long long started;      /* the process's start time: a reused pid is another process */
-    dev_t before_dev, checked_dev;   /* /proc/TGID/exe before; the program checked */
-    ino_t before_ino, checked_ino;
+    dev_t before_dev, runs_dev;      /* /proc/TGID/exe before; the program the checked file runs
+                                        (itself, or the interpreter of its #! line: broker.c) */
+    ino_t before_ino, runs_ino;
     struct exec_check *next;
 };
 
@@ -388,6 +389,11 @@ const struct vb_clock *vb_call_clock(const struct vb_call *call)
 int vb_net_filtered(const struct vb_call *call)
 {
     return call->sandbox->net_filtered;
+}
+
+int vb_path_rules(const struct vb_call *call)
+{
+    return call->sandbox->emulate;
 }
 
 static int prefix_matches(const uint8_t *a, const uint8_t *b, unsigned bits)
@@ -745,6 +751,8 @@ static void replace_fd(struct vb_call *call, int64_t value, const char *rule)
     finish(call, value, "allow", rule, destination);
 }
 
+static void to_broker(struct vb_supervisor *sup, struct vb_call *call);
+
 static void decide_net(struct vb_supervisor *sup, struct vb_call *call, struct vb_decision d)
 {
     struct served *s = call->sandbox;
@@ -786,8 +794,9 @@ static void decide_net(struct vb_supervisor *sup, struct vb_call *call, struct v
         sup->calls = call;
         return;
     }
-    case VB_DECIDE_BROKER:
-        break;
+    case VB_DECIDE_BROKER: /* a unix socket's connect or bind under path rules */
+        to_broker(sup, call);
+        return;
     }
     finish(call, -ENOSYS, "deny", "not a network decision", destination);
 }
@@ -809,6 +818,10 @@ static void connect_done(struct vb_supervisor *sup, uint64_t token)
         err = errno;
     char rule[PATH_MAX];
     vb_strlcpy(rule, call->request.granted, sizeof rule);
+    if (call->request.op == VB_OP_CONNECT) { /* the broker connected the caller's own socket */
+        finish(call, -err, "allow", rule, NULL);
+        return;
+    }
     if (err) {
         char destination[PATH_MAX];
         vb_strlcpy(destination, call->request.path, sizeof destination);
@@ -1002,9 +1015,9 @@ static void sweep_exec_checks(struct served *s)
     }
 }
 
-/* An allowed exec is about to run: note what ran before and what was checked.
- * 0, or -errno when the exec must not run (it could not be verified). */
-static int remember_exec(struct served *s, const struct vb_call *call, const struct stat *checked)
+/* An allowed exec is about to run: note what ran before and what the checked
+ * file runs. 0, or -errno when the exec must not run (it could not be verified). */
+static int remember_exec(struct served *s, const struct vb_call *call, const struct stat *runs)
 {
     struct stat before;
     uint32_t tgid;
@@ -1023,18 +1036,21 @@ static int remember_exec(struct served *s, const struct vb_call *call, const str
     struct exec_check *c = s->n_exec_checks < MAX_EXEC_CHECKS ? calloc(1, sizeof *c) : NULL;
     if (!c)
         return -EAGAIN;
-    *c = (struct exec_check){call->notif.pid, tgid, started, before.st_dev, checked->st_dev,
-                             before.st_ino, checked->st_ino, s->exec_checks};
+    *c = (struct exec_check){call->notif.pid, tgid, started, before.st_dev, runs->st_dev,
+                             before.st_ino, runs->st_ino, s->exec_checks};
     s->exec_checks = c;
     s->n_exec_checks++;
     return 0;
 }
 
-/* A thread with a pending exec check calls: its process runs the program
- * checked (verified: forgotten), or still the one from before (the exec has not
- * happened yet, or failed: kept), or another one: the path was swapped between
- * the check and the exec, and the process is killed before this call returns.
- * A dynamically linked program gets no further than its loader's first open. */
+/* A thread with a pending exec check calls: its process runs the program the
+ * checked file runs (verified: forgotten), or still the one from before (the
+ * exec has not happened yet, or failed: kept), or another one: the path was
+ * swapped between the check and the exec, and the process is killed before
+ * this call returns. A dynamically linked program gets no further than its
+ * loader's first open. For a script /proc/PID/exe is its interpreter, so a
+ * script swapped for another script with the same interpreter passes; that
+ * interpreter then opens the script by its path, under the read rules. */
 static void verify_exec(struct served *s, const struct vb_call *call)
 {
     for (struct exec_check **at = &s->exec_checks; *at; at = &(*at)->next) {
@@ -1052,7 +1068,7 @@ static void verify_exec(struct served *s, const struct vb_call *call)
         }
         if (exe_of(c->tgid, &now) != 0)
             return;
-        if (now.st_dev == c->checked_dev && now.st_ino == c->checked_ino) {
+        if (now.st_dev == c->runs_dev && now.st_ino == c->runs_ino) {
             forget_exec(at);
             s->n_exec_checks--;
         } else if (!(now.st_dev == c->before_dev && now.st_ino == c->before_ino)) {
@@ -1132,6 +1148,19 @@ static void complete(struct vb_supervisor *sup, struct vb_call *call, const stru
     }
 
     int64_t result = reply->result;
+    if (call->request.op == VB_OP_CONNECT && result == -EINPROGRESS && call->fds[1] >= 0 &&
+        !(fcntl(call->fds[1], F_GETFL) & O_NONBLOCK)) {
+        /* the broker connected a blocking caller's socket without waiting: wait here,
+         * on that socket, as for a connect of [net].allow's */
+        if (call->fds[0] >= 0)
+            close(call->fds[0]);
+        call->fds[0] = call->fds[1];
+        call->fds[1] = -1;
+        if (fd >= 0)
+            close(fd);
+        decide_net(sup, call, (struct vb_decision){VB_DECIDE_CONNECTING, 0, rule});
+        return;
+    }
     if (result >= 0) {
         switch (call->request.op) {
         case VB_OP_OPEN: {

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "supervise.h"
@@ -418,6 +420,48 @@ struct vb_decision sys_truncate(struct vb_call *call)
 struct vb_decision sys_chdir(struct vb_call *call)
 {
     return decide(VB_DECIDE_CONTINUE, 0);
+}
+
+/* --- sockets ---------------------------------------------------------------------------- */
+
+/* The broker performs the call on the caller's socket (the same open file
+ * description), from this one copy of the address, so no rewrite of the
+ * caller's memory changes what it reaches. A unix path name is decided by the
+ * rules first: a connect as a write of the socket file (the kernel checks
+ * write permission on it), a bind as a name created. Other addresses (an
+ * abstract or unnamed unix one, Landlock scopes abstract sockets; another
+ * family's) have nothing to decide. */
+struct vb_decision vb_socket_request(struct vb_call *call, int op, const struct sockaddr_storage *storage,
+                                     size_t len, int sock)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *bytes = (const unsigned char *)storage;
+    const struct sockaddr_un *addr = (const struct sockaddr_un *)storage;
+    call->request.op = op;
+    call->fds[1] = sock;
+    call->request.dirfds |= VB_DIRFD_PATH2;
+    call->request.size = len;
+    for (size_t i = 0; i < len; i++) {
+        call->request.path2[2 * i] = digits[bytes[i] >> 4];
+        call->request.path2[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    call->request.path2[2 * len] = '\0';
+    size_t at = offsetof(struct sockaddr_un, sun_path);
+    if (addr->sun_family != AF_UNIX || len <= at || addr->sun_path[0] == '\0') {
+        call->request.path[0] = '\0';
+        return BROKER;
+    }
+    size_t n = strnlen(addr->sun_path, len - at);
+    memcpy(call->request.path, addr->sun_path, n);
+    call->request.path[n] = '\0';
+    int rc = 0;
+    if (op == VB_OP_BIND) {
+        call->request.mode = 0777;
+        rc = apply_umask(call);
+    }
+    if (rc == 0)
+        rc = prepare_path(call, VB_DIRFD_PATH, AT_FDCWD);
+    return rc < 0 ? ERRNO(-rc) : BROKER;
 }
 
 /* --- exec ------------------------------------------------------------------------------ */

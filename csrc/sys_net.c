@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "supervise.h"
@@ -265,36 +266,69 @@ static int copy_destination(struct vb_call *call, uint64_t addr, uint64_t len, u
 
 #define DENIED decide(VB_DECIDE_DENY, EACCES, "not in [net].allow")
 
+/* connect, bind of a socket by the broker when the sandbox has path rules: the
+ * kernel would read the address again (a unix path name the rules refuse could
+ * be swapped in after the copy) and look the fd up again (a unix socket could
+ * be put behind it); the broker performs the call on the socket examined,
+ * from the one copy (vb_socket_request). */
+static struct vb_decision broker_call(struct vb_call *call, int op, uint64_t addr, uint64_t len,
+                                      struct caller_socket *theirs)
+{
+    struct sockaddr_storage copy;
+    memset(&copy, 0, sizeof copy);
+    snprintf(call->request.path, sizeof call->request.path, "a %s socket",
+             theirs->domain == AF_UNIX ? "unix" : theirs->domain == AF_INET ? "IPv4" :
+             theirs->domain == AF_INET6 ? "IPv6" : "other");
+    if (len > sizeof copy || len < sizeof(sa_family_t)) {
+        close(theirs->fd);
+        return decide(VB_DECIDE_ERRNO, EINVAL, NULL);
+    }
+    if (vb_read_memory(call, addr, &copy, (size_t)len) != 0) {
+        close(theirs->fd);
+        return decide(VB_DECIDE_ERRNO, EFAULT, NULL);
+    }
+    return vb_socket_request(call, op, &copy, (size_t)len, theirs->fd);
+}
+
 /* connect(fd, addr, addrlen): for an allowed destination, a host socket connected by the
  * supervisor replaces the caller's; anything else connects inside the sandbox. */
 struct vb_decision sys_connect(struct vb_call *call)
 {
     int fd = (int)ARG(0);
-    if (!vb_net_filtered(call))
+    if (!vb_net_filtered(call) && !vb_path_rules(call))
         return CONTINUE_INSIDE;
     struct caller_socket theirs;
     int examined = caller_socket(call, fd, &theirs);
     if (examined != 0)
-        return unexamined(examined);
+        return vb_path_rules(call) ? decide(VB_DECIDE_ERRNO, -examined, NULL) : unexamined(examined);
+    if (theirs.domain == AF_UNIX || !vb_net_filtered(call)) /* path rules, then */
+        return broker_call(call, VB_OP_CONNECT, ARG(1), ARG(2), &theirs);
     union sockaddr_copy dest;
     size_t copied;
     struct destination d;
     /* the one copy: everything below decides on it and connects to it */
     if (ARG(1) == 0 || copy_destination(call, ARG(1), ARG(2), &dest, &copied, &d) != 0) {
         close(theirs.fd);
-        return theirs.host ? decide(VB_DECIDE_ERRNO, EFAULT, NULL) : CONTINUE_INSIDE;
+        return theirs.host || vb_path_rules(call) ? decide(VB_DECIDE_ERRNO, EFAULT, NULL) : CONTINUE_INSIDE;
     }
     const struct vb_net_rule *rule = d.family ? vb_net_allowed(call, d.family, d.address, d.port) : NULL;
     if (!rule) {
-        close(theirs.fd);
         /* A socket the supervisor made lives in the host's network: the kernel must
          * never connect it itself, to anything (a disconnect, AF_UNSPEC, included). */
-        if (theirs.host)
+        if (theirs.host) {
+            close(theirs.fd);
             return DENIED;
+        }
         /* loopback no rule names is the sandbox's own (servers it runs itself); unix,
-         * netlink and the rest are the namespace's own too */
-        if (!d.family || is_loopback(&d))
+         * netlink and the rest are the namespace's own too. With path rules the broker
+         * connects it (inside: whatever it reads then reaches the sandbox's own network) */
+        if (!d.family || is_loopback(&d)) {
+            if (vb_path_rules(call))
+                return broker_call(call, VB_OP_CONNECT, ARG(1), ARG(2), &theirs);
+            close(theirs.fd);
             return CONTINUE_INSIDE;
+        }
+        close(theirs.fd);
         return DENIED;
     }
     if (theirs.domain != dest.any.sa_family || (theirs.type != SOCK_STREAM && theirs.type != SOCK_DGRAM)) {
@@ -550,6 +584,17 @@ static struct vb_decision own_sockets_only(struct vb_call *call, int is_listen)
 
 struct vb_decision sys_bind(struct vb_call *call)
 {
+    if (vb_path_rules(call)) {
+        struct caller_socket theirs;
+        int examined = caller_socket(call, (int)ARG(0), &theirs);
+        if (examined != 0) /* not a socket (the kernel's answer too): nothing to let through */
+            return decide(VB_DECIDE_ERRNO, -examined, NULL);
+        /* bind never waits: the broker binds every family (a socket of the host's
+         * network, one [net].allow connected, is refused below) */
+        if (!theirs.host)
+            return broker_call(call, VB_OP_BIND, ARG(1), ARG(2), &theirs);
+        close(theirs.fd);
+    }
     return own_sockets_only(call, 0);
 }
 

@@ -292,7 +292,8 @@ def spawn(plan: Plan, *, fds: dict[int, int], outer_uid: int, outer_gid: int,
     p.ask_upcall = int(ask_upcall)
     families = AUDITED_FAMILIES if audit_fd >= 0 else 0
     if plan.path_rules:
-        families |= lib.VB_FAMILY_FS
+        # connect and bind too: a path-named unix socket is decided by the same rules
+        families |= lib.VB_FAMILY_FS | lib.VB_FAMILY_NET
         if any(rule.access & _ACCESS_EXEC for rule in plan.path_rules):
             families |= lib.VB_FAMILY_EXEC
     if plan.net_allow or plan.net_names:

@@ -14,13 +14,15 @@ used, never more than the base showed:
   which something was created, removed or renamed is `rw`;
 - system trees (children of /usr/lib, /usr/share, /lib, /etc, ...) become one
   directory when several paths under one of them were used; user data stays
-  precise: the files used, a directory the program listed or wrote in, and a
-  directory only when many of its files were read;
+  precise: the files used, and a directory only when the program listed or
+  wrote in it;
 - executables, and the ELF interpreter or `#!` interpreter the kernel loads
   for them without a system call the audit could see, are listed;
 - /proc and /dev are on when used; a tmpfs of the base is kept when the run
   wrote there;
-- what the base hid inside a directory that is now shown stays hidden.
+- what the base hid inside a directory that is now shown stays hidden, and
+  so does what a directory made writable for the entries the run created in
+  it held besides, unused.
 
 Paths are bound by the names the program used; every used path is then
 followed through the learned view too, and what a symlink reaches outside it
@@ -28,6 +30,7 @@ is added, so that replay finds the same files.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -61,12 +64,10 @@ SYSTEM_CONTAINERS = (
     "/usr/src", "/usr/local/lib", "/usr/local/lib64", "/usr/local/libexec", "/usr/local/share",
     "/usr/local/include", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/etc",
 )
-#: Trees of the system (never user data): what is not under one of these is kept precise.
-SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
 #: a system unit becomes one directory once this many paths under it were used
 SYSTEM_COLLAPSE = 2
-#: a user directory becomes one entry once this many of its files were read
-USER_COLLAPSE = 4
+#: unused entries hidden in one directory the run created entries in (past this, none are)
+MAX_HIDDEN = 64
 #: rounds of following the used paths through the learned view and adding what they reach
 FIX_ROUNDS = 8
 
@@ -256,7 +257,7 @@ class Usage:
             if "O_TMPFILE" in flags:
                 self._need(first, MODIFY, True)
             elif name == "creat" or "O_CREAT" in flags:
-                self._need(os.path.dirname(first), MODIFY, True)
+                self._need(_parent(first), MODIFY, True)
             elif flags & _WRITE_FLAGS:
                 self._need(first, WRITE, not nofollow)
             else:
@@ -266,20 +267,20 @@ class Usage:
                 self._need(first, READ | EXISTS, not (nofollow or name in ("lstat", "readlink", "readlinkat")))
         elif name in _REMOVE:
             if first is not None and first != "/":
-                self._need(os.path.dirname(first), MODIFY, True)
+                self._need(_parent(first), MODIFY, True)
         elif name in _RENAME or name in _LINK:
             second = self._absolute(pid, args.get("dirfd2", args.get("dirfd")), path2, None)
             if first is not None and first != "/":
-                self._need(os.path.dirname(first), MODIFY if name in _RENAME else EXISTS, True)
+                self._need(_parent(first), MODIFY if name in _RENAME else EXISTS, True)
                 if name in _LINK:
                     self._need(first, READ, "AT_SYMLINK_FOLLOW" in at_flags)
             if second is not None and second != "/":
-                self._need(os.path.dirname(second), MODIFY, True)
+                self._need(_parent(second), MODIFY, True)
         elif name in _SYMLINK:
             # path is the link's text; path2 the new link (its dirfd is the only one)
             second = self._absolute(pid, args.get("dirfd"), path2, resolved)
             if second is not None and second != "/":
-                self._need(os.path.dirname(second), MODIFY, True)
+                self._need(_parent(second), MODIFY, True)
         elif name == "truncate":
             if first is not None:
                 self._need(first, WRITE, True)
@@ -388,6 +389,11 @@ class Usage:
             self._exec(interpreter, depth + 1)
 
 
+def _parent(path: str) -> str:
+    """The directory an entry named `path` is made or removed in: "out/" names "out" too."""
+    return os.path.dirname(path.rstrip("/")) or "/"
+
+
 def _join_raw(cwd: str, path: str) -> str:
     """cwd/path keeping "..": only the view can say where ".." leads."""
     return cwd.rstrip("/") + "/" + path
@@ -482,10 +488,6 @@ def _unit(path: str) -> str | None:
     return best + "/" + rest.split("/", 1)[0] if "/" in rest else None
 
 
-def _is_system(path: str) -> bool:
-    return any(_is_within(path, root) for root in SYSTEM_ROOTS)
-
-
 def _tmpfs_size(mount: MountOp) -> int:
     match = re.search(r"size=(\d+)", mount.options or "")
     return int(match[1]) if match else 256 * 2**20
@@ -528,16 +530,8 @@ def build(usage: Usage, base_plan: Plan) -> Learned:
             continue
         current = learned.entries.get(unit)
         learned.entries[unit] = Entry(bool(current and current.rw), f"{len(paths)} paths used under it")
-    # User data: a directory when many of its files were read.
-    by_parent: dict[str, list[str]] = {}
-    for path, need in needs.items():
-        if not _is_system(path) and need.flags & READ and not need.flags & (WRITE | MODIFY):
-            by_parent.setdefault(os.path.dirname(path), []).append(path)
-    for parent, paths in by_parent.items():
-        if len(paths) >= USER_COLLAPSE and parent.count("/") >= 2 and parent not in learned.entries:
-            place = view.resolve(parent)
-            if place.kind == "host" and place.host is not None and os.path.isdir(place.host):
-                learned.entries[parent] = Entry(False, f"{len(paths)} files read in it")
+    # User data stays file by file, however many were read: a directory shown whole would
+    # show what the run never touched (a home's .ssh/ beside the files it read).
 
     _drop_covered(learned)
 
@@ -577,8 +571,33 @@ def build(usage: Usage, base_plan: Plan) -> Learned:
     if base_plan.workdir != "/" and learned.view().resolve(base_plan.workdir).kind != "missing":
         learned.workdir = base_plan.workdir
 
+    _hide_unused_beside_writes(learned, needs)
     _keep_base_restrictions(learned, base_plan)
     return learned
+
+
+def _hide_unused_beside_writes(learned: Learned, needs: Mapping[str, Need]) -> None:
+    """A directory the run created entries in is writable whole, so that replay can create
+    them again; what else it held when the run ended, unused, is hidden (a home's .ssh/ beside
+    the job's output). Entries that appear there later are not (the learned file says so)."""
+    for path, entry in list(learned.entries.items()):
+        need = needs.get(path)
+        if not entry.rw or need is None or not need.flags & MODIFY:
+            continue
+        host = os.path.realpath(path)
+        try:
+            names = sorted(os.listdir(host))
+        except OSError:
+            continue
+        # a symlink is left alone: a hide would land on what it points to
+        children = [_join(path, name) for name in names if not os.path.islink(os.path.join(host, name))]
+        unused = [child for child in children
+                  if child not in learned.entries and not any(_is_within(used, child) for used in needs)]
+        if len(unused) > MAX_HIDDEN:
+            entry.why += f"; its {len(unused)} unused entries are shown (more than {MAX_HIDDEN} to hide)"
+            continue
+        for child in unused:
+            learned.hide[child] = "beside what the run created, unused (entries made later are shown)"
 
 
 def _reaches(place: Place, need: Need) -> bool:
@@ -673,13 +692,18 @@ class NetUse:
         match = _DESTINATION.match(str(event.get("resolved", "")))
         if not match or event.get("rule") == _OWN_NETWORK:
             return
-        name = self._looked_up.get(match["host"].strip("[]")) or match["name"] or match["host"]
+        address = match["host"].strip("[]")
+        name = self._looked_up.get(address) or match["name"] or match["host"]
         destination = f"{name}:{match['port']}"
+        # a name is pinned to an address that is not globally routable only under an address
+        # rule covering it (viewbox.views.dns): the learned policy names that address too
+        private = name != match["host"] and not ipaddress.ip_address(address).is_global
         result = event.get("result")
         if event.get("decision") != "allow":
             self.refused.add(destination)
         elif not isinstance(result, int) or result >= 0 or result == -115:  # -EINPROGRESS: non-blocking
-            self.destinations[destination] = self.destinations.get(destination, 0) + 1
+            for used in (destination, f"{match['host']}:{match['port']}") if private else (destination,):
+                self.destinations[used] = self.destinations.get(used, 0) + 1
 
 
 # --- rendering ------------------------------------------------------------------

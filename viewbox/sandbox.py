@@ -363,7 +363,8 @@ class Sandbox:
                 pin = functools.partial(core.supervisor().pin, sandbox_id)
                 proc._resolver = resolving.Resolver.start(
                     child.resolver_fd, plan.net_names, plan.dns_servers, pin,
-                    functools.partial(audit.emit, sandbox=sandbox_id), self._deny_note_fd)
+                    functools.partial(audit.emit, sandbox=sandbox_id), self._deny_note_fd,
+                    tuple(rule.network for rule in plan.net_allow))
             except BaseException:
                 os.close(child.resolver_fd)
                 proc.kill()
