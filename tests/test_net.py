@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from conftest import INSIDE_PYTHON, Caller, live_processes, stop, unique, wait_until
+from conftest import INSIDE_PYTHON, Caller, live_processes, stop, wait_until
 from viewbox.errors import PolicyError, UnavailableLayer
 from viewbox.policy import load_policy
 
@@ -100,14 +100,14 @@ NAMESPACE_SERVER = textwrap.dedent("""
 
 def free_link_network() -> ipaddress.IPv4Network:
     """A /30 of 10.201.0.0/16 (apart from viewbox's private range, 10.200.0.0/16) that no address
-    of the host's is in: the search starts at one picked by this process's pid, so two runs of
-    the suite at once take different ones."""
+    of the host's is in. The search starts at one drawn from this process's pid, so two runs of
+    the suite at once (neighbouring pids) start far apart and take different ones."""
     from pyroute2 import IPRoute
 
     with IPRoute() as host:
         used = {ipaddress.ip_address(str(a.get_attr("IFA_ADDRESS"))) for a in host.get_addr(family=socket.AF_INET)}
-    subnets = list(ipaddress.ip_network("10.201.0.0/16").subnets(new_prefix=30))
-    first = os.getpid() % len(subnets)
+    subnets = list(ipaddress.IPv4Network("10.201.0.0/16").subnets(new_prefix=30))
+    first = random.Random(os.getpid()).randrange(len(subnets))
     for subnet in subnets[first:] + subnets[:first]:
         if not any(address in subnet for address in used):
             return subnet
