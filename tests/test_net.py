@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
+import ipaddress
 import json
 import os
 import pathlib
+import random
 import shutil
 import socket
 import subprocess
@@ -27,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from conftest import INSIDE_PYTHON, Caller, live_processes, stop, unique, wait_until
+from conftest import INSIDE_PYTHON, Caller, live_processes, stop, wait_until
 from viewbox.errors import PolicyError, UnavailableLayer
 from viewbox.policy import load_policy
 
@@ -69,13 +72,24 @@ def refused(port: int) -> bool:
 
 # --- a network namespace of the test's own, with a server in it ------------------------------------
 
-SETNS_SERVER = textwrap.dedent("""
+# Runs in a network namespace of its own: the namespace lives as long as this process, and no
+# name for it is made under /run/netns. The host moves eth0 in, then says "go" on stdin.
+NAMESPACE_SERVER = textwrap.dedent("""
     import ctypes, socket, sys
+    from pyroute2 import IPRoute
     libc = ctypes.CDLL(None, use_errno=True)
-    with open(sys.argv[1]) as ns:
-        if libc.setns(ns.fileno(), 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-    server = socket.create_server((sys.argv[2], int(sys.argv[3])))
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "unshare")
+    print("unshared", flush=True)
+    host_address, address, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    assert sys.stdin.readline() == "go\\n"
+    with IPRoute() as inside:
+        inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
+        eth0 = inside.link_lookup(ifname="eth0")[0]
+        inside.addr("add", index=eth0, address=address, prefixlen=30)
+        inside.link("set", index=eth0, state="up")
+        inside.route("add", dst="default", gateway=host_address)
+    server = socket.create_server((address, port))
     print("ready", flush=True)
     while True:
         conn, peer = server.accept()
@@ -84,48 +98,62 @@ SETNS_SERVER = textwrap.dedent("""
 """)
 
 
+def free_link_network() -> ipaddress.IPv4Network:
+    """A /30 of 10.201.0.0/16 (apart from viewbox's private range, 10.200.0.0/16) that no address
+    of the host's is in. The search starts at one drawn from this process's pid, so two runs of
+    the suite at once (neighbouring pids) start far apart and take different ones."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as host:
+        used = {ipaddress.ip_address(str(a.get_attr("IFA_ADDRESS"))) for a in host.get_addr(family=socket.AF_INET)}
+    subnets = list(ipaddress.IPv4Network("10.201.0.0/16").subnets(new_prefix=30))
+    first = random.Random(os.getpid()).randrange(len(subnets))
+    for subnet in subnets[first:] + subnets[:first]:
+        if not any(address in subnet for address in used):
+            return subnet
+    raise AssertionError("no free /30 in 10.201.0.0/16")
+
+
 class ServerNamespace:
     """A network namespace linked to the host by a veth pair (host .1, namespace .2), with a TCP
-    server on .2:PORT that greets each client with the address it saw."""
+    server on .2:PORT that greets each client with the address it saw. The namespace is the
+    server process's own and its /30 one no other test holds: safe to run twice at once."""
 
     def __init__(self) -> None:
-        from pyroute2 import IPRoute, netns
+        from pyroute2 import IPRoute
 
-        self.name = unique("vbtest-ns")
         self.host_if = f"vbt{uuid.uuid4().hex[:8]}"
-        # a /30 apart from viewbox's private range (10.200.0.0/16)
-        self.host_address, self.address, self.port = "10.201.77.1", "10.201.77.2", 8099
-        netns.create(self.name)
+        self.network = free_link_network()
+        host, inside = list(self.network.hosts())
+        # a port free on the host too: tests listen on the host's end of the link with the same port
+        self.host_address, self.address, self.port = str(host), str(inside), free_port()
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", NAMESPACE_SERVER, self.host_address, self.address, str(self.port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
-            with IPRoute() as host:
-                host.link("add", ifname=self.host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": self.name})
-                index = host.link_lookup(ifname=self.host_if)[0]
-                host.addr("add", index=index, address=self.host_address, prefixlen=30)
-                host.link("set", index=index, state="up")
-            with IPRoute(netns=self.name) as inside:
-                inside.link("set", index=inside.link_lookup(ifname="lo")[0], state="up")
-                eth0 = inside.link_lookup(ifname="eth0")[0]
-                inside.addr("add", index=eth0, address=self.address, prefixlen=30)
-                inside.link("set", index=eth0, state="up")
-                inside.route("add", dst="default", gateway=self.host_address)
-            self.server = subprocess.Popen(
-                [sys.executable, "-c", SETNS_SERVER, f"/run/netns/{self.name}", self.address, str(self.port)],
-                stdout=subprocess.PIPE, text=True)
-            assert self.server.stdout is not None
+            assert self.server.stdin is not None and self.server.stdout is not None
+            assert self.server.stdout.readline() == "unshared\n"
+            with IPRoute() as host_side:
+                host_side.link("add", ifname=self.host_if, kind="veth",
+                               peer={"ifname": "eth0", "net_ns_pid": self.server.pid})
+                index = host_side.link_lookup(ifname=self.host_if)[0]
+                host_side.addr("add", index=index, address=self.host_address, prefixlen=30)
+                host_side.link("set", index=index, state="up")
+            self.server.stdin.write("go\n")
+            self.server.stdin.flush()
             assert self.server.stdout.readline() == "ready\n"
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
-        from pyroute2 import IPRoute, netns
+        from pyroute2 import IPRoute, NetlinkError
 
-        if getattr(self, "server", None):
-            stop(self.server)
+        stop(self.server)  # the namespace ends with it, and the veth pair with the namespace
         with IPRoute() as host:
             for index in host.link_lookup(ifname=self.host_if):
-                host.link("del", index=index)
-        netns.remove(self.name)
+                with contextlib.suppress(NetlinkError):  # gone with its peer meanwhile
+                    host.link("del", index=index)
 
 
 @pytest.fixture
@@ -145,26 +173,60 @@ def nat_tables() -> list[str]:
         nft.close()
 
 
-def host_network_state() -> dict[str, list[str]]:
-    """What a private network could leave behind: links, named namespaces, nftables tables
-    (those left by a viewbox process that was killed excepted: the next private run removes them)."""
-    from pyroute2 import IPRoute, netns
-
-    with IPRoute() as host:
-        links = sorted(str(link.get_attr("IFLA_IFNAME")) for link in host.get_links())
-    state = {"links": links, "netns": sorted(netns.listnetns()), "nat": nat_tables()}
-    clean = {kind: [name for name in names if not left_by_a_dead_viewbox(name)] for kind, names in state.items()}
-    with open("/proc/sys/net/ipv4/ip_forward") as knob:
-        clean["ip_forward"] = [knob.read().strip()]
-    return clean
-
-
-def left_by_a_dead_viewbox(name: str) -> bool:
+def owner(name: str) -> int | None:
+    """The pid of the viewbox process a private network's leftover is named after (its veth
+    "vbh<pid>-<n>", its nftables table and named namespace "viewbox-<pid>-<n>"), else None."""
     for prefix in ("viewbox-", "vbh"):
         pid, _, number = name.removeprefix(prefix).partition("-")
         if name.startswith(prefix) and pid.isdigit() and number.isdigit():
-            return not os.path.exists(f"/proc/{pid}")
-    return False
+            return int(pid)
+    return None
+
+
+def made_by(pid: int) -> dict[str, list[str]]:
+    """What a private network of viewbox process `pid` has in the host's network now. Only its
+    own: other runs of the suite may make and remove theirs meanwhile."""
+    from pyroute2 import IPRoute, netns
+
+    with IPRoute() as host:
+        links = [str(link.get_attr("IFLA_IFNAME")) for link in host.get_links()]
+    state = {"links": links, "netns": netns.listnetns(), "nat": nat_tables()}
+    return {kind: sorted(name for name in names if owner(name) == pid) for kind, names in state.items()}
+
+
+NOTHING: dict[str, list[str]] = {"links": [], "netns": [], "nat": []}
+
+
+def forwarding() -> str:
+    with open("/proc/sys/net/ipv4/ip_forward") as knob:
+        return knob.read().strip()
+
+
+def host_forwarding() -> str | None:
+    """The host's own IPv4 forwarding setting, which a private run leaves as it found it when it
+    ends; None while another viewbox's private network, or what a killed one left, is there (that
+    one turned forwarding on, and only the last to end, or the next to sweep, turns it off)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as host:
+        links = [str(link.get_attr("IFLA_IFNAME")) for link in host.get_links()]
+    if any(owner(name) is not None for name in [*links, *nat_tables()]):
+        return None
+    return forwarding()
+
+
+@pytest.fixture
+def private_network_lock() -> Iterator[None]:
+    """Held by every test that makes a private network. Such networks turn the host's IPv4
+    forwarding on while any of them runs and off after the last, and the next one removes what a
+    killed run left: machine-wide effects the tests check, so another run of the suite at once
+    must not make or sweep private networks meanwhile."""
+    fd = os.open("/tmp/viewbox-tests-private-network.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 CONNECT = textwrap.dedent("""
@@ -437,23 +499,29 @@ def test_publish_is_refused_with_mode_host(as_user: Caller) -> None:
 # --- 4. mode private (root) --------------------------------------------------------------------------
 
 def test_private_reaches_a_namespace_through_nat_and_leaves_nothing(
-        as_user: Caller, test_namespace: ServerNamespace) -> None:
+        as_user: Caller, test_namespace: ServerNamespace, private_network_lock: None) -> None:
     target = f"{test_namespace.address}:{test_namespace.port}"
-    before = host_network_state()
-    done = as_user.run(["--net", "private", *py(CONNECT), target])
+    before = host_forwarding()
+    proc = as_user.popen(["run", "--net", "private", *py(CONNECT), target],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
     if as_user.uid != 0:
-        assert done.returncode == 125
-        assert done.stderr.startswith('viewbox: private network unavailable: mode "private" creates a veth pair')
-        assert "run as root" in done.stderr
-        assert host_network_state() == before
-        return
-    assert done.returncode == 0, done.stderr
-    # the server saw the host's address on its own link: the sandbox's was masqueraded
-    assert json.loads(done.stdout)[target] == f"hello {test_namespace.host_address}\n"
-    assert host_network_state() == before
+        assert proc.returncode == 125
+        assert err.startswith('viewbox: private network unavailable: mode "private" creates a veth pair')
+        assert "run as root" in err
+    else:
+        assert proc.returncode == 0, err
+        # the server saw the host's address on its own link: the sandbox's was masqueraded
+        assert json.loads(out)[target] == f"hello {test_namespace.host_address}\n"
+    assert made_by(proc.pid) == NOTHING
+    if before is not None:
+        assert forwarding() == before
 
 
-def test_private_sandbox_cannot_change_its_network() -> None:
+def test_private_sandbox_cannot_change_its_network(private_network_lock: None) -> None:
     as_user = Caller("root")  # mode private is root's (the refusal to others: the test above)
     code = textwrap.dedent("""
         import fcntl, socket, struct
@@ -470,10 +538,10 @@ def test_private_sandbox_cannot_change_its_network() -> None:
     assert done.stdout.splitlines()[0] == str(errno.EPERM)
 
 
-def test_private_with_publish() -> None:
+def test_private_with_publish(private_network_lock: None) -> None:
     as_user = Caller("root")  # mode private is root's (the refusal to others: the test above)
     port = free_port()
-    before = host_network_state()
+    before = host_forwarding()
     proc = as_user.popen(["run", "--net", "private", "--publish", f"127.0.0.1:{port}:7000", *py(ECHO_AFTER_EOF)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -482,34 +550,35 @@ def test_private_with_publish() -> None:
         proc.wait(timeout=20)
     finally:
         stop(proc)
-    assert host_network_state() == before
+    assert made_by(proc.pid) == NOTHING
+    if before is not None:
+        assert forwarding() == before
 
 
-def test_private_leftovers_of_a_killed_run_are_removed() -> None:
+def test_private_leftovers_of_a_killed_run_are_removed(private_network_lock: None) -> None:
     as_user = Caller("root")  # mode private is root's (the refusal to others: the test above)
-    before = host_network_state()
+    before = host_forwarding()
     proc = as_user.popen(["run", "--net", "private", "--", "sleep", "60"])
 
     def running() -> bool:
-        """Its veth is there and its namespace's name gone: the sandbox runs in it."""
-        now = host_network_state()
-        return any(link.startswith("vbh") for link in now["links"]) and now["netns"] == before["netns"]
+        """Its veth and NAT table are there and its namespace's name gone: the sandbox runs in it."""
+        now = made_by(proc.pid)
+        return bool(now["links"] and now["nat"]) and not now["netns"]
 
     try:
         assert wait_until(running, 10)
     finally:
         stop(proc)  # SIGKILL: viewbox cleans nothing up itself
     # the namespace dies with the sandbox, and the veth pair with it; the NAT table stays ...
-    assert wait_until(lambda: not any(link.startswith("vbh") for link in host_network_state()["links"]), 10)
+    assert wait_until(lambda: not made_by(proc.pid)["links"], 10)
+    assert made_by(proc.pid)["nat"] and not made_by(proc.pid)["netns"]
     # (IPv4 forwarding too, when viewbox turned it on: nobody was left to turn it off)
-    assert {**host_network_state(), "ip_forward": before["ip_forward"]} == before
-    tables = nat_tables()
-    assert any(left_by_a_dead_viewbox(name) for name in tables)
     # ... until the next private run, which removes what runs of dead viewbox processes left
     done = as_user.run(["--net", "private", "--", "true"])
     assert done.returncode == 0, done.stderr
-    assert not any(left_by_a_dead_viewbox(name) for name in nat_tables())
-    assert host_network_state() == before  # forwarding as it was
+    assert made_by(proc.pid) == NOTHING
+    if before is not None:
+        assert forwarding() == before  # forwarding as it was
 
 
 # --- 5. the policy schema ----------------------------------------------------------------------------
@@ -749,7 +818,8 @@ def test_allow_by_subnet_reaches_a_namespace(as_user: Caller, shared_dir: pathli
                                             test_namespace: ServerNamespace) -> None:
     target = f"{test_namespace.address}:{test_namespace.port}"
     audit = shared_dir / "audit.jsonl"
-    done = as_user.run(["--audit", str(audit), "--allow-net", "10.201.77.0/30:8000-8100", *py(CONNECT), target])
+    ports = f"{test_namespace.port - 1}-{test_namespace.port + 1}"
+    done = as_user.run(["--audit", str(audit), "--allow-net", f"{test_namespace.network}:{ports}", *py(CONNECT), target])
     assert done.returncode == 0, done.stderr
     # connected from the host: the server saw the host's address on its link
     assert json.loads(done.stdout)[target] == f"hello {test_namespace.host_address}\n"
@@ -1121,12 +1191,25 @@ def test_allow_by_name_with_curl_and_a_wildcard(as_user: Caller, test_namespace:
     assert zone.asked and set(zone.asked) == {"www.good.test"}
 
 
+def zone_server_on_port_53(zone: dict[str, str]) -> ZoneServer:
+    """A ZoneServer on port 53 (a resolv.conf names no port) of a loopback address of 127.77.0.0/16
+    no other server has taken (another run of the suite may hold one)."""
+    for _ in range(100):
+        host = str(ipaddress.ip_address("127.77.0.0") + random.randrange(1, 0xFFFF))
+        try:
+            return ZoneServer(zone, host=host, port=53)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+    raise AssertionError("port 53 is taken on every address tried")
+
+
 def test_allow_by_name_through_the_hosts_resolver(tmp_path: pathlib.Path, test_namespace: ServerNamespace) -> None:
     """Without [net].dns, names resolve as the host's own programs resolve them (getaddrinfo):
     here a private mount namespace gives viewbox a resolv.conf naming the test's server."""
-    server = ZoneServer(zone_of(test_namespace), host="127.77.0.1", port=53)
+    server = zone_server_on_port_53(zone_of(test_namespace))
     conf = tmp_path / "resolv.conf"
-    conf.write_text("nameserver 127.77.0.1\n")
+    conf.write_text(f"nameserver {server.address.removesuffix(':53')}\n")
     port = test_namespace.port
     try:
         script = f"mount --bind {conf} /etc/resolv.conf && exec \"$@\""
@@ -1220,7 +1303,8 @@ def test_usage_counts_allowed_connections_and_says_what_it_cannot_see(
         [None] * 4
 
 
-def test_usage_counts_a_private_networks_traffic(test_namespace: ServerNamespace, tmp_path: pathlib.Path) -> None:
+def test_usage_counts_a_private_networks_traffic(test_namespace: ServerNamespace, tmp_path: pathlib.Path,
+                                                private_network_lock: None) -> None:
     as_root = Caller("root")  # mode private is root's
     report = tmp_path / "report.json"
     target = f"{test_namespace.address}:{test_namespace.port}"

@@ -2,8 +2,11 @@
 
 The cdef is csrc/viewbox.h itself, minus its preprocessor lines, so the
 header and the binding can never drift apart. Set VIEWBOX_SANITIZE=1 at build
-time for an AddressSanitizer/UBSan build (run it with
-LD_PRELOAD=$(gcc -print-file-name=libasan.so)).
+time for an AddressSanitizer/UBSan build; the interpreter is not built with
+ASan, so its runtime must be loaded first: run it with
+LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)
+and ASAN_OPTIONS=detect_leaks=0 (Python itself keeps memory until exit);
+.ci/run's sanitizer job is the reference.
 """
 import os
 import pathlib
@@ -31,7 +34,10 @@ CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-param
           "-fno-strict-aliasing", "-D_GNU_SOURCE"]
 LDFLAGS: list[str] = []
 if os.environ.get("VIEWBOX_SANITIZE"):
-    CFLAGS += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1"]
+    # UB stops the process that hit it, as an ASan report does: a sandbox's init, broker and
+    # forwarder have their stderr inside the sandbox, where a report that went on would go unseen.
+    CFLAGS += ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+               "-O1"]
     LDFLAGS += ["-fsanitize=address,undefined"]
 
 ffibuilder = FFI()
