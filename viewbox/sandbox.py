@@ -29,6 +29,10 @@ from .views import net
 PIPE = -1
 DEVNULL = -3
 
+#: seconds a timed-out run's pipes are read for after the kill: their writers are gone, so this
+#: only bounds a pipe some other process still holds
+DRAIN_SECONDS = 1.0
+
 Stream = int | IO[Any] | None
 
 
@@ -132,6 +136,7 @@ class Process:
         #: the read end of signal.set_wakeup_fd(), or None: a signal arriving just before
         #: `wait` blocks would otherwise wait with its Python handler until the command ends
         self.wakeup_fd: int | None = None
+        self._pump: _Pump | None = None
         quota.start(child.pid)
 
     def poll(self) -> int | None:
@@ -210,10 +215,20 @@ class Process:
         self.send_signal(signal.SIGKILL)
 
     def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes | None, bytes | None]:
-        """Feeds `input`, reads stdout/stderr to the end, waits; like subprocess."""
-        out, err = _pump(self.stdin, self.stdout, self.stderr, input, timeout, self.argv, self._watch)
-        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - self.started))
-        self.wait(remaining)
+        """Feeds `input`, reads stdout/stderr to the end, waits; like subprocess. On a timeout,
+        TimeoutExpired carries what was read so far (.stdout, .stderr), and calling communicate
+        again goes on from there (`input` is then ignored: it was taken the first time)."""
+        if self._pump is None:
+            self._pump = _Pump(self.stdin, self.stdout, self.stderr, input)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = self._pump.run(deadline, self._watch)
+        out, err = self._pump.output()
+        if not done:
+            raise TimeoutExpired(self.argv, timeout, out, err)
+        try:
+            self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except TimeoutExpired:
+            raise TimeoutExpired(self.argv, timeout, out, err) from None
         return out, err
 
     def __enter__(self) -> Process:
@@ -382,9 +397,13 @@ class Sandbox:
         with proc:
             try:
                 out, err = proc.communicate(input, timeout)
-            except TimeoutExpired:
+            except TimeoutExpired as timed_out:
                 proc.kill()
                 proc.wait()
+                if proc._pump:
+                    # every process of the sandbox is gone: what its pipes still hold, then EOF
+                    proc._pump.run(time.monotonic() + DRAIN_SECONDS, lambda: None)
+                    timed_out.output, timed_out.stderr = proc._pump.output()
                 raise
         result = Result(argv=proc.argv, returncode=proc.returncode or 0, stdout=out, stderr=err,
                         duration=proc.duration or 0.0, degraded=proc.plan.degraded,
@@ -522,49 +541,61 @@ class _Streams:
                 f.close()
 
 
-def _pump(stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
-          data: bytes | None, timeout: float | None, argv: tuple[str, ...],
-          watch: Callable[[], float | None]) -> tuple[bytes | None, bytes | None]:
-    """Writes `data` to stdin and reads stdout and stderr until EOF, without deadlock.
-    `watch()` runs the limit checks in between and says when it wants to run again."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    chunks: dict[int, list[bytes]] = {}
-    readers = {}
-    for f in (stdout, stderr):
-        if f:
-            readers[f.fileno()] = f
-            chunks[f.fileno()] = []
-    pending = memoryview(data or b"")
-    writer = stdin.fileno() if stdin else None
-    if writer is not None and not pending:
-        stdin.close()  # type: ignore[union-attr]
-        writer = None
-    while readers or writer is not None:
-        pause = watch()
-        wait = None if deadline is None else deadline - time.monotonic()
-        if wait is not None and wait <= 0:
-            raise TimeoutExpired(argv, timeout)
-        if pause is not None:
-            wait = pause if wait is None else min(wait, pause)
-        r, w, _ = select.select(list(readers), [writer] if writer is not None else [], [], wait)
-        for fd in r:
-            block = os.read(fd, 65536)
-            if block:
-                chunks[fd].append(block)
-            else:
-                del readers[fd]
-        if w:
-            try:
-                sent = os.write(writer, pending[:65536])  # type: ignore[arg-type]
-                pending = pending[sent:]
-            except BrokenPipeError:
-                pending = pending[:0]
-            if not pending:
-                stdin.close()  # type: ignore[union-attr]
-                writer = None
-    out = b"".join(chunks[stdout.fileno()]) if stdout else None
-    err = b"".join(chunks[stderr.fileno()]) if stderr else None
-    return out, err
+class _Pump:
+    """Writes `data` to stdin and reads stdout and stderr until EOF, without deadlock; with
+    poll(), which takes any fd number (select() fails past 1023). It keeps what it read, so
+    that a run cut short by a timeout can go on, or be drained, later."""
+
+    def __init__(self, stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
+                 data: bytes | None) -> None:
+        self._fds = tuple(f.fileno() if f else None for f in (stdout, stderr))
+        self._readers: dict[int, list[bytes]] = {fd: [] for fd in self._fds if fd is not None}  # chunks read
+        self._open = set(self._readers)
+        self._stdin = stdin
+        self._pending = memoryview(data or b"")
+        if stdin and not self._pending:
+            stdin.close()
+            self._stdin = None
+
+    def run(self, deadline: float | None, watch: Callable[[], float | None]) -> bool:
+        """Pumps until both outputs end (True) or `deadline` passes (False). `watch()` runs the
+        limit checks in between and says when it wants to run again."""
+        poller = select.poll()
+        for fd in self._open:
+            poller.register(fd, select.POLLIN)
+        if self._stdin:
+            poller.register(self._stdin.fileno(), select.POLLOUT)
+        while self._open or self._stdin:
+            pause = watch()
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return False
+            if pause is not None:
+                wait = pause if wait is None else min(wait, pause)
+            for fd, _ in poller.poll(None if wait is None else math.ceil(wait * 1000)):
+                if fd in self._open:
+                    block = os.read(fd, 65536)
+                    if block:
+                        self._readers[fd].append(block)
+                    else:
+                        self._open.discard(fd)
+                        poller.unregister(fd)
+                elif self._stdin and fd == self._stdin.fileno():
+                    try:  # at most PIPE_BUF: POLLOUT promises that much room, so it cannot block
+                        sent = os.write(fd, self._pending[:select.PIPE_BUF])
+                        self._pending = self._pending[sent:]
+                    except BrokenPipeError:
+                        self._pending = self._pending[:0]
+                    if not self._pending:
+                        poller.unregister(fd)
+                        self._stdin.close()
+                        self._stdin = None
+        return True
+
+    def output(self) -> tuple[bytes | None, bytes | None]:
+        """What was read from stdout and stderr so far (None for a stream not captured)."""
+        out, err = (None if fd is None else b"".join(self._readers[fd]) for fd in self._fds)
+        return out, err
 
 
 class _Audit:
