@@ -211,6 +211,10 @@ struct vb_usage {
     int64_t wall_expired;           /* 1: the init ended the sandbox at plan.wall_ms */
     int64_t broker_lost;            /* 1: the init ended the sandbox because its broker was
                                        gone (path calls could no longer be decided) */
+    int64_t left_running;           /* processes of the sandbox still running when the command
+                                       ended (the init's own helpers aside), killed with it: a
+                                       program that daemonized, say. -1: not known (the init
+                                       could not count them, or did not report) */
     /* its own network's traffic that viewbox carried (-1 each with the host's network) */
     int64_t net_connections_in;     /* accepted by the forwarder ([net].publish) */
     int64_t net_connections_out;    /* made by the supervisor ([net].allow) */
@@ -314,10 +318,16 @@ const char *vb_group_name(uint64_t group);
 #define VB_TRAP_TIMEOUTS   8       /* calls with a relative timeout (scaled when rate != 1) */
 #define VB_TRAP_STAMPS     16      /* utimensat (UTIME_NOW is the sandbox's now) */
 
+/* The most instructions a seccomp program of viewbox may have: the buffer the sandbox's
+ * command builds its program in, and the one core.seccomp_program() builds into, so a
+ * program that builds for the caller also builds in the sandbox (the kernel's own cap,
+ * BPF_MAXINSNS, is 4096). */
+#define VB_SECCOMP_MAX_INSNS 512
+
 /* Builds the seccomp program for `deny_groups`, `interpose_families` and
  * `time_traps` (VB_TRAP_*) into `out` (capacity in instructions); returns
- * the instruction count or -errno. Exposed for tests and `viewbox show`.
- * Each instruction is 8 bytes (struct sock_filter). */
+ * the instruction count or -errno (-ENOSPC: more than `capacity`). Exposed
+ * for tests and `viewbox show`. Each instruction is 8 bytes (struct sock_filter). */
 int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t time_traps, void *out,
                      size_t capacity);
 /* The VB_TRAP_* bits a plan's time view needs (0 without one). */

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import viewbox
-from conftest import Caller
+from conftest import INSIDE_PYTHON, Caller
 
 # --- a caller holding more than 1,024 fds -----------------------------------------------
 
@@ -74,3 +74,32 @@ def test_communicate_after_a_timeout_goes_on_from_there() -> None:
         assert info.value.stdout == b"one\n"
         out, err = proc.communicate(timeout=30)
         assert (out, err, proc.returncode) == (b"one\ntwo\n", None, 0)
+
+
+# --- processes still running when the command exits -------------------------------------
+
+def test_cli_says_how_many_processes_were_left_running(as_user: Caller) -> None:
+    # a program that daemonizes: two children, one in a session of its own, and the command exits 0
+    done = as_user.run(["--", "sh", "-c", "sleep 60 & (setsid sleep 60 &); exit 0"])
+    assert done.returncode == 0
+    assert done.stderr == ("viewbox: the command exited with 2 processes of the sandbox still running; "
+                           "they were killed\n")
+    done = as_user.run(["--", "sh", "-c", "sleep 60 & exit 3"])
+    assert (done.returncode, done.stderr) == (3, "viewbox: the command exited with 1 process of the sandbox "
+                                                 "still running; it was killed\n")
+    assert as_user.run(["--", "sh", "-c", "sleep 0.1 & wait"]).stderr == ""
+
+
+@pytest.mark.parametrize("overrides", [{}, {"deny": ["/etc/shadow"]}, {"time_rate": 2.0}],
+                         ids=["plain", "broker", "traced"])
+def test_api_counts_what_was_left_running(overrides: dict[str, object]) -> None:
+    # the count is the init's: its broker (path rules) is not among them, nor threads of the
+    # traced processes (time view), nor a child that had already exited (a zombie)
+    result = viewbox.run(["sh", "-c", "sleep 60 & (setsid sleep 60 &); exit 0"], audit=True, timeout=30, **overrides)
+    assert result.left_running == 2
+    assert [e.details["left_running"] for e in result.events if e.kind == "exit"] == [2]
+    result = viewbox.run(["sh", "-c", "sleep 0.1 & exec sleep 1"], timeout=30, **overrides)
+    assert result.left_running == 0
+    threads = "import threading, time; [threading.Thread(target=time.sleep, args=(60,)).start() for _ in range(3)]"
+    result = viewbox.run(["sh", "-c", f"{INSIDE_PYTHON} -c '{threads}' & sleep 1; exit 0"], timeout=30, **overrides)
+    assert result.left_running == 1

@@ -23,6 +23,7 @@ from .errors import SpawnError, TimeoutExpired, UnavailableLayer, ViewboxError
 from .quota import LIMIT_EXIT_STATUS, QuotaSession, Usage
 from .plan import Plan, RuleAction
 from .policy import Policy, compile_policy, load_policy
+from .policy.model import normalize
 from .views import net
 
 #: As in subprocess (same values): a new pipe for this stream, or /dev/null.
@@ -34,6 +35,9 @@ DEVNULL = -3
 DRAIN_SECONDS = 1.0
 
 Stream = int | IO[Any] | None
+
+#: signals that stop every process of a sandbox (job control: Ctrl-Z); SIGCONT continues them
+JOB_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 @record
@@ -64,6 +68,9 @@ class Result:
     events: tuple[Event, ...] = ()
     #: what the sandbox used, the enforcement level, and the limit that ended it (usage.limit, .reason)
     usage: Usage | None = None
+    #: how many processes were still running when the command ended (a daemon it started, say),
+    #: killed with the sandbox; None when the sandbox's init could not count them
+    left_running: int | None = None
 
     @property
     def signal(self) -> int | None:
@@ -127,6 +134,8 @@ class Process:
         #: set when the command has ended: what the sandbox used (quota.Usage)
         self.usage: Usage | None = None
         self.broker_lost = False
+        #: set when the command has ended: processes still running then, killed with it (Result.left_running)
+        self.left_running: int | None = None
         self._audit = audit
         self._sandbox_id = sandbox_id
         self._host_sockets = host_sockets
@@ -137,6 +146,11 @@ class Process:
         #: `wait` blocks would otherwise wait with its Python handler until the command ends
         self.wakeup_fd: int | None = None
         self._pump: _Pump | None = None
+        #: the caller's working directory when the policy names no workdir and the view hides
+        #: that directory, so that the command started in "/" instead; else None
+        self.hidden_cwd: str | None = None
+        #: when a job-control signal (JOB_STOPS) stopped the sandbox, until SIGCONT; else None
+        self._stopped_at: float | None = None
         quota.start(child.pid)
 
     def poll(self) -> int | None:
@@ -172,6 +186,8 @@ class Process:
 
     def _watch(self) -> float | None:
         """Runs the due limit checks, killing the sandbox on a breach; seconds until the next."""
+        if self._stopped_at is not None:
+            return None  # stopped: nothing in it runs or grows, and its wall time waits too
         if self._quota.check():
             self.kill()
         return self._quota.due()
@@ -186,6 +202,7 @@ class Process:
             net_connections_in=traffic.net_connections_in, net_connections_out=traffic.net_connections_out)
         #: the sandbox's init ended it because its broker (path rules) was gone
         self.broker_lost = kernel_usage.broker_lost
+        self.left_running = kernel_usage.left_running
         ask.unregister(self._sandbox_id)
         if self._resolver:
             self._resolver.close()
@@ -195,15 +212,22 @@ class Process:
             self._network.cleanup()
         self._audit.end_calls()
         self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6),
-                         usage=self.usage.to_dict())
+                         left_running=self.left_running, usage=self.usage.to_dict())
 
     def send_signal(self, sig: int) -> None:
-        """Sends `sig` to the command (through the sandbox's init, which forwards it)."""
+        """Sends `sig` to the command (through the sandbox's init, which forwards it).
+        SIGTSTP, SIGTTIN and SIGTTOU stop every process of the sandbox instead, and SIGCONT
+        continues them: the time in between does not count against the wall-time limit."""
         if self.returncode is None and self._child.pidfd >= 0:
             try:
                 signal.pidfd_send_signal(self._child.pidfd, sig)
             except ProcessLookupError:
-                pass
+                return
+            if sig in JOB_STOPS and self._stopped_at is None:
+                self._stopped_at = time.monotonic()
+            elif sig == signal.SIGCONT and self._stopped_at is not None:
+                self._quota.postpone(time.monotonic() - self._stopped_at)
+                self._stopped_at = None
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -371,6 +395,8 @@ class Sandbox:
         stdin_file, stdout_file, stderr_file = ends.parent_files()
         proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota,
                        sandbox_id=sandbox_id, host_sockets=host_sockets, network=network)
+        if self.policy.process.workdir is None and plan.workdir != normalize(os.getcwd()):
+            proc.hidden_cwd = normalize(os.getcwd())
         self._processes.append(proc)
         if resolving and child.resolver_fd >= 0:
             try:
@@ -407,7 +433,7 @@ class Sandbox:
                 raise
         result = Result(argv=proc.argv, returncode=proc.returncode or 0, stdout=out, stderr=err,
                         duration=proc.duration or 0.0, degraded=proc.plan.degraded,
-                        events=tuple(proc._audit.events), usage=proc.usage)
+                        events=tuple(proc._audit.events), usage=proc.usage, left_running=proc.left_running)
         if check:
             result.check_returncode()
         return result
