@@ -45,8 +45,12 @@ RUN_HELP = """\
 Runs CMD inside a sandbox. The policy (default: the embedded `default`) sets
 the view; the flags below add to it or override it. stdin, stdout and stderr
 pass through; SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and SIGWINCH are
-forwarded to the command; the environment starts clean (PATH, LANG, TERM,
-HOME) plus what the policy's [env] or --env name.
+forwarded to the command; Ctrl-Z (SIGTSTP, SIGTTIN, SIGTTOU) stops the whole
+sandbox with viewbox, and fg/bg (SIGCONT) continue it, the time stopped not
+counting against --timeout. The environment starts clean (PATH, LANG, TERM,
+HOME) plus what the policy's [env] or --env name. One line on stderr says how
+many processes were still running when the command exited (they are killed),
+and when the current directory is hidden, so that the command starts in /.
 
 examples:
   viewbox run -- sh -c 'id; hostname; ls /'
@@ -460,8 +464,8 @@ def console_main() -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except BrokenPipeError:
-        pass
+    except BrokenPipeError:  # what was left in the buffer had no reader: as main() says it
+        code = 128 + signal.SIGPIPE
     os._exit(code)
 
 
