@@ -22,6 +22,7 @@
 #include <linux/capability.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -29,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -70,6 +70,14 @@ static int child_errfd = -1;
 static int child_listener_sock = -1;
 /* In the init and the forwarder: the network counters shared with the caller, or NULL. */
 static struct vb_net_counters *child_counters;
+/* Shared by the caller and the init, and no other process of the sandbox (the init marks
+ * it MADV_DONTFORK): the stops the init holds (supervise_command), which the caller reads. */
+struct vb_job {
+    _Atomic int64_t held_ns;        /* the stops that ended, in all */
+    _Atomic int stopped;            /* 1 while one is in force; cleared after held_ns grew */
+};
+/* In the init: the job-control state shared with the caller, or NULL. */
+static struct vb_job *child_job;
 /* The broker's end of its socket to the supervisor, or -1. */
 static int child_broker_sock = -1;
 /* The init's status pipe while the init places fds itself (see run_init), or -1. */
@@ -762,6 +770,8 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, const pid
              * stopped sandbox runs nothing, and only the caller's side can stop it so. */
             if (!stopped) {
                 stopped = 1;
+                if (child_job)
+                    atomic_store(&child_job->stopped, 1);
                 clock_gettime(CLOCK_MONOTONIC, &stopped_at);
                 kill(-1, SIGSTOP);
                 for (int i = 0; i < 2; i++)
@@ -783,6 +793,11 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, const pid
                 deadline.tv_nsec -= 1000000000;
             }
             stopped = 0;
+            if (child_job) { /* in this order: a caller that reads 0 reads the new total */
+                atomic_fetch_add(&child_job->held_ns, (int64_t)(now.tv_sec - stopped_at.tv_sec) * 1000000000 +
+                                                          (now.tv_nsec - stopped_at.tv_nsec));
+                atomic_store(&child_job->stopped, 0);
+            }
             kill(-1, SIGCONT);
             continue;
         }
@@ -895,6 +910,9 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
      * reads EOF below. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
         FAIL(errno, "set the parent-death signal");
+    /* the caller's and this init's only: not the broker's, the forwarder's, the command's */
+    if (child_job && madvise(child_job, sizeof *child_job, MADV_DONTFORK) != 0)
+        FAIL(errno, "keep the job-control state from the sandbox's processes");
     scrub_command_line();
     char go = 0;
     while (read(sync_r, &go, 1) < 0 && errno == EINTR)
@@ -1161,11 +1179,24 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
             return rc;
         }
     }
-    int rc = spawn_counted(plan, child, error, counters, &clock);
-    if (rc == 0)
-        child->net_counters = counters;
-    else
+    struct vb_job *job = mmap(NULL, sizeof *job, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (job == MAP_FAILED) {
+        int rc = -errno;
         vb_net_counters_release(counters);
+        if (clock)
+            munmap(clock, sizeof *clock);
+        return rc;
+    }
+    child_job = job; /* the init's copy of this static is its own */
+    int rc = spawn_counted(plan, child, error, counters, &clock);
+    child_job = NULL;
+    if (rc == 0) {
+        child->net_counters = counters;
+        child->job = job;
+    } else {
+        vb_net_counters_release(counters);
+        munmap(job, sizeof *job);
+    }
     if (clock) /* not handed to the supervisor */
         munmap(clock, sizeof *clock);
     return rc;
@@ -1178,6 +1209,7 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
     memset(error, 0, sizeof *error);
     child->pid = child->pidfd = child->status_fd = child->resolver_fd = -1;
     child->net_counters = NULL;
+    child->job = NULL;
     child_counters = counters; /* the init's copy of this static is the forwarder's */
     int resolver = -1;
 
@@ -1343,6 +1375,17 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
     return 0;
 }
 
+int vb_job_stopped(const struct vb_child *child, int64_t *held_ns)
+{
+    if (!child->job) {
+        *held_ns = 0;
+        return 0;
+    }
+    int stopped = atomic_load(&child->job->stopped); /* first: see supervise_command */
+    *held_ns = atomic_load(&child->job->held_ns);
+    return stopped;
+}
+
 int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
 {
     struct status_record record;
@@ -1370,6 +1413,9 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
     usage->net_bytes_out = net ? (int64_t)atomic_load(&net->bytes_out) : -1;
     vb_net_counters_release(net);
     child->net_counters = NULL;
+    if (child->job)
+        munmap(child->job, sizeof *child->job);
+    child->job = NULL;
     close(child->status_fd);
     close(child->pidfd);
     child->status_fd = child->pidfd = -1;

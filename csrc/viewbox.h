@@ -186,6 +186,9 @@ struct vb_error {
  * connections and bytes the forwarder relayed for [net].publish (internal). */
 struct vb_net_counters;
 
+/* The sandbox's job-control stops, as its init holds them (shared memory, internal). */
+struct vb_job;
+
 struct vb_child {
     int pid;                        /* host pid of the sandbox's init (pid 1 inside) */
     int pidfd;                      /* pidfd of that init: signals, polling */
@@ -193,6 +196,7 @@ struct vb_child {
     int resolver_fd;                /* -1, or with plan.resolver: the sandbox's DNS socket,
                                        bound to 127.0.0.53:53 inside (the caller closes it) */
     struct vb_net_counters *net_counters; /* NULL with the host's network; vb_wait reads them */
+    struct vb_job *job;             /* vb_job_stopped reads it; vb_wait unmaps it */
 };
 
 /* Spawn a sandbox from `plan`. On success fills `child` and returns 0: the
@@ -225,6 +229,12 @@ struct vb_usage {
 /* Reads the command's wait status once status_fd is readable, reaps the init
  * and fills *usage. Returns 0 and sets *wstatus, or -errno. */
 int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage);
+
+/* Whether the sandbox's init holds it stopped now (SIGTSTP, SIGTTIN or SIGTTOU reached the
+ * init: from the caller, or from the terminal, whose process group the init shares), 1 or 0;
+ * *held_ns: how long it held it stopped before, in all. Read while it runs, so that the
+ * caller's own wall-time watch does not count that time either. */
+int vb_job_stopped(const struct vb_child *child, int64_t *held_ns);
 
 /* --- the supervisor: layer 3, seccomp user notification ----------------
  * One thread serves every sandbox spawned with it: an epoll loop over their

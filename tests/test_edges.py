@@ -200,6 +200,38 @@ def test_ctrl_z_stops_the_sandbox_and_fg_continues_it(as_user: Caller, shared_di
         terminal.close()
 
 
+def test_ctrl_z_of_a_program_using_the_api_stops_its_sandbox(as_user: Caller, shared_dir: pathlib.Path) -> None:
+    # The terminal stops the program's process group, which the sandbox's init shares: the init
+    # stops the sandbox, and neither its wall-time limit nor the program's backstop of it
+    # counts the time stopped.
+    ticks = shared_dir / "ticks"
+    loop = f"i=0; while [ $i -lt 20 ]; do echo $i >> {ticks}; i=$((i+1)); sleep 0.1; done"
+    program = shared_dir / "program.py"
+    program.write_text(textwrap.dedent(f"""\
+        import viewbox
+        result = viewbox.Sandbox(rw=[{str(shared_dir)!r}], timeout="4s").run(["sh", "-c", {loop!r}])
+        print("result", result.returncode, result.usage.limit)
+    """))
+    python = as_user.viewbox_argv([])[0]
+    terminal = _Terminal(as_user)
+    try:
+        terminal.type(f"{python} {program}\n")
+        end = time.monotonic() + 30
+        while _lines(ticks) < 3 and time.monotonic() < end:
+            time.sleep(0.05)
+        terminal.type("\x1a")  # Ctrl-Z
+        terminal.wait_for(rb"Stopped", 10)
+        time.sleep(0.5)
+        before = _lines(ticks)
+        time.sleep(6)  # past the limit, and past the backstop's second after it
+        assert _lines(ticks) == before < 20
+        terminal.type("fg\n")
+        assert terminal.wait_for(rb"result (\S+) (\S+)", 30).groups() == (b"0", b"None")
+        assert _lines(ticks) == 20
+    finally:
+        terminal.close()
+
+
 @pytest.mark.parametrize("overrides", [{}, {"deny": ["/etc/shadow"]}, {"time_rate": 2.0}],
                          ids=["plain", "broker", "traced"])
 def test_api_stop_signals_stop_every_process_and_sigcont_continues(shared_dir: pathlib.Path,

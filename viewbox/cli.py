@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 #: signals `viewbox run` passes on to the command
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+#: job control: the sandbox's init stops every process of it on these, and SIGCONT continues them
+JOB_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 MAIN_HELP = """\
 viewbox runs a command in its own view of the world: a filesystem, process
@@ -259,8 +261,6 @@ def spawn_forwarding_signals(box: Sandbox, argv: Sequence[str]) -> Process:
     poll() is seen there through the wakeup fd, not when the command ends.
     Job control: SIGTSTP, SIGTTIN, SIGTTOU stop the sandbox, then this process, as a
     stopped job; SIGCONT (fg, bg) continues both."""
-    from .sandbox import JOB_STOPS
-
     held = (*FORWARDED, *JOB_STOPS, signal.SIGCONT)
     signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:

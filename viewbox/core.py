@@ -59,6 +59,13 @@ class Child:
         #: with plan.net_names: the sandbox's DNS socket (127.0.0.53:53 inside), ours to answer and close
         self.resolver_fd: int = c_child.resolver_fd
 
+    def job_stopped(self) -> tuple[bool, float]:
+        """Whether the sandbox's init holds it stopped now (job control), and for how many
+        seconds in all it held it stopped before."""
+        held_ns = ffi.new("int64_t *")
+        stopped = lib.vb_job_stopped(self._c, held_ns)
+        return bool(stopped), held_ns[0] / 1e9
+
     def collect(self) -> tuple[int, Usage]:
         """The command's wait status and the sandbox's usage; call once status_fd
         is readable (it does not block then)."""

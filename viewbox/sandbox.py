@@ -36,8 +36,9 @@ DRAIN_SECONDS = 1.0
 
 Stream = int | IO[Any] | None
 
-#: signals that stop every process of a sandbox (job control: Ctrl-Z); SIGCONT continues them
-JOB_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+#: seconds between looks at a stopped sandbox that has limits, to take up their checks again
+#: once it is continued
+STOPPED_RECHECK = 0.2
 
 
 @record
@@ -149,8 +150,8 @@ class Process:
         #: the caller's working directory when the policy names no workdir and the view hides
         #: that directory, so that the command started in "/" instead; else None
         self.hidden_cwd: str | None = None
-        #: when a job-control signal (JOB_STOPS) stopped the sandbox, until SIGCONT; else None
-        self._stopped_at: float | None = None
+        #: seconds the sandbox was held stopped (job control) that the wall-time backstop skipped
+        self._held = 0.0
         quota.start(child.pid)
 
     def poll(self) -> int | None:
@@ -186,8 +187,14 @@ class Process:
 
     def _watch(self) -> float | None:
         """Runs the due limit checks, killing the sandbox on a breach; seconds until the next."""
-        if self._stopped_at is not None:
-            return None  # stopped: nothing in it runs or grows, and its wall time waits too
+        # Its init holds the stops (whoever sent the signal: this process, or the terminal to
+        # the process group the init shares with it); their time does not count, here either.
+        stopped, held = self._child.job_stopped()
+        if held > self._held:
+            self._quota.postpone(held - self._held)
+            self._held = held
+        if stopped:  # nothing in it runs or grows
+            return None if self._quota.due() is None else STOPPED_RECHECK
         if self._quota.check():
             self.kill()
         return self._quota.due()
@@ -222,12 +229,7 @@ class Process:
             try:
                 signal.pidfd_send_signal(self._child.pidfd, sig)
             except ProcessLookupError:
-                return
-            if sig in JOB_STOPS and self._stopped_at is None:
-                self._stopped_at = time.monotonic()
-            elif sig == signal.SIGCONT and self._stopped_at is not None:
-                self._quota.postpone(time.monotonic() - self._stopped_at)
-                self._stopped_at = None
+                pass
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
