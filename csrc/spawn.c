@@ -614,6 +614,10 @@ static int open_own_proc(void)
  * the kernel's list of thread groups, read at that moment. */
 static int count_running(const pid_t *skip, size_t n_skip)
 {
+    /* The sandbox ends now (its processes die with this init, or are killed next): stop them
+     * all first, in one call, so that a busy one (a fork bomb) neither changes the list while it
+     * is read nor takes the CPU this init needs to read it, sharing its cgroup. */
+    kill(-1, SIGSTOP);
     if (child_proc_fd < 0 || lseek(child_proc_fd, 0, SEEK_SET) != 0)
         return -1;
     char buf[4096];
