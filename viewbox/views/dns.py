@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import select
+import selectors
 import socket
 import threading
 from collections.abc import Callable
@@ -121,27 +121,28 @@ class Resolver:
     # --- the reading thread -------------------------------------------------------
 
     def _serve(self) -> None:
-        poller = select.poll()  # not select(): the fds may be past 1023 in a process holding many
-        poller.register(self._sock, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        while True:
-            if any(fd == self._wake_r for fd, _ in poller.poll()):
-                return
-            try:
-                data, peer = self._sock.recvfrom(4096, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                return
-            with self._lock:
-                if self._closing:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._sock, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = {key.fileobj for key, _ in selector.select()}
+                if self._wake_r in ready:
                     return
-                self._busy += 1
-            try:
-                self._workers.submit(self._answer, data, peer)
-            except RuntimeError:  # shut down meanwhile
-                self._done()
-                return
+                try:
+                    data, peer = self._sock.recvfrom(4096, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    return
+                with self._lock:
+                    if self._closing:
+                        return
+                    self._busy += 1
+                try:
+                    self._workers.submit(self._answer, data, peer)
+                except RuntimeError:  # shut down meanwhile
+                    self._done()
+                    return
 
     def _done(self) -> None:
         with self._lock:
