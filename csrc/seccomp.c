@@ -372,7 +372,7 @@ int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t
 
 int vb_apply_seccomp(uint64_t deny_groups, uint64_t interpose_families, uint64_t time_traps)
 {
-    struct sock_filter insns[512];
+    struct sock_filter insns[VB_SECCOMP_MAX_INSNS];
     int n = vb_seccomp_build(deny_groups, interpose_families, time_traps, insns, VB_ARRAY_LEN(insns));
     if (n < 0)
         vb_child_fail(-n, VB_EXIT_SETUP, "build the seccomp program", NULL);

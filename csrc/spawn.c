@@ -15,12 +15,14 @@
  * Between clone and exec only async-signal-safe steps run (the caller may be
  * a multi-threaded Python process): no malloc, no stdio, no locks, and
  * further forks are raw clone syscalls so no atfork handler runs. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -67,6 +70,14 @@ static int child_errfd = -1;
 static int child_listener_sock = -1;
 /* In the init and the forwarder: the network counters shared with the caller, or NULL. */
 static struct vb_net_counters *child_counters;
+/* Shared by the caller and the init, and no other process of the sandbox (the init marks
+ * it MADV_DONTFORK): the stops the init holds (supervise_command), which the caller reads. */
+struct vb_job {
+    _Atomic int64_t held_ns;        /* the stops that ended, in all */
+    _Atomic int stopped;            /* 1 while one is in force; cleared after held_ns grew */
+};
+/* In the init: the job-control state shared with the caller, or NULL. */
+static struct vb_job *child_job;
 /* The broker's end of its socket to the supervisor, or -1. */
 static int child_broker_sock = -1;
 /* The init's status pipe while the init places fds itself (see run_init), or -1. */
@@ -75,6 +86,9 @@ static int child_status_fd = -1;
 static int init_did_fds_and_landlock;
 /* The command's end of the pipe on which the init says it traces it (time view), or -1. */
 static int child_trace_go = -1;
+/* In the init: a procfs of the sandbox's pid namespace, to count what still runs when the
+ * command ends (count_running), or -1. */
+static int child_proc_fd = -1;
 
 int vb_strlcpy(char *dst, const char *src, size_t cap)
 {
@@ -196,7 +210,7 @@ static void setup_fds(const struct vb_plan *plan)
     }
     /* the error pipe, the sockets and the init's status pipe survive, above
      * everything, in this order */
-    int *survivors[] = {&child_errfd, &child_listener_sock, &child_broker_sock, &child_status_fd};
+    int *survivors[] = {&child_errfd, &child_listener_sock, &child_broker_sock, &child_status_fd, &child_proc_fd};
     int keep_top = top;
     for (size_t i = 0; i < VB_ARRAY_LEN(survivors); i++) {
         if (*survivors[i] < 0)
@@ -438,6 +452,10 @@ __attribute__((noreturn)) static void run_command(const struct vb_plan *plan)
         child_trace_go = -1;
     }
     reset_signals();
+    if (child_proc_fd >= 0) { /* the init's */
+        close(child_proc_fd);
+        child_proc_fd = -1;
+    }
     if (setsid() < 0)
         FAIL(errno, "start a new session");
     if (!init_did_fds_and_landlock)
@@ -485,6 +503,9 @@ __attribute__((noreturn)) static void run_broker(const struct vb_plan *plan)
     if (child_listener_sock >= 0)
         close(child_listener_sock);
     child_listener_sock = -1;
+    if (child_proc_fd >= 0)
+        close(child_proc_fd);
+    child_proc_fd = -1;
     drop_capabilities();
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* after the id change, which resets it */
     vb_apply_seccomp(plan->seccomp_deny_groups, 0, 0);
@@ -558,23 +579,91 @@ struct status_record {
     int wstatus;
     int wall_expired;
     int broker_lost;
+    int left_running;               /* see vb_usage */
     struct rusage children;
 };
 
-/* The signals the sandbox's init forwards to the command. */
+/* The signals the sandbox's init forwards to the command (SIGCONT also ends a job-control stop). */
 static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM};
+/* Job-control stops: the init stops every process of the sandbox (see supervise_command). */
+static const int job_stops[] = {SIGTSTP, SIGTTIN, SIGTTOU};
+
+/* In the init, before the view is built (a procfs may be made only while one is fully
+ * visible, as the host's is until then): a procfs of the sandbox's pid namespace, whose
+ * listing names every process in it. -1 if none can be made; nothing is counted then. */
+static int open_own_proc(void)
+{
+    int fs = fsopen("proc", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return -1;
+    int mnt = fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0
+                  ? fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                                     MOUNT_ATTR_NOEXEC)
+                  : -1;
+    close(fs);
+    if (mnt < 0)
+        return -1;
+    int dir = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    close(mnt);
+    return dir;
+}
+
+/* How many processes of the sandbox are still running, this init and `skip` (the broker, the
+ * forwarder: -1 when absent) aside: each process its procfs lists that has not exited (a
+ * zombie's pidfd polls readable). -1 without that procfs. Not a thread's or a guess's count:
+ * the kernel's list of thread groups, read at that moment. */
+static int count_running(const pid_t *skip, size_t n_skip)
+{
+    /* The sandbox ends now (its processes die with this init, or are killed next): stop them
+     * all first, in one call, so that a busy one (a fork bomb) neither changes the list while it
+     * is read nor takes the CPU this init needs to read it, sharing its cgroup. */
+    kill(-1, SIGSTOP);
+    if (child_proc_fd < 0 || lseek(child_proc_fd, 0, SEEK_SET) != 0)
+        return -1;
+    char buf[4096];
+    long n;
+    int running = 0;
+    while ((n = syscall(SYS_getdents64, child_proc_fd, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            const struct dirent64 *d = (const struct dirent64 *)(buf + off);
+            off += d->d_reclen;
+            long pid = 0;
+            const char *c = d->d_name;
+            for (; *c >= '0' && *c <= '9' && pid < INT_MAX / 10; c++)
+                pid = pid * 10 + (*c - '0');
+            if (*c || pid <= 1)
+                continue; /* not a process ("self", "sys", ...), or this init */
+            int ours = 0;
+            for (size_t i = 0; i < n_skip; i++)
+                ours |= skip[i] == pid;
+            if (ours)
+                continue;
+            int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+            if (pidfd < 0)
+                continue; /* gone meanwhile */
+            struct pollfd exited = {pidfd, POLLIN, 0};
+            if (poll(&exited, 1, 0) == 0)
+                running++;
+            close(pidfd);
+        }
+    }
+    return n < 0 ? -1 : running;
+}
 
 /* pid 1 of the sandbox: forwards signals, reaps orphans, and reports the
  * command's wait status. When it exits the kernel kills every process left
  * in the pid namespace, so nothing outlives the command. */
-/* Reports how the command ended and what its processes used, then exits. */
-__attribute__((noreturn)) static void report(int status_fd, int wstatus, int wall_expired, int broker_lost)
+/* Reports how the command ended, how many other processes were still running (they
+ * die with this init) and what its processes used, then exits. */
+__attribute__((noreturn)) static void report(int status_fd, int wstatus, int wall_expired, int broker_lost,
+                                             int left_running)
 {
     struct status_record record;
     memset(&record, 0, sizeof record);
     record.wstatus = wstatus;
     record.wall_expired = wall_expired;
     record.broker_lost = broker_lost;
+    record.left_running = left_running;
     /* what the command's tree used, without this init (a copy of the caller:
      * its memory and set-up time are not the command's) */
     getrusage(RUSAGE_CHILDREN, &record.children);
@@ -586,15 +675,18 @@ __attribute__((noreturn)) static void report(int status_fd, int wstatus, int wal
  * the broker is gone (the supervisor went away, or something killed it) and
  * path calls could no longer be decided. Kills everything in the pid
  * namespace but this init and reaps it all, so the usage counts every process. */
-__attribute__((noreturn)) static void end_sandbox(pid_t command, int status_fd, int wall_expired, int broker_lost)
+__attribute__((noreturn)) static void end_sandbox(pid_t command, const pid_t *ours, int status_fd,
+                                                  int wall_expired, int broker_lost)
 {
+    const pid_t skip[] = {ours[0], ours[1], command};
+    int left_running = count_running(skip, VB_ARRAY_LEN(skip));
     kill(-1, SIGKILL);
     int status, command_status = SIGKILL; /* as if killed, should it be reaped already */
     pid_t pid;
     while ((pid = waitpid(-1, &status, 0)) > 0 || (pid < 0 && errno == EINTR))
         if (pid == command)
             command_status = status;
-    report(status_fd, command_status, wall_expired, broker_lost);
+    report(status_fd, command_status, wall_expired, broker_lost, left_running);
 }
 
 /* The next child (or tracee) with news, or 0. With a time view on a machine
@@ -618,24 +710,30 @@ static pid_t next_child(int *status, const struct vb_clock *clock)
     return 0;
 }
 
-__attribute__((noreturn)) static void supervise_command(pid_t command, pid_t broker, int status_fd, uint64_t wall_ms,
-                                                        struct vb_clock *clock)
+/* `ours`: the broker and the forwarder (-1 when absent), which serve the sandbox rather
+ * than run its command: they are neither counted nor stopped. */
+__attribute__((noreturn)) static void supervise_command(pid_t command, const pid_t *ours, int status_fd,
+                                                        uint64_t wall_ms, struct vb_clock *clock)
 {
     /* Nothing here for the command to inspect: not dumpable, no host fds. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    if (status_fd != 3) {
-        if (dup2(status_fd, 3) < 0)
-            _exit(VB_EXIT_SETUP);
-        status_fd = 3;
-    }
+    /* the status pipe at 3, the sandbox's procfs at 4, nothing else */
+    int status_high = fcntl(status_fd, F_DUPFD_CLOEXEC, 5);
+    int proc_high = child_proc_fd >= 0 ? fcntl(child_proc_fd, F_DUPFD_CLOEXEC, 5) : -1;
+    if (status_high < 0 || dup2(status_high, 3) < 0)
+        _exit(VB_EXIT_SETUP);
+    status_fd = 3;
+    child_proc_fd = proc_high >= 0 && dup2(proc_high, 4) == 4 ? 4 : -1;
     syscall(SYS_close_range, 0, 2, 0);
-    syscall(SYS_close_range, 4, ~0U, 0);
+    syscall(SYS_close_range, 5, ~0U, 0);
 
     sigset_t wait_for;
     sigemptyset(&wait_for);
     sigaddset(&wait_for, SIGCHLD);
     for (size_t i = 0; i < VB_ARRAY_LEN(forwarded); i++)
         sigaddset(&wait_for, forwarded[i]);
+    for (size_t i = 0; i < VB_ARRAY_LEN(job_stops); i++)
+        sigaddset(&wait_for, job_stops[i]);
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += (time_t)(wall_ms / 1000);
@@ -644,10 +742,12 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000;
     }
+    int stopped = 0;                /* a job-control stop is in force, since stopped_at */
+    struct timespec stopped_at = {0, 0};
     for (;;) {
         siginfo_t info;
         int sig;
-        if (wall_ms) {
+        if (wall_ms && !stopped) {
             struct timespec now, left;
             clock_gettime(CLOCK_MONOTONIC, &now);
             left.tv_sec = deadline.tv_sec - now.tv_sec;
@@ -657,15 +757,54 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
                 left.tv_nsec += 1000000000;
             }
             if (left.tv_sec < 0)
-                end_sandbox(command, status_fd, 1, 0);
+                end_sandbox(command, ours, status_fd, 1, 0);
             sig = sigtimedwait(&wait_for, &info, &left);
             if (sig < 0 && errno == EAGAIN)
-                end_sandbox(command, status_fd, 1, 0);
+                end_sandbox(command, ours, status_fd, 1, 0);
         } else {
             sig = sigwaitinfo(&wait_for, &info);
         }
         if (sig < 0)
             continue;
+        if (sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+            /* The caller is being stopped (Ctrl-Z): stop the sandbox with it. Its processes are
+             * in sessions of their own, which the terminal's job control does not reach, and in
+             * orphaned process groups, which ignore these three: SIGSTOP, to all at once (a fork
+             * under way gets it too). The wall-time limit does not count the time stopped: a
+             * stopped sandbox runs nothing, and only the caller's side can stop it so. */
+            if (!stopped) {
+                stopped = 1;
+                if (child_job)
+                    atomic_store(&child_job->stopped, 1);
+                clock_gettime(CLOCK_MONOTONIC, &stopped_at);
+                kill(-1, SIGSTOP);
+                for (int i = 0; i < 2; i++)
+                    if (ours[i] > 0)
+                        kill(ours[i], SIGCONT);
+            }
+            continue;
+        }
+        if (sig == SIGCONT && stopped) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            deadline.tv_sec += now.tv_sec - stopped_at.tv_sec;
+            deadline.tv_nsec += now.tv_nsec - stopped_at.tv_nsec;
+            if (deadline.tv_nsec < 0) {
+                deadline.tv_sec--;
+                deadline.tv_nsec += 1000000000;
+            } else if (deadline.tv_nsec >= 1000000000) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000;
+            }
+            stopped = 0;
+            if (child_job) { /* in this order: a caller that reads 0 reads the new total */
+                atomic_fetch_add(&child_job->held_ns, (int64_t)(now.tv_sec - stopped_at.tv_sec) * 1000000000 +
+                                                          (now.tv_nsec - stopped_at.tv_nsec));
+                atomic_store(&child_job->stopped, 0);
+            }
+            kill(-1, SIGCONT);
+            continue;
+        }
         if (sig != SIGCHLD) {
             kill(command, sig);
             continue;
@@ -677,8 +816,8 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
             if (clock && WIFSTOPPED(status) && vb_time_on_stop(clock, pid, &status) == 0)
                 continue;
             if (pid == command)
-                report(status_fd, status, 0, 0);
-            if (pid == broker) {
+                report(status_fd, status, 0, 0, count_running(ours, 2));
+            if (pid == ours[0]) {
                 /* The broker exits when its supervisor lets the sandbox go, which
                  * happens as the command's last process ends: give the command a
                  * moment to finish exiting, so a run that ended on its own is not
@@ -691,10 +830,10 @@ __attribute__((noreturn)) static void supervise_command(pid_t command, pid_t bro
                 sigaddset(&chld, SIGCHLD);
                 for (int tries = 0; tries < 5; tries++) {
                     if (waitpid(command, &status, WNOHANG) == command)
-                        report(status_fd, status, 0, 0);
+                        report(status_fd, status, 0, 0, count_running(ours, 2));
                     sigtimedwait(&chld, NULL, &grace);
                 }
-                end_sandbox(command, status_fd, 0, 1);
+                end_sandbox(command, ours, status_fd, 0, 1);
             }
         }
     }
@@ -775,6 +914,9 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
      * reads EOF below. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
         FAIL(errno, "set the parent-death signal");
+    /* the caller's and this init's only: not the broker's, the forwarder's, the command's */
+    if (child_job && madvise(child_job, sizeof *child_job, MADV_DONTFORK) != 0)
+        FAIL(errno, "keep the job-control state from the sandbox's processes");
     scrub_command_line();
     char go = 0;
     while (read(sync_r, &go, 1) < 0 && errno == EINTR)
@@ -785,6 +927,7 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
 
     if (clock)
         vb_time_namespace(clock); /* before the host's /proc is gone */
+    child_proc_fd = open_own_proc();
     vb_build_view(plan);
     if (clock)
         vb_time_proc_stat(clock);
@@ -792,12 +935,13 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         FAIL(errno, "set the hostname ", plan->hostname);
     if (plan->unshare_net)
         loopback_up();
+    pid_t ours[2] = {-1, -1}; /* the broker and the forwarder */
     if (plan->n_publish) {
         /* before the broker's setup closes the host's listening sockets in this init */
-        pid_t forwarder = raw_fork();
-        if (forwarder < 0)
+        ours[1] = raw_fork();
+        if (ours[1] < 0)
             FAIL(errno, "fork the forwarder of [net].publish");
-        if (forwarder == 0) {
+        if (ours[1] == 0) {
             close(status_w);
             run_forwarder(plan);
         }
@@ -814,6 +958,8 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
     sigaction(SIGCHLD, &sa, NULL);
     for (size_t i = 0; i < VB_ARRAY_LEN(forwarded); i++)
         sigaction(forwarded[i], &sa, NULL);
+    for (size_t i = 0; i < VB_ARRAY_LEN(job_stops); i++)
+        sigaction(job_stops[i], &sa, NULL);
 
     pid_t broker = -1;
     if (broker_sock >= 0) {
@@ -873,7 +1019,8 @@ __attribute__((noreturn)) static void run_init(const struct vb_plan *plan, int e
         close(handoff[1]);
         take_listener(command, handoff[0], plan->resolver);
     }
-    supervise_command(command, broker, status_w, plan->wall_ms, clock);
+    ours[0] = broker;
+    supervise_command(command, ours, status_w, plan->wall_ms, clock);
 }
 
 static int write_file(const char *path, const char *text)
@@ -1036,11 +1183,24 @@ int vb_spawn(const struct vb_plan *plan, struct vb_child *child, struct vb_error
             return rc;
         }
     }
-    int rc = spawn_counted(plan, child, error, counters, &clock);
-    if (rc == 0)
-        child->net_counters = counters;
-    else
+    struct vb_job *job = mmap(NULL, sizeof *job, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (job == MAP_FAILED) {
+        int rc = -errno;
         vb_net_counters_release(counters);
+        if (clock)
+            munmap(clock, sizeof *clock);
+        return rc;
+    }
+    child_job = job; /* the init's copy of this static is its own */
+    int rc = spawn_counted(plan, child, error, counters, &clock);
+    child_job = NULL;
+    if (rc == 0) {
+        child->net_counters = counters;
+        child->job = job;
+    } else {
+        vb_net_counters_release(counters);
+        munmap(job, sizeof *job);
+    }
     if (clock) /* not handed to the supervisor */
         munmap(clock, sizeof *clock);
     return rc;
@@ -1053,6 +1213,7 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
     memset(error, 0, sizeof *error);
     child->pid = child->pidfd = child->status_fd = child->resolver_fd = -1;
     child->net_counters = NULL;
+    child->job = NULL;
     child_counters = counters; /* the init's copy of this static is the forwarder's */
     int resolver = -1;
 
@@ -1218,6 +1379,17 @@ static int spawn_counted(const struct vb_plan *plan, struct vb_child *child, str
     return 0;
 }
 
+int vb_job_stopped(const struct vb_child *child, int64_t *held_ns)
+{
+    if (!child->job) {
+        *held_ns = 0;
+        return 0;
+    }
+    int stopped = atomic_load(&child->job->stopped); /* first: see supervise_command */
+    *held_ns = atomic_load(&child->job->held_ns);
+    return stopped;
+}
+
 int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
 {
     struct status_record record;
@@ -1235,6 +1407,7 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
     usage->out_blocks = ru.ru_oublock;
     usage->wall_expired = n == (ssize_t)sizeof record && record.wall_expired;
     usage->broker_lost = n == (ssize_t)sizeof record && record.broker_lost;
+    usage->left_running = n == (ssize_t)sizeof record ? record.left_running : -1;
     /* no report: the init itself died (killed from outside) */
     *wstatus = n == (ssize_t)sizeof record ? record.wstatus : init_status;
     struct vb_net_counters *net = child->net_counters;
@@ -1244,6 +1417,9 @@ int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage)
     usage->net_bytes_out = net ? (int64_t)atomic_load(&net->bytes_out) : -1;
     vb_net_counters_release(net);
     child->net_counters = NULL;
+    if (child->job)
+        munmap(child->job, sizeof *child->job);
+    child->job = NULL;
     close(child->status_fd);
     close(child->pidfd);
     child->status_fd = child->pidfd = -1;

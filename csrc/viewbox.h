@@ -187,6 +187,9 @@ struct vb_error {
  * connections and bytes the forwarder relayed for [net].publish (internal). */
 struct vb_net_counters;
 
+/* The sandbox's job-control stops, as its init holds them (shared memory, internal). */
+struct vb_job;
+
 struct vb_child {
     int pid;                        /* host pid of the sandbox's init (pid 1 inside) */
     int pidfd;                      /* pidfd of that init: signals, polling */
@@ -194,6 +197,7 @@ struct vb_child {
     int resolver_fd;                /* -1, or with plan.resolver: the sandbox's DNS socket,
                                        bound to 127.0.0.53:53 inside (the caller closes it) */
     struct vb_net_counters *net_counters; /* NULL with the host's network; vb_wait reads them */
+    struct vb_job *job;             /* vb_job_stopped reads it; vb_wait unmaps it */
 };
 
 /* Spawn a sandbox from `plan`. On success fills `child` and returns 0: the
@@ -212,6 +216,10 @@ struct vb_usage {
     int64_t wall_expired;           /* 1: the init ended the sandbox at plan.wall_ms */
     int64_t broker_lost;            /* 1: the init ended the sandbox because its broker was
                                        gone (path calls could no longer be decided) */
+    int64_t left_running;           /* processes of the sandbox still running when the command
+                                       ended (the init's own helpers aside), killed with it: a
+                                       program that daemonized, say. -1: not known (the init
+                                       could not count them, or did not report) */
     /* its own network's traffic that viewbox carried (-1 each with the host's network) */
     int64_t net_connections_in;     /* accepted by the forwarder ([net].publish) */
     int64_t net_connections_out;    /* made by the supervisor ([net].allow) */
@@ -222,6 +230,12 @@ struct vb_usage {
 /* Reads the command's wait status once status_fd is readable, reaps the init
  * and fills *usage. Returns 0 and sets *wstatus, or -errno. */
 int vb_wait(struct vb_child *child, int *wstatus, struct vb_usage *usage);
+
+/* Whether the sandbox's init holds it stopped now (SIGTSTP, SIGTTIN or SIGTTOU reached the
+ * init: from the caller, or from the terminal, whose process group the init shares), 1 or 0;
+ * *held_ns: how long it held it stopped before, in all. Read while it runs, so that the
+ * caller's own wall-time watch does not count that time either. */
+int vb_job_stopped(const struct vb_child *child, int64_t *held_ns);
 
 /* --- the supervisor: layer 3, seccomp user notification ----------------
  * One thread serves every sandbox spawned with it: an epoll loop over their
@@ -317,10 +331,16 @@ const char *vb_group_name(uint64_t group);
 #define VB_TRAP_STRICT     32      /* [time].strict: times(), whose ticks count the host's uptime */
 #define VB_TRAP_FILE_TIMES 64      /* [time].file_times = "sandbox": the stat family, explicit utimes */
 
+/* The most instructions a seccomp program of viewbox may have: the buffer the sandbox's
+ * command builds its program in, and the one core.seccomp_program() builds into, so a
+ * program that builds for the caller also builds in the sandbox (the kernel's own cap,
+ * BPF_MAXINSNS, is 4096). */
+#define VB_SECCOMP_MAX_INSNS 512
+
 /* Builds the seccomp program for `deny_groups`, `interpose_families` and
  * `time_traps` (VB_TRAP_*) into `out` (capacity in instructions); returns
- * the instruction count or -errno. Exposed for tests and `viewbox show`.
- * Each instruction is 8 bytes (struct sock_filter). */
+ * the instruction count or -errno (-ENOSPC: more than `capacity`). Exposed
+ * for tests and `viewbox show`. Each instruction is 8 bytes (struct sock_filter). */
 int vb_seccomp_build(uint64_t deny_groups, uint64_t interpose_families, uint64_t time_traps, void *out,
                      size_t capacity);
 /* The VB_TRAP_* bits a plan's time view needs (0 without one). */

@@ -71,8 +71,10 @@ def unregister(sandbox_id: int) -> None:
 
 def _dispatch(supervisor: core.Supervisor) -> None:
     fd = supervisor.request_fd
+    poller = select.poll()  # not select(): the fd may be past 1023 in a process holding many
+    poller.register(fd, select.POLLIN)
     while True:
-        select.select([fd], [], [])
+        poller.poll()
         try:
             os.read(fd, 8)
         except BlockingIOError:

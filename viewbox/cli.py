@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 #: signals `viewbox run` passes on to the command
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+#: job control: the sandbox's init stops every process of it on these, and SIGCONT continues them
+JOB_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 MAIN_HELP = """\
 viewbox runs a command in its own view of the world: a filesystem, process
@@ -37,15 +39,20 @@ examples:
 exit status of `run`: the command's; 128+N if a signal N killed it; 124 if
 a limit (--memory, --pids, --timeout, [limits]) ended it; 125 if viewbox
 could not set the sandbox up; 126 if the command could not be executed; 127
-if it was not found inside the view.
+if it was not found inside the view. Any verb exits with 2 when its command
+line is wrong (usage).
 """
 
 RUN_HELP = """\
 Runs CMD inside a sandbox. The policy (default: the embedded `default`) sets
 the view; the flags below add to it or override it. stdin, stdout and stderr
 pass through; SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 and SIGWINCH are
-forwarded to the command; the environment starts clean (PATH, LANG, TERM,
-HOME) plus what the policy's [env] or --env name.
+forwarded to the command; Ctrl-Z (SIGTSTP, SIGTTIN, SIGTTOU) stops the whole
+sandbox with viewbox, and fg/bg (SIGCONT) continue it, the time stopped not
+counting against --timeout. The environment starts clean (PATH, LANG, TERM,
+HOME) plus what the policy's [env] or --env name. One line on stderr says how
+many processes were still running when the command exited (they are killed),
+and when the current directory is hidden, so that the command starts in /.
 
 examples:
   viewbox run -- sh -c 'id; hostname; ls /'
@@ -266,19 +273,34 @@ def spawn_forwarding_signals(box: Sandbox, argv: Sequence[str]) -> Process:
     they are held back from the moment the command may exist until the handler
     is in place (the sandbox's init unblocks its own signals itself). Python runs
     a handler between bytecodes: a signal arriving just before `wait` blocks in
-    poll() is seen there through the wakeup fd, not when the command ends."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    poll() is seen there through the wakeup fd, not when the command ends.
+    Job control: SIGTSTP, SIGTTIN, SIGTTOU stop the sandbox, then this process, as a
+    stopped job; SIGCONT (fg, bg) continues both."""
+    held = (*FORWARDED, *JOB_STOPS, signal.SIGCONT)
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         proc = box.spawn(argv)
         wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
         proc.wakeup_fd = wakeup_r
-        for sig in FORWARDED:
+        for sig in (*FORWARDED, signal.SIGCONT):
             signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+
+        def stop(signum: int, _frame: object) -> None:
+            proc.send_signal(signum)  # the sandbox's init stops every process of it
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)  # returns once continued; the SIGCONT handler follows
+            signal.signal(signum, stop)
+
+        for sig in JOB_STOPS:
+            signal.signal(sig, stop)
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
     for message in proc.plan.degraded:
         print(f"viewbox: running degraded: {message}", file=sys.stderr)
+    if proc.hidden_cwd:
+        print(f"viewbox: the current directory {proc.hidden_cwd} is hidden in the view: "
+              f"the command starts in /", file=sys.stderr)
     return proc
 
 
@@ -315,13 +337,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"viewbox: killed: {usage.reason}", file=sys.stderr)
     elif proc.broker_lost:
         print("viewbox: killed: the sandbox's broker, which performs its path calls, was gone", file=sys.stderr)
+    elif proc.left_running:
+        print(f"viewbox: the command exited with {proc.left_running} "
+              f"{'process' if proc.left_running == 1 else 'processes'} of the sandbox still running; "
+              f"{'it was' if proc.left_running == 1 else 'they were'} killed", file=sys.stderr)
     status = LIMIT_EXIT_STATUS if usage.limit else 128 - returncode if returncode < 0 else returncode
     if report:
         with report:
             import json
 
             json.dump({"argv": list(proc.argv), "returncode": returncode, "exit_status": status,
-                       "limit": usage.limit, "reason": usage.reason, "level": usage.level,
+                       "left_running": proc.left_running, "limit": usage.limit, "reason": usage.reason, "level": usage.level,
                        "limits": limits_dict(policy.limits), "usage": usage.to_dict()}, report, indent=2)
             report.write("\n")
     return status
@@ -439,6 +465,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # The reader went away (`viewbox show --syscalls | head`): stop quietly, with the status
+        # of a tool that SIGPIPE ended, and let nothing left in the buffer try again.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+        return 128 + signal.SIGPIPE
 
 
 def console_main() -> None:
@@ -449,8 +482,8 @@ def console_main() -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except BrokenPipeError:
-        pass
+    except BrokenPipeError:  # what was left in the buffer had no reader: as main() says it
+        code = 128 + signal.SIGPIPE
     os._exit(code)
 
 

@@ -39,6 +39,8 @@ class Usage:
     write_bytes: int        # filesystem output, likewise
     wall_expired: bool      # the sandbox's init ended it at the plan's wall-time limit
     broker_lost: bool = False  # its init ended it: the broker deciding path calls was gone
+    #: processes still running when the command ended, which died with it (None: not known)
+    left_running: int | None = None
     # its own network's traffic that viewbox carried (None with the host's network)
     net_connections_in: int | None = None   # accepted by the forwarder ([net].publish)
     net_connections_out: int | None = None  # made by the supervisor ([net].allow)
@@ -57,6 +59,13 @@ class Child:
         #: with plan.net_names: the sandbox's DNS socket (127.0.0.53:53 inside), ours to answer and close
         self.resolver_fd: int = c_child.resolver_fd
 
+    def job_stopped(self) -> tuple[bool, float]:
+        """Whether the sandbox's init holds it stopped now (job control), and for how many
+        seconds in all it held it stopped before."""
+        held_ns = ffi.new("int64_t *")
+        stopped = lib.vb_job_stopped(self._c, held_ns)
+        return bool(stopped), held_ns[0] / 1e9
+
     def collect(self) -> tuple[int, Usage]:
         """The command's wait status and the sandbox's usage; call once status_fd
         is readable (it does not block then)."""
@@ -69,7 +78,7 @@ class Child:
 
         return wstatus[0], Usage(usage.user_us / 1e6, usage.system_us / 1e6, usage.max_rss_kib * 1024,
                                  usage.in_blocks * 512, usage.out_blocks * 512, bool(usage.wall_expired),
-                                 bool(usage.broker_lost), counted(usage.net_connections_in),
+                                 bool(usage.broker_lost), counted(usage.left_running), counted(usage.net_connections_in),
                                  counted(usage.net_connections_out), counted(usage.net_bytes_in),
                                  counted(usage.net_bytes_out))
 
@@ -379,8 +388,8 @@ def time_traps(*, rate: float, frozen: bool, strict: bool, file_times: bool) -> 
 def seccomp_program(deny_groups: int, interpose_families: int = 0, time_traps: int = 0) -> bytes:
     """The seccomp program for `deny_groups` (and the interposed families, and the time view's
     traps: VB_TRAP_* bits), as raw sock_filter bytes."""
-    buf = ffi.new("char[]", 8 * 1024)
-    n = lib.vb_seccomp_build(deny_groups, interpose_families, time_traps, buf, 1024)
+    buf = ffi.new("char[]", 8 * lib.VB_SECCOMP_MAX_INSNS)  # 8 bytes a struct sock_filter
+    n = lib.vb_seccomp_build(deny_groups, interpose_families, time_traps, buf, lib.VB_SECCOMP_MAX_INSNS)
     if n < 0:
         raise OSError(-n, os.strerror(-n))
     return bytes(ffi.buffer(buf, 8 * n))

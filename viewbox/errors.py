@@ -83,9 +83,21 @@ def spawn_error(what: str, err: int, exit_code: int) -> SpawnError:
 
 
 class TimeoutExpired(ViewboxError):
-    """A wait on a sandboxed command ran out of time."""
+    """A wait on a sandboxed command ran out of time. As in subprocess, `output` (also
+    `stdout`) and `stderr` hold what the command wrote before that, when it was captured."""
 
-    def __init__(self, argv: tuple[str, ...], timeout: float | None) -> None:
+    def __init__(self, argv: tuple[str, ...], timeout: float | None, output: bytes | None = None,
+                 stderr: bytes | None = None) -> None:
         self.argv = argv
         self.timeout = timeout
+        self.output = output
+        self.stderr = stderr
         super().__init__(f"{argv[0] if argv else 'command'} did not finish within {timeout} seconds")
+
+    @property
+    def stdout(self) -> bytes | None:
+        return self.output
+
+    @stdout.setter
+    def stdout(self, value: bytes | None) -> None:
+        self.output = value

@@ -746,6 +746,12 @@ class QuotaSession:
                 self._tree = (self._own_proc and _PidNamespace.open(init_pid)) or _ProcessTree(init_pid)
             self._next_poll = self._started
 
+    def postpone(self, seconds: float) -> None:
+        """Moves the wall-time backstop on by `seconds` the sandbox spent stopped (job control),
+        which its init does not count against [limits].wall either."""
+        if self._deadline is not None:
+            self._deadline += seconds
+
     def before_kill(self) -> None:
         """The sandbox is about to be killed: note what its processes have used.
 

@@ -23,13 +23,22 @@ from .errors import SpawnError, TimeoutExpired, UnavailableLayer, ViewboxError
 from .quota import LIMIT_EXIT_STATUS, QuotaSession, Usage
 from .plan import Plan, RuleAction
 from .policy import Policy, compile_policy, load_policy
+from .policy.model import normalize
 from .views import net
 
 #: As in subprocess (same values): a new pipe for this stream, or /dev/null.
 PIPE = -1
 DEVNULL = -3
 
+#: seconds a timed-out run's pipes are read for after the kill: their writers are gone, so this
+#: only bounds a pipe some other process still holds
+DRAIN_SECONDS = 1.0
+
 Stream = int | IO[Any] | None
+
+#: seconds between looks at a stopped sandbox that has limits, to take up their checks again
+#: once it is continued
+STOPPED_RECHECK = 0.2
 
 
 @record
@@ -60,6 +69,9 @@ class Result:
     events: tuple[Event, ...] = ()
     #: what the sandbox used, the enforcement level, and the limit that ended it (usage.limit, .reason)
     usage: Usage | None = None
+    #: how many processes were still running when the command ended (a daemon it started, say),
+    #: killed with the sandbox; None when the sandbox's init could not count them
+    left_running: int | None = None
 
     @property
     def signal(self) -> int | None:
@@ -123,6 +135,8 @@ class Process:
         #: set when the command has ended: what the sandbox used (quota.Usage)
         self.usage: Usage | None = None
         self.broker_lost = False
+        #: set when the command has ended: processes still running then, killed with it (Result.left_running)
+        self.left_running: int | None = None
         self._audit = audit
         self._sandbox_id = sandbox_id
         self._host_sockets = host_sockets
@@ -132,6 +146,12 @@ class Process:
         #: the read end of signal.set_wakeup_fd(), or None: a signal arriving just before
         #: `wait` blocks would otherwise wait with its Python handler until the command ends
         self.wakeup_fd: int | None = None
+        self._pump: _Pump | None = None
+        #: the caller's working directory when the policy names no workdir and the view hides
+        #: that directory, so that the command started in "/" instead; else None
+        self.hidden_cwd: str | None = None
+        #: seconds the sandbox was held stopped (job control) that the wall-time backstop skipped
+        self._held = 0.0
         quota.start(child.pid)
 
     def poll(self) -> int | None:
@@ -167,6 +187,14 @@ class Process:
 
     def _watch(self) -> float | None:
         """Runs the due limit checks, killing the sandbox on a breach; seconds until the next."""
+        # Its init holds the stops (whoever sent the signal: this process, or the terminal to
+        # the process group the init shares with it); their time does not count, here either.
+        stopped, held = self._child.job_stopped()
+        if held > self._held:
+            self._quota.postpone(held - self._held)
+            self._held = held
+        if stopped:  # nothing in it runs or grows
+            return None if self._quota.due() is None else STOPPED_RECHECK
         if self._quota.check():
             self.kill()
         return self._quota.due()
@@ -181,6 +209,7 @@ class Process:
             net_connections_in=traffic.net_connections_in, net_connections_out=traffic.net_connections_out)
         #: the sandbox's init ended it because its broker (path rules) was gone
         self.broker_lost = kernel_usage.broker_lost
+        self.left_running = kernel_usage.left_running
         ask.unregister(self._sandbox_id)
         if self._resolver:
             self._resolver.close()
@@ -190,10 +219,12 @@ class Process:
             self._network.cleanup()
         self._audit.end_calls()
         self._audit.emit("exit", returncode=self.returncode, duration=round(self.duration, 6),
-                         usage=self.usage.to_dict())
+                         left_running=self.left_running, usage=self.usage.to_dict())
 
     def send_signal(self, sig: int) -> None:
-        """Sends `sig` to the command (through the sandbox's init, which forwards it)."""
+        """Sends `sig` to the command (through the sandbox's init, which forwards it).
+        SIGTSTP, SIGTTIN and SIGTTOU stop every process of the sandbox instead, and SIGCONT
+        continues them: the time in between does not count against the wall-time limit."""
         if self.returncode is None and self._child.pidfd >= 0:
             try:
                 signal.pidfd_send_signal(self._child.pidfd, sig)
@@ -210,10 +241,20 @@ class Process:
         self.send_signal(signal.SIGKILL)
 
     def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes | None, bytes | None]:
-        """Feeds `input`, reads stdout/stderr to the end, waits; like subprocess."""
-        out, err = _pump(self.stdin, self.stdout, self.stderr, input, timeout, self.argv, self._watch)
-        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - self.started))
-        self.wait(remaining)
+        """Feeds `input`, reads stdout/stderr to the end, waits; like subprocess. On a timeout,
+        TimeoutExpired carries what was read so far (.stdout, .stderr), and calling communicate
+        again goes on from there (`input` is then ignored: it was taken the first time)."""
+        if self._pump is None:
+            self._pump = _Pump(self.stdin, self.stdout, self.stderr, input)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = self._pump.run(deadline, self._watch)
+        out, err = self._pump.output()
+        if not done:
+            raise TimeoutExpired(self.argv, timeout, out, err)
+        try:
+            self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except TimeoutExpired:
+            raise TimeoutExpired(self.argv, timeout, out, err) from None
         return out, err
 
     def __enter__(self) -> Process:
@@ -357,6 +398,8 @@ class Sandbox:
         stdin_file, stdout_file, stderr_file = ends.parent_files()
         proc = Process(child, argv, plan, stdin_file, stdout_file, stderr_file, audit=audit, quota=quota,
                        sandbox_id=sandbox_id, host_sockets=host_sockets, network=network)
+        if self.policy.process.workdir is None and plan.workdir != normalize(os.getcwd()):
+            proc.hidden_cwd = normalize(os.getcwd())
         self._processes.append(proc)
         if resolving and child.resolver_fd >= 0:
             try:
@@ -384,13 +427,17 @@ class Sandbox:
         with proc:
             try:
                 out, err = proc.communicate(input, timeout)
-            except TimeoutExpired:
+            except TimeoutExpired as timed_out:
                 proc.kill()
                 proc.wait()
+                if proc._pump:
+                    # every process of the sandbox is gone: what its pipes still hold, then EOF
+                    proc._pump.run(time.monotonic() + DRAIN_SECONDS, lambda: None)
+                    timed_out.output, timed_out.stderr = proc._pump.output()
                 raise
         result = Result(argv=proc.argv, returncode=proc.returncode or 0, stdout=out, stderr=err,
                         duration=proc.duration or 0.0, degraded=proc.plan.degraded,
-                        events=tuple(proc._audit.events), usage=proc.usage)
+                        events=tuple(proc._audit.events), usage=proc.usage, left_running=proc.left_running)
         if check:
             result.check_returncode()
         return result
@@ -524,49 +571,61 @@ class _Streams:
                 f.close()
 
 
-def _pump(stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
-          data: bytes | None, timeout: float | None, argv: tuple[str, ...],
-          watch: Callable[[], float | None]) -> tuple[bytes | None, bytes | None]:
-    """Writes `data` to stdin and reads stdout and stderr until EOF, without deadlock.
-    `watch()` runs the limit checks in between and says when it wants to run again."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    chunks: dict[int, list[bytes]] = {}
-    readers = {}
-    for f in (stdout, stderr):
-        if f:
-            readers[f.fileno()] = f
-            chunks[f.fileno()] = []
-    pending = memoryview(data or b"")
-    writer = stdin.fileno() if stdin else None
-    if writer is not None and not pending:
-        stdin.close()  # type: ignore[union-attr]
-        writer = None
-    while readers or writer is not None:
-        pause = watch()
-        wait = None if deadline is None else deadline - time.monotonic()
-        if wait is not None and wait <= 0:
-            raise TimeoutExpired(argv, timeout)
-        if pause is not None:
-            wait = pause if wait is None else min(wait, pause)
-        r, w, _ = select.select(list(readers), [writer] if writer is not None else [], [], wait)
-        for fd in r:
-            block = os.read(fd, 65536)
-            if block:
-                chunks[fd].append(block)
-            else:
-                del readers[fd]
-        if w:
-            try:
-                sent = os.write(writer, pending[:65536])  # type: ignore[arg-type]
-                pending = pending[sent:]
-            except BrokenPipeError:
-                pending = pending[:0]
-            if not pending:
-                stdin.close()  # type: ignore[union-attr]
-                writer = None
-    out = b"".join(chunks[stdout.fileno()]) if stdout else None
-    err = b"".join(chunks[stderr.fileno()]) if stderr else None
-    return out, err
+class _Pump:
+    """Writes `data` to stdin and reads stdout and stderr until EOF, without deadlock; with
+    poll(), which takes any fd number (select() fails past 1023). It keeps what it read, so
+    that a run cut short by a timeout can go on, or be drained, later."""
+
+    def __init__(self, stdin: IO[bytes] | None, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
+                 data: bytes | None) -> None:
+        self._fds = tuple(f.fileno() if f else None for f in (stdout, stderr))
+        self._readers: dict[int, list[bytes]] = {fd: [] for fd in self._fds if fd is not None}  # chunks read
+        self._open = set(self._readers)
+        self._stdin = stdin
+        self._pending = memoryview(data or b"")
+        if stdin and not self._pending:
+            stdin.close()
+            self._stdin = None
+
+    def run(self, deadline: float | None, watch: Callable[[], float | None]) -> bool:
+        """Pumps until both outputs end (True) or `deadline` passes (False). `watch()` runs the
+        limit checks in between and says when it wants to run again."""
+        poller = select.poll()
+        for fd in self._open:
+            poller.register(fd, select.POLLIN)
+        if self._stdin:
+            poller.register(self._stdin.fileno(), select.POLLOUT)
+        while self._open or self._stdin:
+            pause = watch()
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return False
+            if pause is not None:
+                wait = pause if wait is None else min(wait, pause)
+            for fd, _ in poller.poll(None if wait is None else math.ceil(wait * 1000)):
+                if fd in self._open:
+                    block = os.read(fd, 65536)
+                    if block:
+                        self._readers[fd].append(block)
+                    else:
+                        self._open.discard(fd)
+                        poller.unregister(fd)
+                elif self._stdin and fd == self._stdin.fileno():
+                    try:  # at most PIPE_BUF: POLLOUT promises that much room, so it cannot block
+                        sent = os.write(fd, self._pending[:select.PIPE_BUF])
+                        self._pending = self._pending[sent:]
+                    except BrokenPipeError:
+                        self._pending = self._pending[:0]
+                    if not self._pending:
+                        poller.unregister(fd)
+                        self._stdin.close()
+                        self._stdin = None
+        return True
+
+    def output(self) -> tuple[bytes | None, bytes | None]:
+        """What was read from stdout and stderr so far (None for a stream not captured)."""
+        out, err = (None if fd is None else b"".join(self._readers[fd]) for fd in self._fds)
+        return out, err
 
 
 class _Audit:
