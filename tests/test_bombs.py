@@ -282,8 +282,8 @@ def test_a_limit_that_is_neither_a_value_nor_unlimited_says_so(world_dir: pathli
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         f'{policy}:5: [limits].pids: expected an integer, got string "none"; "unlimited" sets no limit',
-        f'{policy}:6: [limits].memory: invalid size "off" (bytes, or a number with K, M or G); '
-        '"unlimited" sets no limit',
+        f'{policy}:6: [limits].memory: invalid size "off" (a number with B, K, M, G or T, e.g. "256M"; '
+        'or an integer of bytes); "unlimited" sets no limit',
     ]
     flag = Caller("root").run(["--pids", "lots", "--", "true"])
     assert flag.returncode == 125

@@ -192,7 +192,7 @@ def test_rebinding_to_any_host_address_link_local_or_loopback_pins_nothing(
     try:
         done = as_user.run(["--audit", str(audit), *rules, "--dns", zone.address,
                             # the host's networks and the namespace's, named by address for port 1 only
-                            "--allow-net", f"{own.rsplit('.', 1)[0]}.0/24:1", "--allow-net", "10.201.77.0/30:1",
+                            "--allow-net", f"{own.rsplit('.', 1)[0]}.0/24:1", "--allow-net", f"{test_namespace.network}:1",
                             *py(BY_NAME), str(port), "0", *names, "9.9.9.9", "9.9.9.10"])
     finally:
         zone.close()
@@ -230,7 +230,7 @@ def test_private_addresses_are_pinned_only_under_an_address_rule(
     try:
         runs = [as_user.run(["--allow-net", f"lan.test:{port}", "--dns", zone.address, *extra,
                              *py(BY_NAME), str(port), "0", "lan.test", test_namespace.address])
-                for extra in ([], ["--allow-net", "10.201.77.0/30:1"])]
+                for extra in ([], ["--allow-net", f"{test_namespace.network}:1"])]
     finally:
         zone.close()
     assert [run.returncode for run in runs] == [0, 0], runs[0].stderr + runs[1].stderr
