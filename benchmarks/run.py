@@ -184,7 +184,7 @@ def _shebang(path: str) -> str:
     return first[2:].split()[0] if first.startswith("#!") and first[2:].split() else ""
 
 
-def make_tools(checkout: bool = False) -> dict[str, Tool]:
+def make_tools(checkout: bool = False, extra_flags: Sequence[str] = ()) -> dict[str, Tool]:
     tools = {"native": Tool("native", version=platform.release())}
 
     if checkout:
@@ -197,7 +197,7 @@ def make_tools(checkout: bool = False) -> dict[str, Tool]:
         flags = [f for path in binds for f in ("--ro", path)]
         flags += [f for key, value in inner_env.items() for f in ("--env", f"{key}={value}")]
         flags += [f for glob in rules for f in ("--deny", glob)]
-        return launcher + ["run"] + flags + ["--"]
+        return launcher + ["run"] + flags + list(extra_flags) + ["--"]
 
     # viewbox's own Python start must not run without its pyc cache, so the
     # workload's variables reach the command through --env, not the launcher.
@@ -892,6 +892,9 @@ def main(argv: list[str] | None = None) -> int:
                              "console script is installed (e.g. an older `pip install .`)")
     parser.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
                         help=f"run only this section (repeatable): {', '.join(SECTIONS)}")
+    parser.add_argument("--viewbox-flag", action="append", default=[], metavar="FLAG",
+                        help="add FLAG to both viewbox columns' `viewbox run` (repeatable), e.g. "
+                             "--viewbox-flag=--time-offset=-1d for rows 3-4 under a time view")
     args = parser.parse_args(argv)
     only = set(args.only or SECTIONS)
 
@@ -905,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if os.path.isfile(os.path.join(REPO, "viewbox", "__init__.py")):
         sys.path.insert(0, REPO)  # the API figures are of this checkout
-    tools = make_tools(args.checkout)
+    tools = make_tools(args.checkout, args.viewbox_flag)
     info = machine()
     try:
         import viewbox
@@ -926,6 +929,8 @@ def main(argv: list[str] | None = None) -> int:
         checkout = os.path.join(REPO, "viewbox")
         if where.returncode == 0 and os.path.realpath(info["viewbox_cli_package"]) != os.path.realpath(checkout):
             print(f"          note: not this checkout ({checkout}); `pip install .` to refresh it, or --checkout")
+    if args.viewbox_flag:
+        print(f"          with the flags {' '.join(args.viewbox_flag)} in both viewbox columns (rows 1, 3, 4)")
     print(f"vb+rules: {tools['vb+rules'].version}")
     for name in ("bwrap", "proot"):
         t = tools[name]
