@@ -549,7 +549,9 @@ class _PidNamespace(_ProcessTree):
             return None
         for child in children:
             try:
-                return cls(os.open(f"/proc/{child}/root/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                # O_NOFOLLOW: a view with a writable root must not point the watchdog elsewhere
+                return cls(os.open(f"/proc/{child}/root/proc",
+                                   os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
             except OSError:
                 continue
         return None
