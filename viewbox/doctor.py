@@ -12,10 +12,8 @@ import errno
 import functools
 import operator
 import os
-import platform
 import pwd
 import re
-import textwrap
 from viewbox._record import asdict, record
 from typing import Any
 
@@ -196,6 +194,8 @@ def _meaning(probe: Probe) -> str:
     elif not essential:
         sentences.append(f"Missing here: {', '.join(missing)}; see above for what a sandbox "
                          "goes without.")
+    import textwrap  # only for the report: not on the run path, which imports this module for cgroups
+
     return textwrap.fill(" ".join(sentences), width=88, initial_indent="  ",
                          subsequent_indent="  ")
 
@@ -470,8 +470,9 @@ def _pidfd_layer(ret: int) -> Layer:
 def _time_trace_layer(userns: bool) -> Layer:
     """Whether the sandbox's init may trace its command, as the time view needs (x86_64)."""
     missing = "policies with a [time] table cannot run: the clock is kept by tracing the command"
-    if platform.machine() != "x86_64":
-        return Layer("time-trace", False, f"the time view reads x86_64 registers; this is {platform.machine()}",
+    machine = os.uname().machine
+    if machine != "x86_64":
+        return Layer("time-trace", False, f"the time view reads x86_64 registers; this is {machine}",
                      missing)
     err = -probe_trace(userns)
     if err:
