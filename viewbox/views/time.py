@@ -30,12 +30,9 @@ STRICT_HIDDEN = ("/proc/*/sched", "/proc/*/schedstat", "/proc/*/timens_offsets",
 
 
 def file_times_on_sandbox_clock(policy: Policy) -> bool:
-    """[time].file_times; unset, "sandbox" when path rules send the stat family to the supervisor
-    anyway (it maps the times of its answers at no extra cost), else "host" (the tracer would
-    follow every stat call to its end: two ptrace stops each)."""
-    if policy.time.file_times is not None:
-        return policy.time.file_times == "sandbox"
-    return bool(policy.fs.rules or strict_hidden(policy))
+    """[time].file_times; unset, "host": on the sandbox's clock every stat call costs more, with
+    path rules too (benchmark row 3 under --time-offset with a rule ran 2.9x slower with it)."""
+    return policy.time.file_times == "sandbox"
 
 
 def strict_hidden(policy: Policy) -> tuple[str, ...]:
